@@ -1,0 +1,616 @@
+"""NGramTable: CSR n-gram storage, smoothing, batched lookup, save/load and fingerprint."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from ngram import counts as C
+from ngram import keys
+from ngram.fingerprint import tokenizer_fingerprint
+from ngram.lookup import OrderMeta, find_contexts, gather_entries, row_values
+from ngram.options import LookupOptions, resolve_options
+
+MAX_ORDER = 10
+FORMAT_NAME = "steer-ngram"
+FORMAT_VERSION = "1"
+_REBUILD = (
+    "rebuild it with `NGramTable.from_texts(texts, tokenizer, order).save(path)` "
+    "(or `steer build-table`) in the token space of the model you steer"
+)
+
+
+class TableFileError(ValueError):
+    """A table file that is missing parts, damaged, truncated or of another format."""
+
+
+class TokenizerMismatchError(ValueError):
+    """A table used with a tokenizer other than the one it was built with."""
+
+
+def _check_int(name: str, value, lo: int, hi: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"`{name}` must be an int, got {value!r}")
+    value = int(value)
+    if value < lo or (hi is not None and value > hi):
+        rng = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
+        raise ValueError(f"`{name}` must be {rng}, got {value}")
+    return value
+
+
+def _segment_sum(values: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """Sum of values[offsets[i]:offsets[i+1]] for every i, via one cumsum."""
+    cs = torch.cat([values.new_zeros(1), values.cumsum(0)])
+    return cs[offsets[1:]] - cs[offsets[:-1]]
+
+
+class NGramTable:
+    """Counts of all n-grams of orders 1..N of a corpus, in a model's token space.
+
+    Unigram counts are dense; each order k >= 2 is stored in CSR form: the
+    distinct contexts (the k-1 previous tokens) as sorted int64 keys, offsets,
+    next-token ids and counts. Keys are an exact base-V packing when V**(k-1)
+    fits in 63 bits, else a 62-bit hash with the context tokens kept so that a
+    collision is detected at lookup. For Kneser-Ney, continuation counts of
+    every order below N are computed at build time.
+
+    Build with :meth:`from_texts` (binds the table to the tokenizer's
+    fingerprint) or :meth:`from_token_ids`; query with :meth:`logprobs`,
+    :meth:`count` and :meth:`prob`; persist with :meth:`save` / :meth:`load`.
+
+    Example:
+        >>> table = NGramTable.from_token_ids([[1, 2, 3, 2, 3]], vocab_size=5, order=3)
+        >>> table.count([2, 3])
+        2
+        >>> lp = table.logprobs(torch.tensor([[1, 2]]), smoothing="kneser_ney")
+        >>> round(lp.exp().sum().item(), 5)
+        1.0
+    """
+
+    def __init__(self, tensors: dict[str, torch.Tensor], meta: dict):
+        self.order = int(meta["order"])
+        self.vocab_size = int(meta["vocab_size"])
+        self.hash_seed = int(meta["hash_seed"])
+        self.hashed_orders = tuple(int(k) for k in meta["hashed_orders"])
+        self.fingerprint = meta.get("tokenizer_fingerprint") or None
+        self.stats = dict(meta.get("stats", {}))
+        self._stored = dict(tensors)
+        self._metas = {}
+        for k in range(2, self.order + 1):
+            offsets = tensors[f"o{k}.offsets"]
+            fan = offsets[1:] - offsets[:-1]
+            self._metas[k] = OrderMeta(
+                k=k,
+                hashed=k in self.hashed_orders,
+                n_ctx=int(fan.numel()),
+                n_entries=int(tensors[f"o{k}.next_ids"].numel()),
+                max_fanout=int(fan.max()) if fan.numel() else 0,
+            )
+        self.device = next(iter(tensors.values())).device
+        self._cache: dict[torch.device, dict[str, torch.Tensor]] = {}
+        self._derive(self._stored)
+
+    # ------------------------------------------------------------------ build
+    @classmethod
+    def from_token_ids(
+        cls,
+        docs: Iterable,
+        vocab_size: int,
+        order: int,
+        *,
+        tokenizer_fingerprint: str | None = None,
+    ) -> NGramTable:
+        """Count n-grams of orders 1..``order`` in documents of token ids.
+
+        Args:
+            docs: iterable of 1-D integer sequences (lists, numpy arrays, tensors),
+                one per document; n-grams never cross from one to the next.
+            vocab_size: V, the size of the token space (every id in [0, V)).
+            order: N, the highest order (1..MAX_ORDER).
+            tokenizer_fingerprint: recorded in the table (``from_texts`` fills it).
+
+        Returns:
+            The table, on the CPU.
+        """
+        vocab_size = _check_int("vocab_size", vocab_size, 1)
+        order = _check_int("order", order, 1, MAX_ORDER)
+        tokens, lengths = C.flatten_docs(docs, vocab_size)
+        remaining = C.remaining_in_doc(lengths)
+        hashed = [k for k in range(2, order + 1) if not keys.exact_packing(vocab_size, k - 1)]
+
+        for seed in range(C.MAX_HASH_ATTEMPTS):
+            try:
+                per_order = {
+                    k: C.count_order(tokens, remaining, k, vocab_size, k in hashed, seed)
+                    for k in range(2, order + 1)
+                }
+                break
+            except C.HashCollision:
+                continue
+        else:  # pragma: no cover - needs MAX_HASH_ATTEMPTS 62-bit collisions in a row
+            raise RuntimeError("context hash collided under every seed; report this corpus")
+
+        tensors = {"unigram.counts": torch.from_numpy(np.bincount(tokens, minlength=vocab_size))}
+        if order >= 2:
+            tensors["unigram.cont"] = torch.from_numpy(
+                C.continuation_counts(None, per_order[2], 1, vocab_size, False, 2 in hashed, seed)
+            )
+        for k in range(2, order + 1):
+            oc = per_order[k]
+            if k < order:
+                oc.cont_counts = C.continuation_counts(
+                    oc, per_order[k + 1], k, vocab_size, k in hashed, k + 1 in hashed, seed
+                )
+            p = f"o{k}."
+            tensors[p + "ctx_keys"] = torch.from_numpy(oc.ctx_keys)
+            tensors[p + "offsets"] = torch.from_numpy(oc.offsets)
+            tensors[p + "next_ids"] = torch.from_numpy(oc.next_ids.astype(np.int32))
+            tensors[p + "counts"] = torch.from_numpy(_narrow(oc.counts))
+            if oc.cont_counts is not None:
+                tensors[p + "cont"] = torch.from_numpy(_narrow(oc.cont_counts))
+            if oc.ctx_tokens is not None:
+                tensors[p + "ctx_tokens"] = torch.from_numpy(oc.ctx_tokens.astype(np.int32))
+
+        stats = {
+            "n_tokens": int(tokens.size),
+            "n_docs": int(lengths.size),
+            "ngram_types": {"1": int(np.count_nonzero(tensors["unigram.counts"].numpy()))},
+            "contexts": {},
+        }
+        for k in range(2, order + 1):
+            stats["ngram_types"][str(k)] = int(per_order[k].next_ids.size)
+            stats["contexts"][str(k)] = int(per_order[k].ctx_keys.size)
+        meta = {
+            "order": order,
+            "vocab_size": vocab_size,
+            "hash_seed": seed,
+            "hashed_orders": hashed,
+            "tokenizer_fingerprint": tokenizer_fingerprint,
+            "stats": stats,
+        }
+        return cls(tensors, meta)
+
+    @classmethod
+    def from_texts(cls, texts: Iterable[str], tokenizer, order: int, *, batch_size: int = 1024):
+        """Tokenise texts (no special tokens) and count their n-grams.
+
+        Each text is one document. The table records the tokenizer's
+        fingerprint, and its vocabulary size is ``len(tokenizer)``.
+
+        Args:
+            texts: iterable of strings, one per document.
+            tokenizer: a Hugging Face tokenizer (the steered model's).
+            order: N, the highest order.
+            batch_size: texts tokenised per call.
+        """
+        if isinstance(texts, (str, bytes)):
+            raise TypeError("`texts` must be an iterable of strings (documents), got a single string")
+        order = _check_int("order", order, 1, MAX_ORDER)
+        fingerprint = tokenizer_fingerprint(tokenizer)
+        docs, batch, n_texts = [], [], 0
+        for text in texts:
+            if not isinstance(text, str):
+                raise TypeError(f"`texts` must hold strings, got {type(text).__name__}")
+            n_texts += 1
+            batch.append(text)
+            if len(batch) == batch_size:
+                docs.extend(tokenizer(batch, add_special_tokens=False)["input_ids"])
+                batch = []
+        if batch:
+            docs.extend(tokenizer(batch, add_special_tokens=False)["input_ids"])
+        if n_texts == 0:
+            raise ValueError("`texts` is empty: give at least one document")
+        if not any(len(d) for d in docs):
+            raise ValueError(f"`texts` tokenises to nothing ({n_texts} texts, 0 tokens)")
+        return cls.from_token_ids(
+            docs, len(tokenizer), order, tokenizer_fingerprint=fingerprint
+        )
+
+    # ------------------------------------------------------------- derived
+    def _derive(self, t: dict[str, torch.Tensor]) -> None:
+        """Per-context totals and type counts, from the stored CSR arrays."""
+        for k in range(2, self.order + 1):
+            p = f"o{k}."
+            off = t[p + "offsets"]
+            t[p + "totals"] = _segment_sum(t[p + "counts"].long(), off)
+            t[p + "types"] = off[1:] - off[:-1]
+            if p + "cont" in t:
+                cont = t[p + "cont"].long()
+                t[p + "cont_totals"] = _segment_sum(cont, off)
+                t[p + "cont_types"] = _segment_sum((cont > 0).long(), off)
+
+    def _on(self, device: torch.device) -> dict[str, torch.Tensor]:
+        if device == self.device:
+            return self._stored
+        if device not in self._cache:
+            self._cache[device] = {n: v.to(device) for n, v in self._stored.items()}
+        return self._cache[device]
+
+    def to(self, device) -> NGramTable:
+        """This table with its arrays on ``device`` (a new object; self is unchanged)."""
+        device = torch.device(device)
+        table = object.__new__(NGramTable)
+        table.__dict__.update(self.__dict__)
+        table._stored = {n: v.to(device) for n, v in self._stored.items()}
+        table.device = device
+        table._cache = {}
+        return table
+
+    # ------------------------------------------------------------- queries
+    def count(self, ngram: Sequence[int]) -> int:
+        """c(ngram): how often the 1..N ids occur in this order inside one document.
+
+        Example:
+            >>> t = NGramTable.from_token_ids([[0, 1, 0, 1]], vocab_size=2, order=2)
+            >>> t.count([0, 1]), t.count([1, 0]), t.count([1])
+            (2, 1, 2)
+        """
+        ids = self._check_ngram(ngram)
+        if len(ids) == 1:
+            return int(self._stored["unigram.counts"][ids[0]])
+        k = len(ids)
+        t = self._stored
+        ctx = torch.tensor([ids[:-1]], dtype=torch.long, device=self.device)
+        hits = find_contexts(t, self._metas[k], ctx, self.vocab_size, self.hash_seed)
+        if hits is None or not bool(hits.found[0]):
+            return 0
+        lo, hi = int(t[f"o{k}.offsets"][hits.idx[0]]), int(t[f"o{k}.offsets"][hits.idx[0] + 1])
+        nxt = t[f"o{k}.next_ids"][lo:hi].long()
+        pos = int(torch.searchsorted(nxt, torch.tensor(ids[-1], device=self.device)))
+        if pos < nxt.numel() and int(nxt[pos]) == ids[-1]:
+            return int(t[f"o{k}.counts"][lo + pos])
+        return 0
+
+    def prob(self, ngram: Sequence[int], **options) -> float:
+        """p(w | h) for ngram = (*h, w) under ``options`` (as in :meth:`logprobs`)."""
+        ids = self._check_ngram(ngram, max_len=None)
+        ctx = torch.tensor([ids[:-1]], dtype=torch.long, device=self.device)
+        return math.exp(float(self.logprobs(ctx, **options)[0, ids[-1]]))
+
+    def _check_ngram(self, ngram, max_len: int | None = -1) -> list[int]:
+        max_len = self.order if max_len == -1 else max_len
+        if hasattr(ngram, "tolist"):
+            ngram = ngram.tolist()
+        if isinstance(ngram, (str, bytes)) or not isinstance(ngram, Sequence):
+            raise TypeError(f"`ngram` must be a sequence of token ids, got {ngram!r}")
+        if not ngram or (max_len is not None and len(ngram) > max_len):
+            raise ValueError(f"`ngram` must hold 1..{max_len or 'any'} ids, got {len(ngram)}")
+        ids = [_check_int("ngram", i, 0, self.vocab_size - 1) for i in ngram]
+        return ids
+
+    def options(self, **options) -> LookupOptions:
+        """Validate lookup options once (see :meth:`logprobs`) for :meth:`logprobs_with`."""
+        return resolve_options(self.order, **options)
+
+    def logprobs(
+        self,
+        contexts: torch.Tensor,
+        *,
+        order: int | None = None,
+        weights=None,
+        alpha: float = 0.01,
+        mode: str = "mixture",
+        smoothing: str = "add_alpha",
+        discount: float = 0.75,
+        validate: bool = True,
+    ) -> torch.Tensor:
+        """Natural-log next-token distributions for every row of ``contexts`` at once.
+
+        Runs on ``contexts.device`` (CPU or CUDA) with no loop over rows or
+        vocabulary: contexts are found by searchsorted on the sorted keys, their
+        CSR ranges gathered and scattered into dense rows. Let h_k be the last
+        k-1 tokens of a row, c(h, w) the count of h followed by w, c(h) = sum_w
+        c(h, w), V the vocabulary size, C the number of tokens in the corpus.
+
+        Three forms:
+
+        * ``order=k``: add-alpha estimate of one order,
+          p_k(w|h) = (c(h,w) + alpha) / (c(h) + alpha * V), with c(h) = C for k = 1.
+          A row whose h was never seen, or with fewer than k-1 tokens, gets
+          c = 0, i.e. the uniform 1/V.
+        * ``weights=(b_1..b_N)`` (default all 1): a combination over the orders
+          that match the row (order 1 always; k >= 2 when the row has >= k-1
+          tokens and c(h_k) > 0), each p_k add-alpha as above.
+          ``mode="logsum"``: sum_matching b_k * log p_k(w|h_k) (not normalised);
+          ``mode="mixture"``: log(sum_matching b_k p_k(w|h_k) / sum_matching b_k),
+          a proper distribution. If b_1 = 0 and no higher order matches, the
+          mixture row falls back to p_1 and the logsum row is all zeros.
+        * ``smoothing="kneser_ney"``: interpolated Kneser-Ney over all orders
+          with discount D. Order N uses raw counts; each order k < N uses
+          continuation counts c_k(h,w) = |{u : c(u,h,w) > 0}|. If c_k(h) > 0:
+          p_k(w|h) = max(c_k(h,w) - D, 0)/c_k(h) + D n_k(h)/c_k(h) p_{k-1}(w|h')
+          with n_k(h) = |{w : c_k(h,w) > 0}| and h' = h without its first token;
+          else p_k(w|h) = p_{k-1}(w|h'). Unigram: p_1(w) = max(c_1(w) - D, 0)/C1
+          + D n_1/C1 * 1/V, C1 = sum_w c_1(w) (uniform if C1 = 0).
+
+        Args:
+            contexts: LongTensor [B, T], any T >= 0 (only the last N-1 tokens matter).
+            order, weights, alpha, mode, smoothing, discount: select the form above.
+            validate: check that ids lie in [0, V) (one host sync on CUDA). With
+                False, a context holding an out-of-range id simply never matches.
+
+        Returns:
+            float32 [B, V] on ``contexts.device``.
+
+        Example:
+            >>> t = NGramTable.from_token_ids([[0, 1, 2, 1, 2]], vocab_size=3, order=2)
+            >>> t.logprobs(torch.tensor([[1]]), order=2, alpha=1.0).exp()
+            tensor([[0.2000, 0.2000, 0.6000]])
+
+            Wrong: ``t.logprobs(torch.tensor([1]))`` (1-D); contexts are always [B, T].
+        """
+        opts = resolve_options(
+            self.order, order=order, weights=weights, alpha=alpha, mode=mode,
+            smoothing=smoothing, discount=discount,
+        )
+        return self.logprobs_with(contexts, opts, validate=validate)
+
+    def logprobs_with(self, contexts: torch.Tensor, opts: LookupOptions, validate: bool = True):
+        """:meth:`logprobs` with options already validated by :meth:`options`."""
+        self._check_contexts(contexts, validate)
+        t = self._on(contexts.device)
+        if opts.kind == "kneser_ney":
+            return self._kneser_ney(t, contexts, opts.discount)
+        if opts.kind == "order":
+            weights = tuple(1.0 if k == opts.order else 0.0 for k in range(1, self.order + 1))
+            return self._add_alpha(t, contexts, weights, opts.alpha, "logsum", single=opts.order)
+        return self._add_alpha(t, contexts, opts.weights, opts.alpha, opts.mode)
+
+    def _check_contexts(self, contexts, validate: bool) -> None:
+        if not isinstance(contexts, torch.Tensor):
+            raise TypeError(f"`contexts` must be a torch.Tensor, got {type(contexts).__name__}")
+        if contexts.dim() != 2:
+            raise ValueError(f"`contexts` must be 2-D [B, T], got shape {tuple(contexts.shape)}")
+        if contexts.dtype.is_floating_point or contexts.dtype.is_complex or contexts.dtype == torch.bool:
+            raise TypeError(f"`contexts` must hold integer ids, got dtype {contexts.dtype}")
+        if validate and contexts.numel():
+            bad = (contexts < 0) | (contexts >= self.vocab_size)
+            if bool(bad.any()):
+                value = int(contexts[bad][0])
+                raise ValueError(f"`contexts` holds id {value}, outside [0, vocab_size={self.vocab_size})")
+
+    def _add_alpha(self, t, contexts, weights, alpha, mode, single: int | None = None):
+        b = contexts.shape[0]
+        v = self.vocab_size
+        ctx = contexts.long()
+        c1 = t["unigram.counts"].float()
+        p1 = (c1 + alpha) / (c1.sum() + alpha * v)  # (V,)
+        av = alpha * v
+        log_a = math.log(alpha)
+        const = torch.zeros(b, device=ctx.device)  # per-row dense term
+        z = torch.full((b,), weights[0], device=ctx.device)  # sum of matching weights
+        cols, vals = [], []
+        for k in range(2, self.order + 1):
+            bk = weights[k - 1]
+            if bk == 0:
+                continue
+            hits = find_contexts(t, self._metas[k], ctx, v, self.hash_seed)
+            if hits is None:
+                if single == k:  # no row can match: uniform
+                    const = const - math.log(v)
+                continue
+            tot = row_values(t, self._metas[k], hits, "totals")  # (B,)
+            m = hits.found.float()
+            col, cnt, valid = gather_entries(t, self._metas[k], hits, "counts")  # (B, F)
+            if mode == "logsum":
+                # log p_k = log(alpha) - log(c(h) + aV) for unseen w, plus
+                # log(c(h,w) + alpha) - log(alpha) on the seen ones (sparse).
+                row_k = log_a - torch.log(tot + av)
+                const = const + bk * (row_k if single == k else m * row_k)
+                vals.append(bk * torch.where(valid, torch.log(cnt + alpha) - log_a, 0.0))
+            else:
+                const = const + bk * m * (alpha / (tot + av))
+                vals.append(torch.where(valid, bk * cnt / (tot + av)[:, None], 0.0))
+                z = z + bk * m
+            cols.append(col)
+        if mode == "logsum":
+            dense = const[:, None] + weights[0] * torch.log(p1)[None, :]  # (B, V)
+        else:
+            none = z == 0  # b_1 = 0 and nothing matched: fall back to p_1
+            dense = const[:, None] + (weights[0] + none.float())[:, None] * p1[None, :]
+            z = torch.where(none, torch.ones_like(z), z)
+        if cols:
+            dense = dense.scatter_add(1, torch.cat(cols, 1), torch.cat(vals, 1))
+        if mode == "logsum":
+            return dense
+        return torch.log(dense / z[:, None])
+
+    def _kneser_ney(self, t, contexts, d):
+        b = contexts.shape[0]
+        v = self.vocab_size
+        ctx = contexts.long()
+        c1 = t["unigram.cont" if self.order >= 2 else "unigram.counts"].float()
+        total = c1.sum()
+        n1 = (c1 > 0).float().sum()
+        p1 = torch.clamp(c1 - d, min=0) / total + d * n1 / (total * v)  # (V,)
+        p1 = torch.where(total > 0, p1, torch.full_like(p1, 1.0 / v))
+        # Unrolled interpolation: p_N = sum_k (prod_{j>k} g_j) a_k + (prod_j g_j) p_1,
+        # with a_k(w) = max(c_k(h,w) - D, 0)/c_k(h) sparse and g_k = D n_k(h)/c_k(h)
+        # (a_k = 0, g_k = 1 where c_k(h) = 0). One dense op, one scatter.
+        g_above = torch.ones(b, device=ctx.device)  # prod of g_j for j above k
+        cols, vals = [], []
+        for k in range(self.order, 1, -1):
+            raw = k == self.order
+            hits = find_contexts(t, self._metas[k], ctx, v, self.hash_seed)
+            if hits is None:
+                continue
+            meta = self._metas[k]
+            tot = row_values(t, meta, hits, "totals" if raw else "cont_totals")  # (B,)
+            types = row_values(t, meta, hits, "types" if raw else "cont_types")
+            has = tot > 0
+            safe_tot = torch.where(has, tot, torch.ones_like(tot))
+            col, cnt, valid = gather_entries(t, meta, hits, "counts" if raw else "cont")
+            a_k = torch.clamp(cnt - d, min=0) / safe_tot[:, None]  # (B, F)
+            vals.append(torch.where(valid & has[:, None], g_above[:, None] * a_k, 0.0))
+            cols.append(col)
+            g_above = g_above * torch.where(has, d * types / safe_tot, torch.ones_like(tot))
+        dense = g_above[:, None] * p1[None, :]  # (B, V)
+        if cols:
+            dense = dense.scatter_add(1, torch.cat(cols, 1), torch.cat(vals, 1))
+        return torch.log(dense)
+
+    # ------------------------------------------------------------ tokenizer
+    def check_tokenizer(self, tokenizer) -> None:
+        """Raise TokenizerMismatchError unless ``tokenizer`` is the one this table was built with.
+
+        A table built from raw ids has no fingerprint; then only the vocabulary
+        size is checked.
+        """
+        if self.fingerprint is None:
+            if len(tokenizer) != self.vocab_size:
+                raise TokenizerMismatchError(
+                    f"table has vocab_size {self.vocab_size} but the tokenizer has {len(tokenizer)} "
+                    f"tokens; {_REBUILD}"
+                )
+            return
+        fp = tokenizer_fingerprint(tokenizer)
+        if fp != self.fingerprint:
+            raise TokenizerMismatchError(
+                f"table was built for tokenizer {self.fingerprint[:19]}..., not for this one "
+                f"({fp[:19]}...): its ids mean other tokens; {_REBUILD}"
+            )
+
+    # ----------------------------------------------------------- save/load
+    def _saved_tensors(self) -> dict[str, torch.Tensor]:
+        derived = ("totals", "types", "cont_totals", "cont_types")
+        return {
+            n: v.detach().cpu().contiguous()
+            for n, v in self._stored.items()
+            if n.split(".", 1)[1] not in derived
+        }
+
+    def save(self, path) -> None:
+        """Write the table to one ``.safetensors`` file (atomically: a crash leaves no half file).
+
+        Metadata holds the format version, order, vocab size, tokenizer
+        fingerprint, corpus statistics and a sha256 of the tensor contents.
+        """
+        tensors = self._saved_tensors()
+        meta = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "order": str(self.order),
+            "vocab_size": str(self.vocab_size),
+            "hash_seed": str(self.hash_seed),
+            "hashed_orders": json.dumps(list(self.hashed_orders)),
+            "tokenizer_fingerprint": self.fingerprint or "",
+            "stats": json.dumps(self.stats),
+            "content_sha256": _digest(tensors),
+        }
+        path = os.fspath(path)
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"cannot save the table to {path!r}: folder {folder!r} does not exist")
+        tmp = f"{path}.tmp-{os.getpid()}"
+        try:
+            save_file(tensors, tmp, metadata=meta)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+    @classmethod
+    def load(cls, path, device=None, tokenizer=None) -> NGramTable:
+        """Read a table written by :meth:`save`, refusing damaged or foreign files.
+
+        Args:
+            path: the ``.safetensors`` file.
+            device: where the arrays go (default CPU).
+            tokenizer: if given, the table must have been built with it.
+
+        Raises:
+            FileNotFoundError: no such file.
+            TableFileError: truncated, altered, or not a steer n-gram table.
+            TokenizerMismatchError: built with another tokenizer.
+        """
+        path = os.fspath(path)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"no n-gram table at {path!r}; {_REBUILD}")
+        try:
+            with safe_open(path, framework="pt") as f:
+                meta = f.metadata() or {}
+                tensors = {name: f.get_tensor(name) for name in f.keys()}
+        except Exception as err:  # safetensors raises several types for damaged files
+            raise TableFileError(f"{path!r} is not a readable table file ({err}); {_REBUILD}") from err
+        if meta.get("format") != FORMAT_NAME:
+            raise TableFileError(
+                f"{path!r} is not a steer n-gram table (format {meta.get('format')!r}); {_REBUILD}"
+            )
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise TableFileError(
+                f"{path!r} has table format version {meta.get('format_version')!r}, this steer reads "
+                f"{FORMAT_VERSION!r}; {_REBUILD}"
+            )
+        if _digest(tensors) != meta.get("content_sha256"):
+            raise TableFileError(f"{path!r} is damaged: its contents do not match its checksum; {_REBUILD}")
+        try:
+            parsed = {
+                "order": int(meta["order"]),
+                "vocab_size": int(meta["vocab_size"]),
+                "hash_seed": int(meta["hash_seed"]),
+                "hashed_orders": json.loads(meta["hashed_orders"]),
+                "tokenizer_fingerprint": meta.get("tokenizer_fingerprint", ""),
+                "stats": json.loads(meta.get("stats", "{}")),
+            }
+            _check_structure(tensors, parsed)
+        except (KeyError, ValueError, TypeError) as err:
+            raise TableFileError(f"{path!r} is inconsistent ({err}); {_REBUILD}") from err
+        table = cls(tensors, parsed)
+        if device is not None:
+            table = table.to(device)
+        if tokenizer is not None:
+            table.check_tokenizer(tokenizer)
+        return table
+
+    def __repr__(self) -> str:
+        return (
+            f"NGramTable(order={self.order}, vocab_size={self.vocab_size}, "
+            f"tokens={self.stats.get('n_tokens')}, device={self.device})"
+        )
+
+
+def _narrow(a: np.ndarray) -> np.ndarray:
+    """int32 when every value fits, else int64 (halves the bytes of most tables)."""
+    return a.astype(np.int32) if a.size == 0 or a.max() < 2**31 else a.astype(np.int64)
+
+
+def _digest(tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        v = tensors[name].contiguous()
+        h.update(f"{name}:{v.dtype}:{tuple(v.shape)}\n".encode())
+        h.update(v.view(torch.uint8).numpy().tobytes() if v.numel() else b"")
+    return h.hexdigest()
+
+
+def _check_structure(t: dict[str, torch.Tensor], meta: dict) -> None:
+    """Shape and range checks, so a consistent-looking but wrong file is refused."""
+    order, v = meta["order"], meta["vocab_size"]
+    if not 1 <= order <= MAX_ORDER or v < 1:
+        raise ValueError(f"order {order} / vocab_size {v} out of range")
+    if tuple(t["unigram.counts"].shape) != (v,):
+        raise ValueError("unigram counts do not match vocab_size")
+    for k in range(2, order + 1):
+        p = f"o{k}."
+        keys_, off, nxt, cnt = t[p + "ctx_keys"], t[p + "offsets"], t[p + "next_ids"], t[p + "counts"]
+        if off.numel() != keys_.numel() + 1 or int(off[0]) != 0 or int(off[-1]) != nxt.numel():
+            raise ValueError(f"order {k}: offsets do not match the entries")
+        if keys_.numel() > 1 and not bool((keys_[1:] > keys_[:-1]).all()):
+            raise ValueError(f"order {k}: context keys are not strictly increasing")
+        if bool((off[1:] <= off[:-1]).any()) or cnt.numel() != nxt.numel():
+            raise ValueError(f"order {k}: empty context or count/id length mismatch")
+        if nxt.numel() and (int(nxt.min()) < 0 or int(nxt.max()) >= v or int(cnt.min()) < 1):
+            raise ValueError(f"order {k}: next ids or counts out of range")
+        if k < order and t[p + "cont"].numel() != nxt.numel():
+            raise ValueError(f"order {k}: continuation counts do not match the entries")
+        hashed = k in meta["hashed_orders"]
+        if hashed and tuple(t[p + "ctx_tokens"].shape) != (keys_.numel(), k - 1):
+            raise ValueError(f"order {k}: context tokens do not match the keys")

@@ -1,0 +1,75 @@
+"""Shared fixtures: the offline data beside the checkout, real tokenizers, tiny models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("STEER_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under the shared data folder; fails (never skips) when it is missing."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.fail(f"shared data missing: {path} (set STEER_SHARED_DATA or place ../shared/data)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    return shared_path()
+
+
+@pytest.fixture(scope="session")
+def llama2_tokenizer():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(shared_path("tokenizers", "llama2", "hf"))
+
+
+@pytest.fixture(scope="session")
+def gpt2_tokenizer():
+    from transformers import GPT2TokenizerFast
+
+    return GPT2TokenizerFast.from_pretrained(shared_path("tokenizers", "gpt2"))
+
+
+@pytest.fixture(scope="session")
+def aidreams_path() -> Path:
+    return shared_path("models", "aidreams260K-hf")
+
+
+@pytest.fixture(scope="session")
+def aidreams(aidreams_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(aidreams_path).eval()
+    return model, AutoTokenizer.from_pretrained(aidreams_path)
+
+
+def tiny_llama(vocab_size: int = 64, seed: int = 0):
+    """A randomly initialised 2-layer Llama built from a config (fixed seed)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+        bos_token_id=1, eos_token_id=2, pad_token_id=0,
+    )
+    return LlamaForCausalLM(cfg).eval()
+
+
+def tiny_gpt2(vocab_size: int = 64, seed: int = 0):
+    """A randomly initialised 2-layer GPT-2 built from a config (fixed seed)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    cfg = GPT2Config(vocab_size=vocab_size, n_embd=32, n_layer=2, n_head=4, n_positions=128,
+                     bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    return GPT2LMHeadModel(cfg).eval()
