@@ -32,10 +32,17 @@ class ContextHits:
     Attributes:
         found: bool [B], the row has >= k-1 tokens and its context was seen.
         idx: long [B], the context's index (clamped to a valid index where not found).
+        start: long [B], first entry of the context's CSR range.
+        length: long [B], its number of entries (0 where not found).
+        stats: float32 [B, 4], the context's (c(h), n(h), continuation c(h),
+            continuation n(h)); zeros where not found.
     """
 
     found: torch.Tensor
     idx: torch.Tensor
+    start: torch.Tensor
+    length: torch.Tensor
+    stats: torch.Tensor
 
 
 def find_contexts(tensors: dict, meta: OrderMeta, contexts: torch.Tensor, vocab_size: int,
@@ -63,33 +70,45 @@ def find_contexts(tensors: dict, meta: OrderMeta, contexts: torch.Tensor, vocab_
     if meta.hashed:
         # A hashed key may belong to another context: compare the stored tokens.
         found &= (tensors[p + "ctx_tokens"][idx] == safe).all(dim=1)
-    return ContextHits(found=found, idx=idx)
+    # One gather each for the CSR span and the per-context statistics; a
+    # multiply by the hit mask zeroes the rows that did not match.
+    span = tensors[p + "span"][idx] * found[:, None]  # (B, 2)
+    stats = tensors[p + "rowstats"][idx] * found[:, None]  # (B, 4)
+    return ContextHits(found=found, idx=idx, start=span[:, 0], length=span[:, 1], stats=stats)
 
 
-def gather_entries(tensors: dict, meta: OrderMeta, hits: ContextHits, value_name: str):
-    """Pad every row's CSR range to the order's widest fan-out and gather it.
+def gather_entries(tensors: dict, meta: OrderMeta, hits: ContextHits, value_name: str,
+                   padded: bool | None = None):
+    """Every row's CSR range, flattened: the (row, next id, value) of each stored entry.
+
+    Two equivalent layouts. ``padded`` (the default on accelerators) gives every
+    row a static window as wide as the order's widest fan-out F, so shapes are
+    known on the host and nothing waits on the device; padding slots carry
+    value 0 and add nothing when scattered. The ragged layout (the default on
+    CPU, where reading a length costs nothing) gathers exactly the stored
+    entries, which is much less work when F is large.
 
     Returns:
-        (cols long [B, F], values float32 [B, F], valid bool [B, F]) where F is the
-        largest number of next tokens any context of this order has. Padding
-        slots have valid=False, col 0 and value 0, so a scatter_add of them adds
-        nothing.
+        (rows long [L], cols long [L], vals float32 [L]).
     """
     p = f"o{meta.k}."
-    offsets = tensors[p + "offsets"]
-    start = offsets[hits.idx]  # (B,)
-    length = torch.where(hits.found, offsets[hits.idx + 1] - start, torch.zeros_like(start))
-    # A static-width window [start, start + F) per row instead of a ragged
-    # gather: the width is known on the host, so nothing waits on the device.
-    ar = torch.arange(meta.max_fanout, device=start.device)  # (F,)
-    valid = ar[None, :] < length[:, None]  # (B, F)
-    pos = (start[:, None] + ar[None, :]).clamp(max=meta.n_entries - 1)  # (B, F)
-    cols = torch.where(valid, tensors[p + "next_ids"][pos].long(), 0)
-    vals = torch.where(valid, tensors[p + value_name][pos].float(), 0.0)
-    return cols, vals, valid
-
-
-def row_values(tensors: dict, meta: OrderMeta, hits: ContextHits, name: str) -> torch.Tensor:
-    """A per-context statistic (totals, types) for every row, 0 where not found. float32 [B]."""
-    v = tensors[f"o{meta.k}.{name}"][hits.idx].float()
-    return torch.where(hits.found, v, torch.zeros_like(v))
+    start, length = hits.start, hits.length  # (B,)
+    b = start.shape[0]
+    if padded is None:
+        padded = start.device.type != "cpu"
+    if padded:
+        ar = torch.arange(meta.max_fanout, device=start.device)  # (F,)
+        valid = ar[None, :] < length[:, None]  # (B, F)
+        pos = (start[:, None] + ar[None, :]).clamp(max=meta.n_entries - 1).reshape(-1)  # (B*F,)
+        rows = torch.arange(b, device=start.device).repeat_interleave(meta.max_fanout)
+        valid = valid.reshape(-1)
+        cols = torch.where(valid, tensors[p + "next_ids"][pos].long(), 0)
+        vals = torch.where(valid, tensors[p + value_name][pos].float(), 0.0)
+        return rows, cols, vals
+    # Ragged: row r owns slots [cum[r] - len[r], cum[r]) of a flat array of
+    # length sum(len); slot j of row r reads entry start[r] + j.
+    total = int(length.sum())
+    rows = torch.repeat_interleave(torch.arange(b, device=start.device), length, output_size=total)
+    first_slot = (torch.cumsum(length, 0) - length)[rows]  # (L,)
+    pos = start[rows] + torch.arange(total, device=start.device) - first_slot
+    return rows, tensors[p + "next_ids"][pos].long(), tensors[p + value_name][pos].float()

@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 from ngram import counts as C
 from ngram import keys
 from ngram.fingerprint import tokenizer_fingerprint
-from ngram.lookup import OrderMeta, find_contexts, gather_entries, row_values
+from ngram.lookup import OrderMeta, find_contexts, gather_entries
 from ngram.options import LookupOptions, resolve_options
 
 MAX_ORDER = 10
@@ -96,6 +96,10 @@ class NGramTable:
             )
         self.device = next(iter(tensors.values())).device
         self._cache: dict[torch.device, dict[str, torch.Tensor]] = {}
+        # How CSR ranges are gathered: "auto" (ragged on CPU, padded on
+        # accelerators, see ngram.lookup.gather_entries), "padded" or "ragged".
+        self.lookup_layout = "auto"
+        self._unigrams: dict[tuple, torch.Tensor] = {}
         self._derive(self._stored)
 
     # ------------------------------------------------------------------ build
@@ -224,8 +228,15 @@ class NGramTable:
             t[p + "types"] = off[1:] - off[:-1]
             if p + "cont" in t:
                 cont = t[p + "cont"].long()
-                t[p + "cont_totals"] = _segment_sum(cont, off)
-                t[p + "cont_types"] = _segment_sum((cont > 0).long(), off)
+                cont_totals = _segment_sum(cont, off)
+                cont_types = _segment_sum((cont > 0).long(), off)
+            else:
+                cont_totals = cont_types = torch.zeros_like(t[p + "types"])
+            # Per-context lookups read these packed rows with one gather each.
+            t[p + "span"] = torch.stack([off[:-1], t[p + "types"]], dim=1)  # (n_ctx, 2)
+            t[p + "rowstats"] = torch.stack(
+                [t[p + "totals"], t[p + "types"], cont_totals, cont_types], dim=1
+            ).float()  # (n_ctx, 4)
 
     def _on(self, device: torch.device) -> dict[str, torch.Tensor]:
         if device == self.device:
@@ -242,6 +253,7 @@ class NGramTable:
         table._stored = {n: v.to(device) for n, v in self._stored.items()}
         table.device = device
         table._cache = {}
+        table._unigrams = {}
         return table
 
     # ------------------------------------------------------------- queries
@@ -377,17 +389,38 @@ class NGramTable:
                 value = int(contexts[bad][0])
                 raise ValueError(f"`contexts` holds id {value}, outside [0, vocab_size={self.vocab_size})")
 
+    def _entries(self, t, k, hits, value_name):
+        padded = {"auto": None, "padded": True, "ragged": False}[self.lookup_layout]
+        return gather_entries(t, self._metas[k], hits, value_name, padded=padded)
+
+    def _unigram(self, t, device, kind: str, param: float) -> torch.Tensor:
+        """The order-1 distribution (the same for every row), cached per device and parameter."""
+        key = (device, kind, param)
+        if key not in self._unigrams:
+            v = self.vocab_size
+            if kind == "kneser_ney":
+                c1 = t["unigram.cont" if self.order >= 2 else "unigram.counts"].double()
+                total, n1 = c1.sum(), (c1 > 0).sum()
+                p1 = torch.clamp(c1 - param, min=0) / total + param * n1 / (total * v)
+                p1 = torch.where(total > 0, p1, torch.full_like(p1, 1.0 / v))
+            else:
+                c1 = t["unigram.counts"].double()
+                p1 = (c1 + param) / (c1.sum() + param * v)
+                if kind == "log_add_alpha":
+                    p1 = torch.log(p1)
+            self._unigrams[key] = p1.float()
+        return self._unigrams[key]
+
     def _add_alpha(self, t, contexts, weights, alpha, mode, single: int | None = None):
         b = contexts.shape[0]
         v = self.vocab_size
         ctx = contexts.long()
-        c1 = t["unigram.counts"].float()
-        p1 = (c1 + alpha) / (c1.sum() + alpha * v)  # (V,)
+        p1 = self._unigram(t, ctx.device, "add_alpha", alpha)  # (V,)
         av = alpha * v
         log_a = math.log(alpha)
         const = torch.zeros(b, device=ctx.device)  # per-row dense term
         z = torch.full((b,), weights[0], device=ctx.device)  # sum of matching weights
-        cols, vals = [], []
+        flat, vals = [], []
         for k in range(2, self.order + 1):
             bk = weights[k - 1]
             if bk == 0:
@@ -397,28 +430,28 @@ class NGramTable:
                 if single == k:  # no row can match: uniform
                     const = const - math.log(v)
                 continue
-            tot = row_values(t, self._metas[k], hits, "totals")  # (B,)
+            tot = hits.stats[:, 0]  # c(h), (B,)
             m = hits.found.float()
-            col, cnt, valid = gather_entries(t, self._metas[k], hits, "counts")  # (B, F)
+            rows, cols, cnt = self._entries(t, k, hits, "counts")  # (L,) each
             if mode == "logsum":
                 # log p_k = log(alpha) - log(c(h) + aV) for unseen w, plus
                 # log(c(h,w) + alpha) - log(alpha) on the seen ones (sparse).
                 row_k = log_a - torch.log(tot + av)
                 const = const + bk * (row_k if single == k else m * row_k)
-                vals.append(bk * torch.where(valid, torch.log(cnt + alpha) - log_a, 0.0))
+                vals.append(bk * (torch.log(cnt + alpha) - log_a))
             else:
                 const = const + bk * m * (alpha / (tot + av))
-                vals.append(torch.where(valid, bk * cnt / (tot + av)[:, None], 0.0))
+                vals.append(bk * cnt / (tot + av)[rows])
                 z = z + bk * m
-            cols.append(col)
+            flat.append(rows * v + cols)
         if mode == "logsum":
-            dense = const[:, None] + weights[0] * torch.log(p1)[None, :]  # (B, V)
+            log_p1 = self._unigram(t, ctx.device, "log_add_alpha", alpha)
+            dense = const[:, None] + weights[0] * log_p1[None, :]  # (B, V)
         else:
             none = z == 0  # b_1 = 0 and nothing matched: fall back to p_1
             dense = const[:, None] + (weights[0] + none.float())[:, None] * p1[None, :]
             z = torch.where(none, torch.ones_like(z), z)
-        if cols:
-            dense = dense.scatter_add(1, torch.cat(cols, 1), torch.cat(vals, 1))
+        dense = _scatter(dense, flat, vals)
         if mode == "logsum":
             return dense
         return torch.log(dense / z[:, None])
@@ -427,35 +460,28 @@ class NGramTable:
         b = contexts.shape[0]
         v = self.vocab_size
         ctx = contexts.long()
-        c1 = t["unigram.cont" if self.order >= 2 else "unigram.counts"].float()
-        total = c1.sum()
-        n1 = (c1 > 0).float().sum()
-        p1 = torch.clamp(c1 - d, min=0) / total + d * n1 / (total * v)  # (V,)
-        p1 = torch.where(total > 0, p1, torch.full_like(p1, 1.0 / v))
+        p1 = self._unigram(t, ctx.device, "kneser_ney", d)  # (V,)
         # Unrolled interpolation: p_N = sum_k (prod_{j>k} g_j) a_k + (prod_j g_j) p_1,
         # with a_k(w) = max(c_k(h,w) - D, 0)/c_k(h) sparse and g_k = D n_k(h)/c_k(h)
         # (a_k = 0, g_k = 1 where c_k(h) = 0). One dense op, one scatter.
         g_above = torch.ones(b, device=ctx.device)  # prod of g_j for j above k
-        cols, vals = [], []
+        flat, vals = [], []
         for k in range(self.order, 1, -1):
             raw = k == self.order
             hits = find_contexts(t, self._metas[k], ctx, v, self.hash_seed)
             if hits is None:
                 continue
-            meta = self._metas[k]
-            tot = row_values(t, meta, hits, "totals" if raw else "cont_totals")  # (B,)
-            types = row_values(t, meta, hits, "types" if raw else "cont_types")
+            stats = hits.stats if raw else hits.stats[:, 2:]  # raw or continuation (c, n)
+            tot, types = stats[:, 0], stats[:, 1]  # (B,)
             has = tot > 0
             safe_tot = torch.where(has, tot, torch.ones_like(tot))
-            col, cnt, valid = gather_entries(t, meta, hits, "counts" if raw else "cont")
-            a_k = torch.clamp(cnt - d, min=0) / safe_tot[:, None]  # (B, F)
-            vals.append(torch.where(valid & has[:, None], g_above[:, None] * a_k, 0.0))
-            cols.append(col)
+            rows, cols, cnt = self._entries(t, k, hits, "counts" if raw else "cont")  # (L,)
+            # cnt = 0 (padding, or a zero continuation count) contributes 0.
+            vals.append(torch.clamp(cnt - d, min=0) * (g_above / safe_tot)[rows])
+            flat.append(rows * v + cols)
             g_above = g_above * torch.where(has, d * types / safe_tot, torch.ones_like(tot))
         dense = g_above[:, None] * p1[None, :]  # (B, V)
-        if cols:
-            dense = dense.scatter_add(1, torch.cat(cols, 1), torch.cat(vals, 1))
-        return torch.log(dense)
+        return torch.log(_scatter(dense, flat, vals))
 
     # ------------------------------------------------------------ tokenizer
     def check_tokenizer(self, tokenizer) -> None:
@@ -480,7 +506,7 @@ class NGramTable:
 
     # ----------------------------------------------------------- save/load
     def _saved_tensors(self) -> dict[str, torch.Tensor]:
-        derived = ("totals", "types", "cont_totals", "cont_types")
+        derived = ("totals", "types", "span", "rowstats")
         return {
             n: v.detach().cpu().contiguous()
             for n, v in self._stored.items()
@@ -575,6 +601,15 @@ class NGramTable:
             f"NGramTable(order={self.order}, vocab_size={self.vocab_size}, "
             f"tokens={self.stats.get('n_tokens')}, device={self.device})"
         )
+
+
+def _scatter(dense: torch.Tensor, flat: list, vals: list) -> torch.Tensor:
+    """dense + the sparse entries: flat indices row * V + col into the (B, V) rows."""
+    if not flat:
+        return dense
+    b, v = dense.shape
+    out = dense.reshape(-1).index_add(0, torch.cat(flat), torch.cat(vals))  # out of place
+    return out.reshape(b, v)
 
 
 def _narrow(a: np.ndarray) -> np.ndarray:
