@@ -206,10 +206,10 @@ class NGramTable:
             n_texts += 1
             batch.append(text)
             if len(batch) == batch_size:
-                docs.extend(tokenizer(batch, add_special_tokens=False)["input_ids"])
+                docs.extend(tokenizer(batch, add_special_tokens=False, verbose=False)["input_ids"])
                 batch = []
         if batch:
-            docs.extend(tokenizer(batch, add_special_tokens=False)["input_ids"])
+            docs.extend(tokenizer(batch, add_special_tokens=False, verbose=False)["input_ids"])
         if n_texts == 0:
             raise ValueError("`texts` is empty: give at least one document")
         if not any(len(d) for d in docs):

@@ -1,0 +1,83 @@
+"""One decode helper shared by the commands and studies: prompts in, continuations out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from transformers import LogitsProcessorList
+
+from steer.models import encode_prompts
+
+Decoding = Literal["greedy", "sample", "beam"]
+DECODINGS = ("greedy", "sample", "beam")
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """How continuations are decoded.
+
+    Attributes:
+        max_new_tokens: tokens generated per prompt (>= 1).
+        decoding: "greedy", "sample" (temperature, top_p) or "beam" (num_beams).
+        temperature, top_p: sampling settings.
+        num_beams: beam width for "beam".
+        seed: torch seed set before every generate call (same seed for every lam).
+    """
+
+    max_new_tokens: int = 40
+    decoding: str = "greedy"
+    temperature: float = 1.0
+    top_p: float = 1.0
+    num_beams: int = 4
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.decoding not in DECODINGS:
+            raise ValueError(f"`decoding` must be one of {DECODINGS}, got {self.decoding!r}")
+        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            raise ValueError(f"`max_new_tokens` must be an int >= 1, got {self.max_new_tokens!r}")
+        if not self.temperature > 0:
+            raise ValueError(f"`temperature` must be > 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"`top_p` must lie in (0, 1], got {self.top_p}")
+        if not isinstance(self.num_beams, int) or self.num_beams < 1:
+            raise ValueError(f"`num_beams` must be an int >= 1, got {self.num_beams!r}")
+
+    def generate_kwargs(self) -> dict:
+        kw = dict(max_new_tokens=self.max_new_tokens, do_sample=self.decoding == "sample")
+        if self.decoding == "sample":
+            kw.update(temperature=self.temperature, top_p=self.top_p, top_k=0)
+        if self.decoding == "beam":
+            kw.update(num_beams=self.num_beams)
+        return kw
+
+
+@torch.no_grad()
+def continue_prompts(model, tokenizer, prompts: list[str], processors=(), config: DecodeConfig | None = None):
+    """Generate a continuation of every prompt in one batch.
+
+    Returns:
+        (prompt_ids, continuation_ids): per prompt, the prompt's ids (with BOS)
+        and the generated ids, stopped at and excluding EOS.
+    """
+    config = config or DecodeConfig()
+    enc = encode_prompts(tokenizer, prompts, device=model.device)
+    torch.manual_seed(config.seed)
+    out = model.generate(
+        **enc,
+        logits_processor=LogitsProcessorList(list(processors)),
+        pad_token_id=tokenizer.pad_token_id,
+        **config.generate_kwargs(),
+    )
+    width = enc["input_ids"].shape[1]
+    eos = tokenizer.eos_token_id
+    prompt_ids, conts = [], []
+    for row, mask in zip(out, enc["attention_mask"], strict=True):
+        prompt_ids.append(row[:width][mask.bool()].tolist())
+        cont = row[width:].tolist()
+        if eos is not None and eos in cont:
+            cont = cont[: cont.index(eos)]
+        conts.append(cont)
+    return prompt_ids, conts

@@ -1,0 +1,75 @@
+"""NGramStylePrior: adds lam times an n-gram style log-prior to the scores at every step."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from transformers import LogitsProcessor
+
+from ngram import NGramTable
+
+
+def check_lam(lam) -> float:
+    """``lam`` as a float, or a ValueError/TypeError naming it."""
+    if isinstance(lam, bool) or not isinstance(lam, (int, float)):
+        raise TypeError(f"`lam` must be a number, got {lam!r}")
+    lam = float(lam)
+    if not math.isfinite(lam) or lam < 0:
+        raise ValueError(f"`lam` must be a finite number >= 0, got {lam}")
+    return lam
+
+
+class NGramStylePrior(LogitsProcessor):
+    """scores + lam * table.logprobs(input_ids, **prior_options), at every decoding step.
+
+    The prior is the table's natural-log next-token estimate for each row's last
+    N-1 tokens, computed in float32 on the scores' device; the result has the
+    scores' dtype. No state is kept between calls, so batching, left padding
+    and beam reordering need no care. Columns beyond the table's vocabulary (a
+    model whose embedding matrix is padded) get no bonus. -inf scores stay -inf.
+
+    Args:
+        table: an :class:`ngram.NGramTable` built in the model's token space.
+        lam: weight of the prior, finite and >= 0 (the seed paper sweeps [0, 1]);
+            0 leaves the scores unchanged.
+        tokenizer: if given, the table must have been built with it.
+        **prior_options: ``weights``, ``alpha``, ``mode``, ``order``,
+            ``smoothing``, ``discount``, as in :meth:`ngram.NGramTable.logprobs`.
+
+    Example:
+        >>> prior = NGramStylePrior(table, lam=0.1, smoothing="kneser_ney")  # doctest: +SKIP
+        >>> model.generate(**inputs, logits_processor=LogitsProcessorList([prior]))  # doctest: +SKIP
+
+        Left padding puts pad ids into the context of short prompts; the prior
+        then falls back to lower orders for those rows (no error).
+    """
+
+    def __init__(self, table: NGramTable, lam: float, tokenizer=None, **prior_options):
+        if not isinstance(table, NGramTable):
+            raise TypeError(f"`table` must be an ngram.NGramTable, got {type(table).__name__}")
+        self.table = table
+        self.lam = check_lam(lam)
+        self.options = table.options(**prior_options)
+        if tokenizer is not None:
+            table.check_tokenizer(tokenizer)
+
+    def prior(self, input_ids: torch.LongTensor, width: int) -> torch.Tensor:
+        """The style log-prior for every row, float32 [B, width] (zeros past the table's vocab)."""
+        v = self.table.vocab_size
+        if width < v:
+            raise ValueError(
+                f"scores have {width} columns but the table's vocabulary has {v} tokens: "
+                "the table was built for a larger token space than this model's"
+            )
+        # validate=False: no host sync per step; out-of-range ids never match.
+        prior = self.table.logprobs_with(input_ids, self.options, validate=False)  # (B, V_table)
+        if width > v:
+            prior = torch.nn.functional.pad(prior, (0, width - v))  # (B, width)
+        return prior
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.lam == 0:
+            return scores.clone()
+        prior = self.prior(input_ids, scores.shape[-1])
+        return (scores.float() + self.lam * prior).to(scores.dtype)
