@@ -420,7 +420,7 @@ class NGramTable:
         log_a = math.log(alpha)
         const = torch.zeros(b, device=ctx.device)  # per-row dense term
         z = torch.full((b,), weights[0], device=ctx.device)  # sum of matching weights
-        flat, vals = [], []
+        flat, vals, row_ids = [], [], []
         for k in range(2, self.order + 1):
             bk = weights[k - 1]
             if bk == 0:
@@ -442,19 +442,21 @@ class NGramTable:
             else:
                 const = const + bk * m * (alpha / (tot + av))
                 vals.append(bk * cnt / (tot + av)[rows])
+                row_ids.append(rows)
                 z = z + bk * m
             flat.append(rows * v + cols)
         if mode == "logsum":
             log_p1 = self._unigram(t, ctx.device, "log_add_alpha", alpha)
-            dense = const[:, None] + weights[0] * log_p1[None, :]  # (B, V)
-        else:
-            none = z == 0  # b_1 = 0 and nothing matched: fall back to p_1
-            dense = const[:, None] + (weights[0] + none.float())[:, None] * p1[None, :]
-            z = torch.where(none, torch.ones_like(z), z)
-        dense = _scatter(dense, flat, vals)
-        if mode == "logsum":
-            return dense
-        return torch.log(dense / z[:, None])
+            dense = torch.add(const[:, None], log_p1[None, :], alpha=weights[0])  # (B, V)
+            return _scatter(dense, flat, vals)
+        none = z == 0  # b_1 = 0 and nothing matched: fall back to p_1
+        inv_z = 1.0 / torch.where(none, torch.ones_like(z), z)  # (B,)
+        # Fold the normalisation 1/z into every term so that the dense work is
+        # one addcmul, the scatter and the log.
+        coef = (weights[0] + none.float()) * inv_z
+        dense = torch.addcmul((const * inv_z)[:, None], coef[:, None], p1[None, :])  # (B, V)
+        vals = [val * inv_z[rows] for val, rows in zip(vals, row_ids, strict=True)]
+        return torch.log(_scatter(dense, flat, vals))
 
     def _kneser_ney(self, t, contexts, d):
         b = contexts.shape[0]
