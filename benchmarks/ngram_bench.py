@@ -149,8 +149,8 @@ def main():
     reps = max(1, round(args.tokens / base_tokens))
     all_docs = docs * reps
     n_tokens = base_tokens * reps
-    print(f"corpus: {len(CORPORA)} shared corpora, {base_tokens:,} Llama-2 tokens x {reps} = {n_tokens:,} tokens, "
-          f"{len(all_docs):,} documents")
+    print(f"corpus: {len(CORPORA)} shared corpora, {base_tokens:,} Llama-2 tokens x {reps} "
+          f"= {n_tokens:,} tokens, {len(all_docs):,} documents")
     figures = {"n_tokens": n_tokens, "cpu_threads": torch.get_num_threads()}
 
     tmp = Path(tempfile.mkdtemp())
@@ -167,8 +167,9 @@ def main():
             peak_rss_mib=round(res["peak_mib"]), build_extra_mib=round(res["peak_mib"] - res["base_mib"]),
             ngram_types=types, file_bytes=size, bytes_per_ngram=round(size / types, 2),
         )
+        extra = res["peak_mib"] - res["base_mib"]
         print(f"build N={order}: {res['seconds']:.2f} s ({n_tokens / res['seconds'] / 1e6:.2f} M tokens/s), "
-              f"peak RSS {res['peak_mib']:.0f} MiB (+{res['peak_mib'] - res['base_mib']:.0f} over the loaded ids), "
+              f"peak RSS {res['peak_mib']:.0f} MiB (+{extra:.0f} over the loaded ids), "
               f"{types:,} n-gram types, {size / types:.2f} bytes per stored n-gram")
         tables[order] = NGramTable.load(out)
 
@@ -181,10 +182,12 @@ def main():
     for order in (3, 5):
         for name, opts in [("mixture", dict(mode="mixture")), ("kneser_ney", dict(smoothing="kneser_ney"))]:
             for b in (1, 16, 64):
-                sec = time_call(lambda: tables[order].logprobs(queries[:b], **opts, validate=False))
+                table, q = tables[order], queries[:b]
+                sec = time_call(lambda t=table, q=q, o=opts: t.logprobs(q, **o, validate=False))
                 figures["lookup"][f"n{order}_{name}_b{b}"] = dict(ms=round(sec * 1e3, 3),
                                                                   rows_per_s=round(b / sec))
-                print(f"lookup N={order} {name:10s} B={b:2d}: {sec * 1e3:7.3f} ms/call, {b / sec:10,.0f} rows/s")
+                print(f"lookup N={order} {name:10s} B={b:2d}: {sec * 1e3:7.3f} ms/call, "
+                      f"{b / sec:10,.0f} rows/s")
 
     # Baselines at N = 3, on the same queries.
     sub = []
@@ -195,17 +198,19 @@ def main():
         sub.append(d)
         count += d.size
     sub_table = NGramTable.from_token_ids(sub, 32000, 3)
-    sub_q = torch.from_numpy(np.stack([np.concatenate(sub)[s : s + 4] for s in rng.integers(0, count - 8, 4)]))
+    sub_flat = np.concatenate(sub)
+    sub_q = torch.from_numpy(np.stack([sub_flat[s : s + 4] for s in rng.integers(0, count - 8, 4)]))
     vocab_sample = rng.choice(np.unique(np.concatenate(sub)), size=200, replace=False)
     ours = {}
     for name, opts in [("mixture", dict(mode="mixture")), ("kneser_ney", dict(smoothing="kneser_ney"))]:
-        ours[name] = time_call(lambda: sub_table.logprobs(sub_q, **opts, validate=False)) / len(sub_q)
+        sec = time_call(lambda o=opts: sub_table.logprobs(sub_q, **o, validate=False))
+        ours[name] = sec / len(sub_q)
     nl = {
         "mixture": nltk_rows(sub, 3, sub_q.tolist(), vocab_sample, kn=False),
         "kneser_ney": nltk_rows(sub, 3, sub_q.tolist(), vocab_sample, kn=True),
     }
     dict_model = DictNGram(all_docs[: len(docs)], 3, 32000)
-    dict_row = time_call(lambda: dict_model.mixture_row(queries[0].tolist()), min_time=2.0) 
+    dict_row = time_call(lambda: dict_model.mixture_row(queries[0].tolist()), min_time=2.0)
     ours_full_mix = time_call(lambda: tables[3].logprobs(queries, mode="mixture", validate=False)) / 64
     figures["baselines"] = {
         "nltk_subsample_tokens": count,

@@ -281,6 +281,42 @@ class NGramTable:
             return int(t[f"o{k}.counts"][lo + pos])
         return 0
 
+    def count_many(self, ngrams: torch.Tensor) -> torch.Tensor:
+        """c(g) for every row g of ``ngrams`` (LongTensor [M, k], 1 <= k <= N), vectorised.
+
+        Returns:
+            LongTensor [M] on ``ngrams.device``; 0 for unseen n-grams and for rows
+            holding ids outside [0, V).
+        """
+        self._check_contexts(ngrams, validate=False)
+        m, k = ngrams.shape
+        if not 1 <= k <= self.order:
+            raise ValueError(f"`ngrams` must have 1..{self.order} columns, got {k}")
+        t = self._on(ngrams.device)
+        g = ngrams.long()
+        ok = ((g >= 0) & (g < self.vocab_size)).all(dim=1)  # (M,)
+        w = g[:, -1].clamp(0, self.vocab_size - 1)
+        if k == 1:
+            return torch.where(ok, t["unigram.counts"][w].long(), 0)
+        hits = find_contexts(t, self._metas[k], g[:, :-1], self.vocab_size, self.hash_seed)
+        if hits is None:
+            return torch.zeros(m, dtype=torch.long, device=g.device)
+        # Entries are sorted by (context index, next id), so ctx_index * V + next
+        # is a sorted global key: one searchsorted finds every n-gram at once.
+        keys_ = self._entry_keys(t, k)
+        want = hits.idx * self.vocab_size + w  # (M,)
+        pos = torch.searchsorted(keys_, want).clamp(max=keys_.numel() - 1)
+        found = hits.found & ok & (keys_[pos] == want)
+        return torch.where(found, t[f"o{k}.counts"][pos].long(), 0)
+
+    def _entry_keys(self, t, k: int) -> torch.Tensor:
+        name = f"o{k}.entry_keys"
+        if name not in t:
+            span = t[f"o{k}.span"]
+            ctx_index = torch.repeat_interleave(torch.arange(span.shape[0], device=span.device), span[:, 1])
+            t[name] = ctx_index * self.vocab_size + t[f"o{k}.next_ids"].long()
+        return t[name]
+
     def prob(self, ngram: Sequence[int], **options) -> float:
         """p(w | h) for ngram = (*h, w) under ``options`` (as in :meth:`logprobs`)."""
         ids = self._check_ngram(ngram, max_len=None)
@@ -508,7 +544,7 @@ class NGramTable:
 
     # ----------------------------------------------------------- save/load
     def _saved_tensors(self) -> dict[str, torch.Tensor]:
-        derived = ("totals", "types", "span", "rowstats")
+        derived = ("totals", "types", "span", "rowstats", "entry_keys")
         return {
             n: v.detach().cpu().contiguous()
             for n, v in self._stored.items()

@@ -83,6 +83,61 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def _print_summary(rows: list[dict]) -> None:
+    head = f"{'corpus':20s} {'lam':>6s} {'style_ppl':>10s} {'Δstyle':>8s} {'base_ppl':>9s} {'Δbase':>8s} " \
+           f"{'JS':>6s} {'ovl3':>6s} {'dist2':>6s}"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        print(f"{r['corpus'][:20]:20s} {r['lam']:6.3g} {r['style_ppl']:10.1f} {r['style_ppl_rel']:+8.1%} "
+              f"{r['base_ppl']:9.1f} {r['base_ppl_rel']:+8.1%} {r['js_div']:6.3f} {r['overlap_3']:6.3f} "
+              f"{r['distinct_2']:6.3f}")
+
+
+def _run_sweep(config, out) -> int:
+    from tqdm import tqdm
+
+    from steer.sweep import run_sweep
+
+    bar = tqdm(total=len(config.corpora) * len(config.lambdas), desc="sweep", unit="cell")
+
+    def progress(msg: str) -> None:
+        bar.set_postfix_str(msg)
+        bar.update(1)
+
+    rows = run_sweep(config, out, progress=progress)
+    bar.close()
+    _print_summary(rows)
+    print(f"\nwrote {out}/results.csv, results.json, samples.jsonl, config.json"
+          + (", metrics_vs_lambda.png" if (Path(out) / "metrics_vs_lambda.png").exists() else
+             " (install steer[plot] for metrics_vs_lambda.png)"))
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from steer.sweep import SweepConfig, builtin_prompts, parse_lambdas
+
+    prompts = builtin_prompts()
+    if args.prompts:
+        lines = Path(args.prompts).read_text(encoding="utf-8").splitlines()
+        prompts = [ln.strip() for ln in lines if ln.strip()]
+    config = SweepConfig(
+        model=args.model, corpora=args.corpus, lambdas=parse_lambdas(args.lambdas), prompts=prompts,
+        max_new_tokens=args.max_new_tokens, samples=args.samples, seed=args.seed, decoding=args.decoding,
+        num_beams=args.num_beams, temperature=args.temperature, top_p=args.top_p, order=args.order,
+        prior=_prior_options(args),
+    )
+    return _run_sweep(config, args.out)
+
+
+def cmd_demo(args) -> int:
+    from steer.sweep import SweepConfig
+
+    config = SweepConfig(model=args.model, corpora=["don_quixote", "cnn_highlights"],
+                         lambdas=[0.0, 0.05, 0.1, 0.2, 0.5, 1.0], max_new_tokens=32)
+    return _run_sweep(config, args.out)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from steer.models import default_model
 
@@ -105,6 +160,23 @@ def build_parser() -> argparse.ArgumentParser:
     _prior_args(p)
     _decode_args(p)
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("sweep", help="the style study: corpora x lambdas -> metrics, samples, plot")
+    p.add_argument("--model", default=default_model(), help="model folder or hub id ($STEER_MODEL)")
+    p.add_argument("--corpus", action="append", required=True, help="corpus name or path (repeat)")
+    p.add_argument("--lambdas", default="0,0.02,0.05,0.1,0.2,0.5,1", help="comma-separated prior weights")
+    p.add_argument("--prompts", default=None, help="file with one prompt a line (default: built-in set)")
+    p.add_argument("--samples", type=int, default=1, help="continuations per prompt")
+    p.add_argument("--out", required=True, type=Path, help="run folder (resumed if it exists)")
+    _prior_args(p)
+    p.set_defaults(weights="0.2,0.3,0.5")
+    _decode_args(p)
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("demo", help="a small sweep (2 corpora, 6 lambdas) that runs in minutes on a CPU")
+    p.add_argument("--model", default=default_model(), help="model folder or hub id ($STEER_MODEL)")
+    p.add_argument("--out", default=Path("runs/demo"), type=Path)
+    p.set_defaults(func=cmd_demo)
     return parser
 
 
@@ -113,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError) as err:
+    except (ValueError, TypeError, OSError) as err:
         print(f"steer {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -73,3 +73,10 @@ def tiny_gpt2(vocab_size: int = 64, seed: int = 0):
     cfg = GPT2Config(vocab_size=vocab_size, n_embd=32, n_layer=2, n_head=4, n_positions=128,
                      bos_token_id=1, eos_token_id=2, pad_token_id=0)
     return GPT2LMHeadModel(cfg).eval()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Tables built by tests go to a per-session temporary cache, never ~/.cache."""
+    monkeypatch.setenv("STEER_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "steer-cache"))
+    monkeypatch.setenv("STEER_CORPORA_DIR", str(SHARED / "corpora"))

@@ -311,3 +311,24 @@ def test_padded_and_ragged_layouts_agree(opts):
     table.lookup_layout = "padded"
     padded = table.logprobs(ctx, **opts)
     torch.testing.assert_close(ragged, padded)
+
+
+@SETTINGS
+@given(docs=_docs_strategy(), order=st.integers(1, 4), seed=st.integers(0, 1000))
+def test_count_many_matches_count(docs, order, seed):
+    table = NGramTable.from_token_ids(docs, V, order)
+    rng = np.random.default_rng(seed)
+    for k in range(1, order + 1):
+        grams = rng.integers(0, V, size=(20, k))
+        flat = [t for d in docs for t in d]
+        if len(flat) >= k:
+            grams = np.concatenate([grams, [flat[:k]]])
+        got = table.count_many(torch.from_numpy(grams))
+        assert got.tolist() == [table.count(list(g)) for g in grams]
+
+
+def test_count_many_bad_width_and_out_of_range():
+    table = NGramTable.from_token_ids([[1, 2, 3]], 4, 2)
+    with pytest.raises(ValueError, match="columns"):
+        table.count_many(torch.tensor([[1, 2, 3]]))
+    assert table.count_many(torch.tensor([[1, 9], [1, 2]])).tolist() == [0, 1]

@@ -1,0 +1,154 @@
+"""Metrics of a steered continuation: style and base perplexity, JS divergence, overlap, diversity.
+
+All metrics score the *continuation* only (never the prompt), with the prompt as context.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from ngram import NGramTable
+
+
+def _windows(seqs: Sequence[Sequence[int]], starts: Sequence[int], width: int):
+    """Context rows for every scored position, grouped by available width.
+
+    Yields (ctx LongTensor [M, w], targets [M], (seq index, position) pairs).
+    """
+    groups: dict[int, tuple[list, list, list]] = {}
+    for i, (seq, start) in enumerate(zip(seqs, starts, strict=True)):
+        for pos in range(start, len(seq)):
+            w = min(width, pos)
+            ctx, tgt, where = groups.setdefault(w, ([], [], []))
+            ctx.append(seq[pos - w : pos])
+            tgt.append(seq[pos])
+            where.append(i)
+    for w, (ctx, tgt, where) in groups.items():
+        yield torch.tensor(ctx, dtype=torch.long).reshape(len(ctx), w), torch.tensor(tgt), where
+
+
+def style_nll(table: NGramTable, prompts: Sequence[Sequence[int]], conts: Sequence[Sequence[int]],
+              **options) -> list[float]:
+    """Per sample: total NLL (nats) of the continuation under the style table, and its length.
+
+    Returns:
+        list of (sum of -log p(y_t | prompt, y_<t), number of tokens) per sample.
+    """
+    seqs = [list(p) + list(c) for p, c in zip(prompts, conts, strict=True)]
+    starts = [len(p) for p in prompts]
+    nll = [0.0] * len(seqs)
+    opts = table.options(**options)
+    for ctx, tgt, where in _windows(seqs, starts, table.order - 1):
+        lp = table.logprobs_with(ctx, opts, validate=False)  # (M, V)
+        vals = -lp.gather(1, tgt.clamp(max=table.vocab_size - 1)[:, None])[:, 0]
+        vals = torch.where(tgt < table.vocab_size, vals, math.log(table.vocab_size))
+        for i, v in zip(where, vals.tolist(), strict=True):
+            nll[i] += v
+    return [(n, len(c)) for n, c in zip(nll, conts, strict=True)]
+
+
+def style_perplexity(table: NGramTable, prompts, conts, smoothing: str = "kneser_ney", **options) -> float:
+    """exp(mean over all generated tokens of -log p_style(y_t | context)).
+
+    The context is the prompt followed by the earlier generated tokens; p_style
+    is the table's estimate, interpolated Kneser-Ney by default (a proper
+    distribution, unlike the logsum prior). Tokens are pooled over samples.
+    NaN if no token was generated.
+    """
+    per = style_nll(table, prompts, conts, smoothing=smoothing, **options)
+    total, n = sum(p[0] for p in per), sum(p[1] for p in per)
+    return math.exp(total / n) if n else float("nan")
+
+
+@torch.no_grad()
+def base_nll(model, prompts: Sequence[Sequence[int]], conts: Sequence[Sequence[int]], batch_size: int = 16):
+    """Per sample (sum of -log p_model(y_t | prompt, y_<t), length), teacher-forced, unsteered."""
+    out = []
+    device = next(model.parameters()).device
+    for b0 in range(0, len(prompts), batch_size):
+        ps, cs = prompts[b0 : b0 + batch_size], conts[b0 : b0 + batch_size]
+        seqs = [list(p) + list(c) for p, c in zip(ps, cs, strict=True)]
+        width = max(len(s) for s in seqs)
+        ids = torch.zeros(len(seqs), width, dtype=torch.long)
+        mask = torch.zeros(len(seqs), width, dtype=torch.long)
+        for i, s in enumerate(seqs):  # right padding: positions stay 0..len-1
+            ids[i, : len(s)] = torch.tensor(s)
+            mask[i, : len(s)] = 1
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+        logp = torch.log_softmax(logits[:, :-1], dim=-1)  # predicts tokens 1..width-1
+        tok_lp = logp.gather(2, ids[:, 1:].to(device)[..., None])[..., 0].cpu()  # (b, width-1)
+        for i, (p, c) in enumerate(zip(ps, cs, strict=True)):
+            lo = len(p) - 1  # logp row predicting the first continuation token
+            out.append((-float(tok_lp[i, lo : lo + len(c)].sum()), len(c)))
+    return out
+
+
+def base_perplexity(model, prompts, conts, batch_size: int = 16) -> float:
+    """exp(mean -log p_model(y_t | prompt, y_<t)) over generated tokens, under the frozen, unsteered model."""
+    per = base_nll(model, prompts, conts, batch_size)
+    total, n = sum(p[0] for p in per), sum(p[1] for p in per)
+    return math.exp(total / n) if n else float("nan")
+
+
+def js_divergence(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:
+    """Jensen-Shannon divergence in bits (base 2, in [0, 1]) between softmax rows.
+
+    JS(P, Q) = 1/2 KL(P || M) + 1/2 KL(Q || M), M = (P + Q)/2, computed in
+    float64 from logits; -inf logits (masked tokens) contribute 0.
+
+    Returns:
+        float32 [B].
+    """
+    lp = torch.log_softmax(logits_p.double(), dim=-1)
+    lq = torch.log_softmax(logits_q.double(), dim=-1)
+    lm = torch.logaddexp(lp, lq) - math.log(2.0)
+
+    def kl(la):  # sum_x a(x) (log a(x) - log m(x)), with 0 log 0 = 0
+        return torch.where(torch.isneginf(la), 0.0, la.exp() * (la - lm)).sum(-1)
+
+    js = 0.5 * (kl(lp) + kl(lq)) / math.log(2.0)
+    return js.clamp(0.0, 1.0).float()
+
+
+def ngram_overlap(table: NGramTable, conts: Sequence[Sequence[int]], n: int) -> float:
+    """Fraction of the generated n-grams (within each continuation) that occur in the style corpus.
+
+    Pooled over continuations; NaN when no continuation has n tokens.
+    """
+    grams = [c[i : i + n] for c in conts for i in range(len(c) - n + 1)]
+    if not grams:
+        return float("nan")
+    counts = table.count_many(torch.tensor(grams, dtype=torch.long))
+    return float((counts > 0).float().mean())
+
+
+def distinct_n(conts: Sequence[Sequence[int]], n: int) -> float:
+    """Distinct-n (Li et al. 2016): unique n-grams / all n-grams, pooled over continuations."""
+    grams = [tuple(c[i : i + n]) for c in conts for i in range(len(c) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else float("nan")
+
+
+def unigram_jaccard(a: Sequence[int], b: Sequence[int]) -> float:
+    """|set(a) & set(b)| / |set(a) | set(b)|; 1.0 when both are empty."""
+    sa, sb = set(a), set(b)
+    return len(sa & sb) / len(sa | sb) if sa | sb else 1.0
+
+
+def shared_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """Number of leading tokens two continuations share."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def relative_change(value: float, baseline: float) -> float:
+    """(value - baseline) / baseline, as the seed paper reports (-0.247 = -24.7 %); NaN if baseline is 0."""
+    if baseline == 0 or math.isnan(baseline) or math.isnan(value):
+        return float("nan")
+    return (value - baseline) / baseline

@@ -1,0 +1,76 @@
+"""Corpora: manifest resolution, Gutenberg cleaning, document splitting, hold-out."""
+
+from __future__ import annotations
+
+import pytest
+
+from corpora import manifest
+from steer.corpora import clean_gutenberg, load_corpus, resolve_corpus, split_documents, split_holdout
+
+PG = """The Project Gutenberg eBook of Something
+Header text.
+*** START OF THE PROJECT GUTENBERG EBOOK SOMETHING ***
+p074e.jpg (49K)
+
+Full Size
+
+It was a
+bright cold day.
+
+[Illustration: a dog]
+Second paragraph.
+*** END OF THE PROJECT GUTENBERG EBOOK SOMETHING ***
+Licence text.
+"""
+
+
+def test_clean_gutenberg_and_split():
+    docs = split_documents(clean_gutenberg(PG), "paragraphs")
+    assert docs == ["It was a bright cold day.", "Second paragraph."]
+    assert split_documents("a\nb\n\nc", "lines") == ["a", "b", "c"]
+    assert split_documents("one line\nanother", "auto") == ["one line", "another"]
+    with pytest.raises(ValueError, match="`fmt`"):
+        split_documents("x", "words")
+
+
+def test_holdout_is_the_tail():
+    train, held = split_holdout([str(i) for i in range(20)], 0.1)
+    assert held == ["18", "19"] and len(train) == 18
+    assert split_holdout(["a", "b"], 0.0) == (["a", "b"], [])
+    with pytest.raises(ValueError, match="`holdout`"):
+        split_holdout(["a"], 1.0)
+
+
+def test_manifest_entries_are_complete_and_resolve(shared_data):
+    entries = manifest()
+    for name in ["don_quixote", "cnn_highlights", "arxiv_abstracts", "sherlock_holmes",
+                 "tinyshakespeare", "kjv_new_testament"]:
+        e = entries[name]
+        assert {"source", "licence", "url", "file", "format", "fetch"} <= set(e)
+        assert resolve_corpus(name).exists()
+
+
+def test_named_corpus_loads_clean(shared_data):
+    corpus = load_corpus("don_quixote")
+    assert len(corpus.train) > 1000 and corpus.heldout
+    assert not any(".jpg" in d or d == "Full Size" for d in corpus.train)
+
+
+def test_path_and_folder_corpora(tmp_path):
+    (tmp_path / "a.txt").write_text("first doc\n\nsecond doc\n", encoding="utf-8")
+    (tmp_path / "b.txt").write_text("third doc\n", encoding="utf-8")
+    assert load_corpus(tmp_path / "a.txt", holdout=0).train == ["first doc", "second doc"]
+    assert len(load_corpus(tmp_path, holdout=0).train) == 3
+
+
+def test_bad_corpora(tmp_path):
+    with pytest.raises(ValueError, match="unknown corpus"):
+        resolve_corpus("no_such_corpus")
+    with pytest.raises(FileNotFoundError, match="STEER_CORPORA_DIR"):
+        resolve_corpus("don_quixote", data_dir=tmp_path)
+    (tmp_path / "empty.txt").write_text("\n\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="no text"):
+        load_corpus(tmp_path / "empty.txt")
+    (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\x00bad")
+    with pytest.raises(ValueError, match="UTF-8"):
+        load_corpus(tmp_path / "bin.txt")

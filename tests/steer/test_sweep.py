@@ -1,0 +1,83 @@
+"""The sweep: files, columns, the lam = 0 baseline, resume, and bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from steer.sweep import COLUMNS, SweepConfig, builtin_prompts, parse_lambdas, run_sweep
+
+
+def _config(aidreams_path, corpus_file, **kw):
+    base = dict(model=str(aidreams_path), corpora=[str(corpus_file)], lambdas=[0.5, 2.0],
+                prompts=["Once upon a time", "The machine dreamed"], max_new_tokens=8)
+    base.update(kw)
+    return SweepConfig(**base)
+
+
+@pytest.fixture
+def corpus_file(tmp_path):
+    path = tmp_path / "style.txt"
+    path.write_text("\n\n".join(["the pixels dream of light and the light dreams of pixels"] * 30))
+    return path
+
+
+def test_sweep_writes_every_file_and_resumes(aidreams, aidreams_path, corpus_file, tmp_path):
+    model, tok = aidreams
+    cfg = _config(aidreams_path, corpus_file)
+    assert cfg.lambdas == [0.0, 0.5, 2.0]  # the baseline is always added
+    out = tmp_path / "run"
+    rows = run_sweep(cfg, out, model=model, tokenizer=tok)
+    assert len(rows) == 3
+    for name in ["results.csv", "results.json", "samples.jsonl", "config.json", "cells.jsonl"]:
+        assert (out / name).exists(), name
+    with open(out / "results.csv") as f:
+        table = list(csv.DictReader(f))
+    assert list(table[0]) == COLUMNS
+    base = rows[0]
+    assert base["lam"] == 0 and base["js_div"] < 1e-9 and base["style_ppl_rel"] == 0
+    assert base["jaccard_vs_unsteered"] == 1.0
+    assert rows[2]["js_div"] > rows[1]["js_div"] > 0
+    assert len((out / "samples.jsonl").read_text().splitlines()) == 6
+    assert json.loads((out / "config.json").read_text())["versions"]["torch"]
+
+    class NoModel:  # a resumed, finished sweep never touches the model
+        def __getattr__(self, name):
+            raise AssertionError("model used on resume")
+
+    again = run_sweep(cfg, out, model=NoModel(), tokenizer=tok)
+    assert [r["style_ppl"] for r in again] == [r["style_ppl"] for r in rows]
+
+
+def test_interrupted_sweep_recomputes_only_missing_cells(aidreams, aidreams_path, corpus_file, tmp_path):
+    model, tok = aidreams
+    cfg = _config(aidreams_path, corpus_file)
+    out = tmp_path / "run"
+    full = run_sweep(cfg, out, model=model, tokenizer=tok)
+    cells = (out / "cells.jsonl").read_text().splitlines()
+    (out / "cells.jsonl").write_text("\n".join(cells[:2]) + "\n" + cells[2][:10])  # cut mid-line
+    again = run_sweep(cfg, out, model=model, tokenizer=tok)
+    assert [r["style_ppl"] for r in again] == pytest.approx([r["style_ppl"] for r in full])
+    assert len((out / "samples.jsonl").read_text().splitlines()) == 6
+
+
+def test_other_config_in_same_folder_is_refused(aidreams, aidreams_path, corpus_file, tmp_path):
+    model, tok = aidreams
+    run_sweep(_config(aidreams_path, corpus_file), tmp_path / "run", model=model, tokenizer=tok)
+    with pytest.raises(ValueError, match="different sweep"):
+        run_sweep(_config(aidreams_path, corpus_file, max_new_tokens=9), tmp_path / "run",
+                  model=model, tokenizer=tok)
+
+
+def test_bad_settings():
+    with pytest.raises(ValueError, match="`lambdas`"):
+        parse_lambdas("0,a,1")
+    with pytest.raises(ValueError, match="`lam`"):
+        parse_lambdas("0,-1")
+    with pytest.raises(ValueError, match="`corpora`"):
+        SweepConfig(model="m", corpora=[])
+    with pytest.raises(ValueError, match="`decoding`"):
+        SweepConfig(model="m", corpora=["x"], decoding="nucleus")
+    assert len(builtin_prompts()) >= 20
