@@ -1,0 +1,130 @@
+"""Per-step cost of NGramStylePrior relative to the model's own decoding step.
+
+Model: TinyLlama-1.1B's shape with random weights (22 layers, hidden 2048, 32
+heads, 4 KV heads, FFN 5632, vocab 32000); table: the shared style corpora in the
+real Llama-2 token space, N = 3. Greedy `generate` with the KV cache, batch 1 and
+16; the processor is timed inside generate, the step from a run without it. On
+CUDA (when available) the same runs are repeated there. Last line: one JSON object.
+
+    python benchmarks/steer_overhead.py [--steps 16] [--shared ../shared/data] [--device cpu|cuda|all]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, LogitsProcessor, LogitsProcessorList
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ngram import NGramTable  # noqa: E402
+from steer.corpora import load_corpus  # noqa: E402
+from steer.style import NGramStylePrior  # noqa: E402
+
+CORPORA = ["don_quixote", "cnn_highlights", "arxiv_abstracts", "sherlock_holmes",
+           "tinyshakespeare", "kjv_new_testament"]
+
+
+class Timed(LogitsProcessor):
+    """Times every call of the wrapped processor (synchronising on CUDA)."""
+
+    def __init__(self, inner):
+        self.inner, self.seconds, self.calls = inner, 0.0, 0
+
+    def __call__(self, input_ids, scores):
+        if scores.is_cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        out = self.inner(input_ids, scores)
+        if out.is_cuda:
+            torch.cuda.synchronize()
+        self.seconds += time.perf_counter() - t0
+        self.calls += 1
+        return out
+
+
+def tinyllama_shape(device, dtype):
+    cfg = LlamaConfig(vocab_size=32000, hidden_size=2048, intermediate_size=5632, num_hidden_layers=22,
+                      num_attention_heads=32, num_key_value_heads=4, max_position_embeddings=2048,
+                      bos_token_id=1, eos_token_id=2)
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = LlamaForCausalLM(cfg).to(dtype)
+    return model.eval().requires_grad_(False)
+
+
+def generate(model, ids, steps, processors=()):
+    if ids.is_cuda:
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=steps,
+                   min_new_tokens=steps, do_sample=False, pad_token_id=0,
+                   logits_processor=LogitsProcessorList(list(processors)))
+    if ids.is_cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+def measure(device, table, prompt_ids, steps, batches, dtype):
+    model = tinyllama_shape(device, dtype)
+    tab = table.to(device)
+    results = {}
+    for b in batches:
+        ids = prompt_ids[:1].repeat(b, 1).to(device)
+        ids[:, -1] = torch.arange(b, device=device) + 100  # rows differ
+        generate(model, ids, 2)  # warm-up
+        plain = min(generate(model, ids, steps) for _ in range(2))
+        step_s = plain / steps
+        for name, opts in [("logsum", dict(mode="logsum", weights=(0.2, 0.3, 0.5))),
+                           ("kneser_ney", dict(smoothing="kneser_ney"))]:
+            timed = Timed(NGramStylePrior(tab, 0.1, **opts))
+            generate(model, ids, steps, [timed])
+            proc_s = timed.seconds / timed.calls
+            key = f"{device}_b{b}_{name}"
+            results[key] = dict(step_ms=round(step_s * 1e3, 2), processor_ms=round(proc_s * 1e3, 3),
+                                overhead_pct=round(100 * proc_s / step_s, 3))
+            print(f"{device} B={b:2d} {name:10s}: decode step {step_s * 1e3:8.2f} ms, processor "
+                  f"{proc_s * 1e3:6.3f} ms -> {100 * proc_s / step_s:.3f} % of the step")
+    del model
+    return results
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=16)
+    ap.add_argument("--shared", default=str(ROOT.parent / "shared" / "data"))
+    ap.add_argument("--device", default="all", choices=["cpu", "cuda", "all"])
+    args = ap.parse_args()
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(Path(args.shared) / "tokenizers" / "llama2" / "hf")
+    os.environ.setdefault("STEER_CORPORA_DIR", str(Path(args.shared) / "corpora"))
+    docs = []
+    for name in CORPORA:
+        docs.extend(load_corpus(name).train)
+    t0 = time.perf_counter()
+    table = NGramTable.from_texts(docs, tok, 3)
+    print(f"table: {table.stats['n_tokens']:,} tokens, N=3, built in {time.perf_counter() - t0:.1f} s")
+    prompt = tok("It was a bright cold day in April, and the clocks were striking", return_tensors="pt")
+    figures = {"threads": torch.get_num_threads(), "steps": args.steps,
+               "table_tokens": table.stats["n_tokens"]}
+    devices = ["cpu"] if args.device == "cpu" else ["cuda"] if args.device == "cuda" else ["cpu"]
+    if args.device == "all" and torch.cuda.is_available():
+        devices.append("cuda")
+    for dev in devices:
+        dtype = torch.float32 if dev == "cpu" else torch.bfloat16
+        figures.update(measure(dev, table, prompt["input_ids"], args.steps, (1, 16), dtype))
+    if "cuda" not in devices:
+        print("cuda: not available on this machine; not measured")
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
