@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 import os
+import time
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -126,6 +127,7 @@ class NGramTable:
         """
         vocab_size = _check_int("vocab_size", vocab_size, 1)
         order = _check_int("order", order, 1, MAX_ORDER)
+        started = time.perf_counter()
         tokens, lengths = C.flatten_docs(docs, vocab_size)
         remaining = C.remaining_in_doc(lengths)
         hashed = [k for k in range(2, order + 1) if not keys.exact_packing(vocab_size, k - 1)]
@@ -172,6 +174,7 @@ class NGramTable:
         for k in range(2, order + 1):
             stats["ngram_types"][str(k)] = int(per_order[k].next_ids.size)
             stats["contexts"][str(k)] = int(per_order[k].ctx_keys.size)
+        stats["build_seconds"] = round(time.perf_counter() - started, 3)
         meta = {
             "order": order,
             "vocab_size": vocab_size,
@@ -633,6 +636,11 @@ class NGramTable:
         if tokenizer is not None:
             table.check_tokenizer(tokenizer)
         return table
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the stored arrays (what :meth:`save` writes, without the metadata)."""
+        return sum(v.numel() * v.element_size() for v in self._saved_tensors().values())
 
     def __repr__(self) -> str:
         return (

@@ -84,14 +84,14 @@ def cmd_generate(args) -> int:
 
 
 def _print_summary(rows: list[dict]) -> None:
-    head = f"{'corpus':20s} {'lam':>6s} {'style_ppl':>10s} {'Δstyle':>8s} {'base_ppl':>9s} {'Δbase':>8s} " \
-           f"{'JS':>6s} {'ovl3':>6s} {'dist2':>6s}"
+    head = f"{'corpus':18s} {'method':12s} {'lam':>5s} {'style_ppl':>10s} {'Δstyle':>8s} {'base_ppl':>9s} " \
+           f"{'Δbase':>8s} {'JS':>6s} {'ovl3':>6s} {'dist2':>6s} {'ms/tok':>7s}"
     print(head)
     print("-" * len(head))
     for r in rows:
-        print(f"{r['corpus'][:20]:20s} {r['lam']:6.3g} {r['style_ppl']:10.1f} {r['style_ppl_rel']:+8.1%} "
-              f"{r['base_ppl']:9.1f} {r['base_ppl_rel']:+8.1%} {r['js_div']:6.3f} {r['overlap_3']:6.3f} "
-              f"{r['distinct_2']:6.3f}")
+        print(f"{r['corpus'][:18]:18s} {r['method']:12s} {r['lam']:5.3g} {r['style_ppl']:10.1f} "
+              f"{r['style_ppl_rel']:+8.1%} {r['base_ppl']:9.1f} {r['base_ppl_rel']:+8.1%} {r['js_div']:6.3f} "
+              f"{r['overlap_3']:6.3f} {r['distinct_2']:6.3f} {r['infer_ms_per_token']:7.2f}")
 
 
 def _run_sweep(config, out) -> int:
@@ -99,13 +99,16 @@ def _run_sweep(config, out) -> int:
 
     from steer.sweep import run_sweep
 
-    bar = tqdm(total=len(config.corpora) * len(config.lambdas), desc="sweep", unit="cell")
+    bar = tqdm(total=len(config.cells()), desc="sweep", unit="cell")
 
     def progress(msg: str) -> None:
         bar.set_postfix_str(msg)
         bar.update(1)
 
-    rows = run_sweep(config, out, progress=progress)
+    def lora_progress(step: int, loss: float) -> None:
+        bar.set_postfix_str(f"LoRA step {step}/{config.lora_config().steps} loss {loss:.3f}")
+
+    rows = run_sweep(config, out, progress=progress, lora_progress=lora_progress)
     bar.close()
     _print_summary(rows)
     print(f"\nwrote {out}/results.csv, results.json, samples.jsonl, config.json"
@@ -125,9 +128,38 @@ def cmd_sweep(args) -> int:
         model=args.model, corpora=args.corpus, lambdas=parse_lambdas(args.lambdas), prompts=prompts,
         max_new_tokens=args.max_new_tokens, samples=args.samples, seed=args.seed, decoding=args.decoding,
         num_beams=args.num_beams, temperature=args.temperature, top_p=args.top_p, order=args.order,
-        prior=_prior_options(args),
+        prior=_prior_options(args), baselines=args.baseline or [],
+        lora=dict(steps=args.lora_steps, rank=args.lora_rank),
     )
     return _run_sweep(config, args.out)
+
+
+def cmd_train_lora(args) -> int:
+    from tqdm import tqdm
+
+    from steer.baselines.lora import LoraTrainConfig, train_lora
+    from steer.corpora import load_corpus
+    from steer.models import load_model
+
+    config = LoraTrainConfig(rank=args.rank, alpha=args.alpha, steps=args.steps, lr=args.lr,
+                             batch_size=args.batch_size, window=args.window, seed=args.seed,
+                             target_modules=args.target_modules.split(",") if args.target_modules else None)
+    model, tokenizer = load_model(args.model)
+    corpus = load_corpus(args.corpus)
+    bar = tqdm(total=config.steps, desc="LoRA", unit="step")
+
+    def progress(step: int, loss: float) -> None:
+        bar.set_postfix(loss=f"{loss:.3f}")
+        bar.update(1)
+
+    res = train_lora(model, tokenizer, corpus.train, config, args.out, corpus_name=args.corpus,
+                     model_name=args.model, progress=progress, copy_model=False)
+    bar.close()
+    curve = res.meta["loss_curve"]
+    print(f"adapter -> {args.out}: {res.meta['trainable_params']:,} trainable parameters, "
+          f"loss {curve[0]:.3f} -> {sum(curve[-10:]) / len(curve[-10:]):.3f} (mean of last 10), "
+          f"{res.meta['wall_seconds']:.1f} s")
+    return 0
 
 
 def cmd_demo(args) -> int:
@@ -170,8 +202,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="run folder (resumed if it exists)")
     _prior_args(p)
     p.set_defaults(weights="0.2,0.3,0.5")
+    p.add_argument("--baseline", action="append", choices=["prompt", "lora"],
+                   help="also measure style prompting (and prior + prompt) or a LoRA adapter (repeat)")
+    p.add_argument("--lora-steps", type=int, default=200, help="training steps of each LoRA baseline")
+    p.add_argument("--lora-rank", type=int, default=8)
     _decode_args(p)
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("train-lora", help="train a LoRA adapter on a style corpus (needs steer[lora])")
+    p.add_argument("--model", default=default_model(), help="model folder or hub id ($STEER_MODEL)")
+    p.add_argument("--corpus", required=True, help="corpus name or path")
+    p.add_argument("--out", required=True, type=Path, help="adapter folder")
+    p.add_argument("--rank", type=int, default=8)
+    p.add_argument("--alpha", type=float, default=16.0)
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--window", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--target-modules", default=None, help="comma-separated module names (default: PEFT's)")
+    p.set_defaults(func=cmd_train_lora)
 
     p = sub.add_parser("demo", help="a small sweep (2 corpora, 6 lambdas) that runs in minutes on a CPU")
     p.add_argument("--model", default=default_model(), help="model folder or hub id ($STEER_MODEL)")
@@ -185,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, OSError) as err:
+    except (ValueError, TypeError, OSError, ImportError) as err:
         print(f"steer {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -1,4 +1,4 @@
-"""The style study: model x corpora x lambdas -> metrics, samples, tables and a plot. No argv here."""
+"""The style study: model x corpora x lambdas (x baselines) -> metrics, samples, plot. No argv here."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import platform
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,7 +21,9 @@ from steer.tables import table_for
 PROMPTS_PATH = Path(__file__).with_name("data") / "prompts.txt"
 METRICS = ["style_ppl", "base_ppl", "js_div", "overlap_1", "overlap_2", "overlap_3",
            "distinct_1", "distinct_2", "jaccard_vs_unsteered", "prefix_vs_unsteered", "mean_len"]
-COLUMNS = ["corpus", "lam", "n_samples", *METRICS, *[f"{m}_rel" for m in METRICS]]
+COSTS = ["train_s", "infer_ms_per_token", "extra_mem_mb"]
+COLUMNS = ["corpus", "method", "lam", "n_samples", *METRICS, *COSTS, *[f"{m}_rel" for m in METRICS]]
+BASELINES = ("prompt", "lora")
 
 
 def builtin_prompts() -> list[str]:
@@ -56,6 +59,10 @@ class SweepConfig:
             not given).
         metric_smoothing: estimate used for style perplexity (Kneser-Ney).
         holdout: fraction of each corpus's documents kept out of the tables.
+        baselines: any of "prompt" (style prompting; also adds prior + prompt at
+            every lam > 0) and "lora" (a LoRA adapter per corpus, needs PEFT).
+        style_prompt: fields of steer.baselines.prompt.StylePrompt.
+        lora: fields of steer.baselines.lora.LoraTrainConfig.
     """
 
     model: str
@@ -74,22 +81,54 @@ class SweepConfig:
         "smoothing": "add_alpha", "mode": "logsum", "weights": [0.2, 0.3, 0.5], "alpha": 0.01})
     metric_smoothing: str = "kneser_ney"
     holdout: float = 0.05
+    baselines: list[str] = field(default_factory=list)
+    style_prompt: dict = field(default_factory=dict)
+    lora: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if not self.corpora:
             raise ValueError("`corpora` must name at least one corpus")
         if not self.prompts:
             raise ValueError("`prompts` must hold at least one prompt")
-        lams = sorted({check_lam(x) for x in self.lambdas} | {0.0})
-        self.lambdas = lams
+        self.lambdas = sorted({check_lam(x) for x in self.lambdas} | {0.0})
         if not isinstance(self.samples, int) or self.samples < 1:
             raise ValueError(f"`samples` must be an int >= 1, got {self.samples!r}")
+        bad = [b for b in self.baselines if b not in BASELINES]
+        if bad:
+            raise ValueError(f"`baselines` must be among {BASELINES}, got {bad}")
+        self.baselines = sorted(set(self.baselines))
         self.decode(0)  # validates the decoding settings
+        if "prompt" in self.baselines:
+            self.prompt_style()
+        if "lora" in self.baselines:
+            self.lora_config()
 
     def decode(self, sample: int) -> DecodeConfig:
         return DecodeConfig(max_new_tokens=self.max_new_tokens, decoding=self.decoding,
                             num_beams=self.num_beams, temperature=self.temperature,
                             top_p=self.top_p, seed=self.seed + sample)
+
+    def prompt_style(self):
+        from steer.baselines.prompt import StylePrompt
+
+        return StylePrompt(**self.style_prompt)
+
+    def lora_config(self):
+        from steer.baselines.lora import LoraTrainConfig
+
+        return LoraTrainConfig(**self.lora)
+
+    def cells(self) -> list[tuple[str, str, float]]:
+        """Every (corpus, method, lam) cell, in the order they are run and reported."""
+        out = []
+        for c in self.corpora:
+            out += [(c, "prior", lam) for lam in self.lambdas]
+            if "prompt" in self.baselines:
+                out.append((c, "prompt", 0.0))
+                out += [(c, "prior+prompt", lam) for lam in self.lambdas if lam > 0]
+            if "lora" in self.baselines:
+                out.append((c, "lora", 0.0))
+        return out
 
 
 def package_versions() -> dict:
@@ -97,8 +136,15 @@ def package_versions() -> dict:
     import torch
     import transformers
 
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "numpy": numpy.__version__}
+    versions = {"python": platform.python_version(), "torch": torch.__version__,
+                "transformers": transformers.__version__, "numpy": numpy.__version__}
+    try:
+        import peft
+
+        versions["peft"] = peft.__version__
+    except ImportError:
+        pass
+    return versions
 
 
 def _mean(xs):
@@ -124,16 +170,78 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
     tmp.replace(path)
 
 
+def _key(row: dict) -> tuple:
+    return row["corpus"], row.get("method", "prior"), row["lam"]
+
+
+class _Runner:
+    """Generates and scores one cell; holds what the cells of a corpus share."""
+
+    def __init__(self, config: SweepConfig, model, tokenizer):
+        self.config, self.model, self.tokenizer = config, model, tokenizer
+        self.unsteered = {k: continue_prompts(model, tokenizer, config.prompts, (), config.decode(k))
+                          for k in range(config.samples)}
+
+    def cell(self, corpus, table, method, lam, gen_model=None, prefix="", costs=None):
+        cfg, tok = self.config, self.tokenizer
+        gen_model = gen_model or self.model
+        prompts = [prefix + p for p in cfg.prompts]
+        prompt_ids, conts, js, jac, pre, samples = [], [], [], [], [], []
+        gen_s = 0.0
+        for k in range(cfg.samples):
+            user_ids, base_conts = self.unsteered[k]
+            procs = []
+            rec = None
+            if method in ("prior", "prior+prompt"):
+                rec = DivergenceRecorder(NGramStylePrior(table, lam, tok, **cfg.prior))
+                procs = [rec]
+            t0 = time.perf_counter()
+            _, c_ids = continue_prompts(gen_model, tok, prompts, procs, cfg.decode(k))
+            gen_s += time.perf_counter() - t0
+            if rec is not None:
+                div = rec.divergences()  # (rows, steps)
+                if cfg.decoding != "beam":  # rows are samples: average over their real tokens
+                    for i, c in enumerate(c_ids):
+                        js.extend(div[i, : len(c)].tolist())
+                else:  # rows are beams: average over all of them
+                    js.extend(div.flatten().tolist())
+            for a, b in zip(c_ids, base_conts, strict=True):
+                jac.append(M.unigram_jaccard(a, b))
+                pre.append(M.shared_prefix(a, b))
+            prompt_ids += user_ids  # scored after the user's prompt, never the style prefix
+            conts += c_ids
+            samples += [{"corpus": corpus, "method": method, "lam": lam, "sample": k,
+                         "prompt": cfg.prompts[i], "text": tok.decode(c, skip_special_tokens=True)}
+                        for i, c in enumerate(c_ids)]
+        n_tok = sum(len(c) for c in conts)
+        row = {
+            "corpus": corpus, "method": method, "lam": lam, "n_samples": len(conts),
+            "style_ppl": M.style_perplexity(table, prompt_ids, conts, smoothing=cfg.metric_smoothing),
+            "base_ppl": M.base_perplexity(self.model, prompt_ids, conts),
+            "js_div": _mean(js) if js else float("nan") if method in ("prompt", "lora") else 0.0,
+            **{f"overlap_{n}": M.ngram_overlap(table, conts, n) for n in (1, 2, 3)},
+            "distinct_1": M.distinct_n(conts, 1), "distinct_2": M.distinct_n(conts, 2),
+            "jaccard_vs_unsteered": _mean(jac), "prefix_vs_unsteered": _mean(pre),
+            "mean_len": _mean([len(c) for c in conts]),
+            "infer_ms_per_token": 1e3 * gen_s / n_tok if n_tok else float("nan"),
+            **(costs or {}),
+        }
+        return row, samples
+
+
 def run_sweep(config: SweepConfig, out_dir, model=None, tokenizer=None,
-              progress: Callable[[str], None] | None = None) -> list[dict]:
+              progress: Callable[[str], None] | None = None,
+              lora_progress: Callable[[int, float], None] | None = None) -> list[dict]:
     """Run (or resume) a sweep and write its results into ``out_dir``.
 
     Writes config.json, samples.jsonl, cells.jsonl (one finished cell a line;
     a resumed run skips these), results.csv, results.json and, when matplotlib
-    is installed, metrics_vs_lambda.png.
+    is installed, metrics_vs_lambda.png. LoRA adapters are kept in
+    ``out_dir/adapters/<corpus>`` and reused on resume.
 
     Returns:
-        The result rows (one per corpus x lam), with relative changes vs lam = 0.
+        The result rows, with relative changes vs the unsteered cell (prior, lam = 0)
+        of the same corpus.
     """
     from steer.models import load_model
 
@@ -148,75 +256,72 @@ def run_sweep(config: SweepConfig, out_dir, model=None, tokenizer=None,
     cfg_path.write_text(json.dumps({"sweep": cfg_json, "versions": package_versions()}, indent=2))
 
     cells = _read_jsonl(out / "cells.jsonl")
-    done = {(c["corpus"], c["lam"]) for c in cells}
-    samples = [s for s in _read_jsonl(out / "samples.jsonl") if (s["corpus"], s["lam"]) in done]
+    done = {_key(c) for c in cells}
+    samples = [s for s in _read_jsonl(out / "samples.jsonl") if _key(s) in done]
     _write_jsonl(out / "samples.jsonl", samples)
     _write_jsonl(out / "cells.jsonl", cells)
-    todo = [(c, lam) for c in config.corpora for lam in config.lambdas if (c, lam) not in done]
     note = progress or (lambda msg: None)
-    for c, lam in sorted(done):
-        note(f"{c} lam={lam} (done earlier)")
+    for c, m, lam in config.cells():
+        if (c, m, lam) in done:
+            note(f"{c} {m} lam={lam} (done earlier)")
+    todo = [cell for cell in config.cells() if cell not in done]
+    if not todo:
+        rows = _with_relative(cells, config)
+        _write_results(out, rows)
+        return rows
 
-    if todo:
-        if model is None:
-            model, tokenizer = load_model(config.model)
-        unsteered = {}
-        for k in range(config.samples):
-            unsteered[k] = continue_prompts(model, tokenizer, config.prompts, (), config.decode(k))
+    if model is None:
+        model, tokenizer = load_model(config.model)
+    runner = _Runner(config, model, tokenizer)
     for corpus_name in config.corpora:
-        lams = [lam for lam in config.lambdas if (corpus_name, lam) not in done]
-        if not lams:
+        mine = [cell for cell in todo if cell[0] == corpus_name]
+        if not mine:
             continue
         corpus = load_corpus(corpus_name, holdout=config.holdout)
         table = table_for(corpus, tokenizer, config.order)
-        for lam in lams:
-            prompt_ids, conts, js, jac, pre = [], [], [], [], []
-            for k in range(config.samples):
-                base_prompts, base_conts = unsteered[k]
-                rec = DivergenceRecorder(NGramStylePrior(table, lam, tokenizer, **config.prior))
-                p_ids, c_ids = continue_prompts(model, tokenizer, config.prompts, [rec], config.decode(k))
-                div = rec.divergences()  # (rows, steps)
-                if config.decoding != "beam":  # rows are samples: average over their real tokens
-                    for i, c in enumerate(c_ids):
-                        js.extend(div[i, : len(c)].tolist())
-                else:  # rows are beams: average over all of them
-                    js.extend(div.flatten().tolist())
-                for a, b in zip(c_ids, base_conts, strict=True):
-                    jac.append(M.unigram_jaccard(a, b))
-                    pre.append(M.shared_prefix(a, b))
-                prompt_ids += p_ids
-                conts += c_ids
-                for i, c in enumerate(c_ids):
-                    samples.append({"corpus": corpus_name, "lam": lam, "sample": k,
-                                    "prompt": config.prompts[i],
-                                    "text": tokenizer.decode(c, skip_special_tokens=True)})
-            row = {
-                "corpus": corpus_name, "lam": lam, "n_samples": len(conts),
-                "style_ppl": M.style_perplexity(table, prompt_ids, conts, smoothing=config.metric_smoothing),
-                "base_ppl": M.base_perplexity(model, prompt_ids, conts),
-                "js_div": _mean(js) if js else 0.0,
-                **{f"overlap_{n}": M.ngram_overlap(table, conts, n) for n in (1, 2, 3)},
-                "distinct_1": M.distinct_n(conts, 1), "distinct_2": M.distinct_n(conts, 2),
-                "jaccard_vs_unsteered": _mean(jac), "prefix_vs_unsteered": _mean(pre),
-                "mean_len": _mean([len(c) for c in conts]),
-            }
+        prior_costs = {"train_s": table.stats.get("build_seconds", float("nan")),
+                       "extra_mem_mb": table.nbytes / 2**20}
+        for _, method, lam in mine:
+            if method == "lora":
+                pmodel, meta, mem = _lora_for(config, model, tokenizer, corpus, out, lora_progress)
+                costs = {"train_s": meta["wall_seconds"], "extra_mem_mb": mem / 2**20}
+                row, new = runner.cell(corpus_name, table, method, lam, gen_model=pmodel, costs=costs)
+                del pmodel
+            else:
+                prefix = config.prompt_style().prefix(corpus.train) if "prompt" in method else ""
+                costs = dict(prior_costs) if "prior" in method else {"train_s": 0.0, "extra_mem_mb": 0.0}
+                row, new = runner.cell(corpus_name, table, method, lam, prefix=prefix, costs=costs)
+            samples += new
             _write_jsonl(out / "samples.jsonl", samples)
             cells.append(row)
             _write_jsonl(out / "cells.jsonl", cells)
-            note(f"{corpus_name} lam={lam}")
+            note(f"{corpus_name} {method} lam={lam}")
 
     rows = _with_relative(cells, config)
     _write_results(out, rows)
     return rows
 
 
+def _lora_for(config, model, tokenizer, corpus, out: Path, progress):
+    """The corpus's adapter: loaded from the run folder if trained earlier, else trained now."""
+    from steer.baselines.lora import META_FILE, adapter_bytes, load_lora, train_lora
+
+    path = out / "adapters" / Path(corpus.name).name
+    if (path / META_FILE).exists():
+        pmodel, meta = load_lora(model, path)
+    else:
+        res = train_lora(model, tokenizer, corpus.train, config.lora_config(), path,
+                         corpus_name=corpus.name, model_name=config.model, progress=progress)
+        pmodel, meta = res.model, res.meta
+    return pmodel, meta, adapter_bytes(pmodel)
+
+
 def _with_relative(cells: list[dict], config: SweepConfig) -> list[dict]:
-    base = {c["corpus"]: c for c in cells if c["lam"] == 0.0}
-    order = {(c, lam): i for i, (c, lam) in enumerate(
-        (c, lam) for c in config.corpora for lam in config.lambdas)}
+    base = {c["corpus"]: c for c in cells if c.get("method", "prior") == "prior" and c["lam"] == 0.0}
+    order = {cell: i for i, cell in enumerate(config.cells())}
     rows = []
-    for c in sorted(cells, key=lambda c: order.get((c["corpus"], c["lam"]), 1e9)):
-        row = dict(c)
+    for c in sorted(cells, key=lambda c: order.get(_key(c), 1e9)):
+        row = {"method": "prior", **c}
         for m in METRICS:
             b = base.get(c["corpus"], {}).get(m, float("nan"))
             row[f"{m}_rel"] = M.relative_change(c[m], b)

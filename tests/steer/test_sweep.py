@@ -81,3 +81,19 @@ def test_bad_settings():
     with pytest.raises(ValueError, match="`decoding`"):
         SweepConfig(model="m", corpora=["x"], decoding="nucleus")
     assert len(builtin_prompts()) >= 20
+
+
+def test_sweep_with_baselines(aidreams, aidreams_path, corpus_file, tmp_path):
+    model, tok = aidreams
+    cfg = _config(aidreams_path, corpus_file, lambdas=[0.5], baselines=["prompt", "lora"],
+                  lora=dict(steps=3, batch_size=2, window=16), style_prompt=dict(exemplars=1))
+    rows = run_sweep(cfg, tmp_path / "run", model=model, tokenizer=tok)
+    methods = [(r["method"], r["lam"]) for r in rows]
+    assert methods == [("prior", 0.0), ("prior", 0.5), ("prompt", 0.0), ("prior+prompt", 0.5), ("lora", 0.0)]
+    by = {m: r for (m, _), r in zip(methods, rows, strict=True)}
+    assert by["lora"]["train_s"] > 0 and by["lora"]["extra_mem_mb"] > 0
+    assert by["prompt"]["extra_mem_mb"] == 0 and by["prior"]["extra_mem_mb"] > 0
+    assert all(r["infer_ms_per_token"] > 0 for r in rows)
+    assert (tmp_path / "run" / "adapters" / "style.txt" / "adapter_config.json").exists()
+    with pytest.raises(ValueError, match="`baselines`"):
+        _config(aidreams_path, corpus_file, baselines=["rag"])

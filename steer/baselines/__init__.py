@@ -1,0 +1,1 @@
+"""Comparison baselines measured in the same sweep as the n-gram prior: LoRA and style prompting."""
