@@ -36,8 +36,8 @@ def pack_exact(columns, vocab_size: int):
         An int64 array of the same shape as each column. Sorting keys sorts the
         contexts lexicographically.
     """
-    key = columns[0] * 0
-    for col in columns:
+    key = columns[0]
+    for col in columns[1:]:
         key = key * vocab_size + col
     return key
 

@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 from ngram import counts as C
 from ngram import keys
 from ngram.fingerprint import tokenizer_fingerprint
-from ngram.lookup import OrderMeta, find_contexts, gather_entries
+from ngram.lookup import OrderMeta, find_contexts, gather_entries, prepare_tail
 from ngram.options import LookupOptions, resolve_options
 
 MAX_ORDER = 10
@@ -235,6 +235,11 @@ class NGramTable:
                 cont_types = _segment_sum((cont > 0).long(), off)
             else:
                 cont_totals = cont_types = torch.zeros_like(t[p + "types"])
+            # Typed copies, so that a lookup gathers without converting.
+            t[p + "next_long"] = t[p + "next_ids"].long()
+            t[p + "counts_f"] = t[p + "counts"].float()
+            if p + "cont" in t:
+                t[p + "cont_f"] = t[p + "cont"].float()
             # Per-context lookups read these packed rows with one gather each.
             t[p + "span"] = torch.stack([off[:-1], t[p + "types"]], dim=1)  # (n_ctx, 2)
             t[p + "rowstats"] = torch.stack(
@@ -274,7 +279,8 @@ class NGramTable:
         k = len(ids)
         t = self._stored
         ctx = torch.tensor([ids[:-1]], dtype=torch.long, device=self.device)
-        hits = find_contexts(t, self._metas[k], ctx, self.vocab_size, self.hash_seed)
+        tail = prepare_tail(ctx, self.order, self.vocab_size)
+        hits = find_contexts(t, self._metas[k], tail, self.vocab_size, self.hash_seed)
         if hits is None or not bool(hits.found[0]):
             return 0
         lo, hi = int(t[f"o{k}.offsets"][hits.idx[0]]), int(t[f"o{k}.offsets"][hits.idx[0] + 1])
@@ -301,7 +307,8 @@ class NGramTable:
         w = g[:, -1].clamp(0, self.vocab_size - 1)
         if k == 1:
             return torch.where(ok, t["unigram.counts"][w].long(), 0)
-        hits = find_contexts(t, self._metas[k], g[:, :-1], self.vocab_size, self.hash_seed)
+        tail = prepare_tail(g[:, :-1], self.order, self.vocab_size)
+        hits = find_contexts(t, self._metas[k], tail, self.vocab_size, self.hash_seed)
         if hits is None:
             return torch.zeros(m, dtype=torch.long, device=g.device)
         # Entries are sorted by (context index, next id), so ctx_index * V + next
@@ -453,7 +460,8 @@ class NGramTable:
     def _add_alpha(self, t, contexts, weights, alpha, mode, single: int | None = None):
         b = contexts.shape[0]
         v = self.vocab_size
-        ctx = contexts.long()
+        ctx = contexts
+        tail = prepare_tail(contexts, self.order, v)
         p1 = self._unigram(t, ctx.device, "add_alpha", alpha)  # (V,)
         av = alpha * v
         log_a = math.log(alpha)
@@ -464,7 +472,7 @@ class NGramTable:
             bk = weights[k - 1]
             if bk == 0:
                 continue
-            hits = find_contexts(t, self._metas[k], ctx, v, self.hash_seed)
+            hits = find_contexts(t, self._metas[k], tail, v, self.hash_seed)
             if hits is None:
                 if single == k:  # no row can match: uniform
                     const = const - math.log(v)
@@ -500,7 +508,8 @@ class NGramTable:
     def _kneser_ney(self, t, contexts, d):
         b = contexts.shape[0]
         v = self.vocab_size
-        ctx = contexts.long()
+        ctx = contexts
+        tail = prepare_tail(contexts, self.order, v)
         p1 = self._unigram(t, ctx.device, "kneser_ney", d)  # (V,)
         # Unrolled interpolation: p_N = sum_k (prod_{j>k} g_j) a_k + (prod_j g_j) p_1,
         # with a_k(w) = max(c_k(h,w) - D, 0)/c_k(h) sparse and g_k = D n_k(h)/c_k(h)
@@ -509,7 +518,7 @@ class NGramTable:
         flat, vals = [], []
         for k in range(self.order, 1, -1):
             raw = k == self.order
-            hits = find_contexts(t, self._metas[k], ctx, v, self.hash_seed)
+            hits = find_contexts(t, self._metas[k], tail, v, self.hash_seed)
             if hits is None:
                 continue
             stats = hits.stats if raw else hits.stats[:, 2:]  # raw or continuation (c, n)
@@ -547,7 +556,7 @@ class NGramTable:
 
     # ----------------------------------------------------------- save/load
     def _saved_tensors(self) -> dict[str, torch.Tensor]:
-        derived = ("totals", "types", "span", "rowstats", "entry_keys")
+        derived = ("totals", "types", "span", "rowstats", "entry_keys", "next_long", "counts_f", "cont_f")
         return {
             n: v.detach().cpu().contiguous()
             for n, v in self._stored.items()

@@ -72,4 +72,6 @@ class NGramStylePrior(LogitsProcessor):
         if self.lam == 0:
             return scores.clone()
         prior = self.prior(input_ids, scores.shape[-1])
-        return (scores.float() + self.lam * prior).to(scores.dtype)
+        if scores.dtype == torch.float32:
+            return torch.add(scores, prior, alpha=self.lam)
+        return torch.add(scores.float(), prior, alpha=self.lam).to(scores.dtype)
