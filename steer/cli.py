@@ -170,6 +170,35 @@ def cmd_demo(args) -> int:
     return _run_sweep(config, args.out)
 
 
+def cmd_train_attr(args) -> int:
+    from tqdm import tqdm
+
+    from steer.conditional.train import AttrTrainConfig, train_attribute_model
+    from steer.models import load_model
+
+    lines = Path(args.prompts).read_text(encoding="utf-8").splitlines()
+    prompts = [ln.strip() for ln in lines if ln.strip()]
+    config = AttrTrainConfig(max_new_tokens=args.max_new_tokens, samples=args.samples,
+                             beams=[int(b) for b in args.beams.split(",") if b.strip()], epochs=args.epochs,
+                             heldout=args.heldout, seed=args.seed)
+    model, tokenizer = load_model(args.model)
+    bar = tqdm(desc="generating training data", unit="chunk")
+
+    def progress(msg: str) -> None:
+        bar.set_postfix_str(msg)
+        bar.update(1)
+
+    head, report = train_attribute_model(model, tokenizer, prompts, config, progress=progress)
+    bar.close()
+    head.save(args.out, model, extra=report)
+    print(f"attribute model -> {args.out}: {report['n_examples']:,} prefix examples from {len(prompts)} prompts; "
+          f"degenerate rate of the training decodings: {report['degenerate_rate_by_decoding']}")
+    if "heldout_accuracy" in report:
+        print(f"held-out prefixes: accuracy {report['heldout_accuracy']:.3f} (majority class "
+              f"{report['heldout_majority_accuracy']:.3f}), AUC {report['heldout_auc']:.3f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from steer.models import default_model
 
@@ -222,6 +251,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--target-modules", default=None, help="comma-separated module names (default: PEFT's)")
     p.set_defaults(func=cmd_train_lora)
+
+    p = sub.add_parser("train-attr", help="train the prefix degeneracy model for conditional beam search")
+    p.add_argument("--model", default=default_model(), help="model folder or hub id ($STEER_MODEL)")
+    p.add_argument("--prompts", required=True, help="file with one training prompt a line")
+    p.add_argument("--out", required=True, type=Path, help="output .safetensors file")
+    p.add_argument("--max-new-tokens", type=int, default=40)
+    p.add_argument("--samples", type=int, default=2, help="sampled continuations per prompt")
+    p.add_argument("--beams", default="1,5", help="beam widths whose outputs are also used")
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--heldout", type=float, default=0.2, help="fraction of prompts held out for the report")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_train_attr)
 
     p = sub.add_parser("demo", help="a small sweep (2 corpora, 6 lambdas) that runs in minutes on a CPU")
     p.add_argument("--model", default=default_model(), help="model folder or hub id ($STEER_MODEL)")

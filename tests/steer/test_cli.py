@@ -38,3 +38,14 @@ def test_clear_errors(tmp_path, aidreams_path, capsys):
     assert main(["sweep", "--model", str(aidreams_path), "--corpus", "don_quixote", "--lambdas", "0,x",
                  "--out", str(tmp_path / "r3")]) == 2
     assert "`lambdas`" in capsys.readouterr().err
+
+
+def test_train_attr(aidreams_path, tmp_path, capsys):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("\n".join(["Once upon a time", "The machine", "Pixels dream", "A network",
+                                  "In the code", "Silent data"]))
+    out = tmp_path / "head.safetensors"
+    assert main(["train-attr", "--model", str(aidreams_path), "--prompts", str(prompts), "--out", str(out),
+                 "--max-new-tokens", "10", "--samples", "1", "--beams", "1,2", "--epochs", "1",
+                 "--heldout", "0.34"]) == 0
+    assert out.exists() and "AUC" in capsys.readouterr().out

@@ -1,0 +1,1 @@
+"""Conditional beam search: degeneracy attributes, the prefix head, ConditionalBeam and hard constraints."""
