@@ -1,0 +1,100 @@
+"""Spans and their format: exact round trips (hypothesis and every shared pair), clear errors."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from steer.edits import (
+    NO_EDITS,
+    Span,
+    SpanFormatError,
+    apply_spans,
+    extract_spans,
+    format_spans,
+    normalize,
+    parse_spans,
+)
+from steer.edits.data import ALL_SETS, load_edit_set
+
+WORDS = st.sampled_from(["the", "a", "cat", ";", "\\", "\\;", "naïve", "日本", "1", "2", "NONE", "é", "a;b"])
+SPACE = st.sampled_from([" ", "  ", "\t", "\n", " \n "])
+
+
+@st.composite
+def texts(draw):
+    words = draw(st.lists(WORDS, max_size=12))
+    seps = [draw(SPACE) for _ in words]
+    lead, trail = draw(st.sampled_from(["", " ", "\n"])), draw(st.sampled_from(["", " ", "\t"]))
+    return lead + "".join(w + s for w, s in zip(words, seps, strict=True)).rstrip() + trail
+
+
+@settings(max_examples=300, deadline=None)
+@given(src=texts(), tgt=texts())
+def test_word_round_trip_and_format_round_trip(src, tgt):
+    spans = extract_spans(src, tgt)
+    assert apply_spans(src, spans) == normalize(tgt)
+    text = format_spans(spans)
+    assert parse_spans(text, n_words=len(src.split())) == spans
+    for a, b in zip(spans, spans[1:], strict=False):
+        assert b.start > a.end  # merged: never touching
+    if normalize(src) == normalize(tgt):
+        assert spans == [] and text == NO_EDITS
+
+
+@settings(max_examples=100, deadline=None)
+@given(src=texts(), tgt=texts())
+def test_token_round_trip(src, tgt, llama2_tokenizer):
+    spans = extract_spans(src, tgt, unit="token", tokenizer=llama2_tokenizer)
+    want = llama2_tokenizer(tgt, add_special_tokens=False)["input_ids"]
+    assert apply_spans(src, spans, unit="token", tokenizer=llama2_tokenizer) == want
+
+
+def test_edge_cases():
+    assert extract_spans("", "") == []
+    assert extract_spans("", "new words") == [Span(0, 0, "new words")]
+    assert extract_spans("old words", "") == [Span(0, 2, "")]
+    assert extract_spans("b c", "a b c d") == [Span(0, 0, "a"), Span(2, 2, "d")]
+    assert extract_spans("a a a", "a a") == [Span(2, 3, "")]
+    assert apply_spans("x y", [(0, 0, "w"), (1, 2, "z q")]) == "w x z q"
+
+
+@pytest.mark.parametrize("name, split", ALL_SETS)
+def test_round_trip_on_every_shared_pair(name, split, shared_data):
+    edit_set = load_edit_set(name, split, root=shared_data / "edits")
+    pairs = edit_set.pairs()
+    assert len(pairs) > 100
+    for src, ref in pairs:
+        spans = extract_spans(src, ref)
+        assert apply_spans(src, spans) == normalize(ref), (src, ref)
+        assert parse_spans(format_spans(spans), len(src.split())) == spans
+
+
+def test_token_round_trip_on_shared_pairs(shared_data, llama2_tokenizer):
+    pairs = load_edit_set("jfleg", "dev", root=shared_data / "edits").pairs()[:400]
+    for src, ref in pairs:
+        spans = extract_spans(src, ref, unit="token", tokenizer=llama2_tokenizer)
+        got = apply_spans(src, spans, unit="token", tokenizer=llama2_tokenizer)
+        assert got == llama2_tokenizer(ref, add_special_tokens=False)["input_ids"]
+
+
+@pytest.mark.parametrize("text, n, match", [
+    ("", 3, "empty"), ("1", 3, "two non-negative integers"), ("a b c", 3, "integers"),
+    ("2 1 x", 3, "out of range"), ("0 4", 3, "out of range"), ("2 3 ; 0 1", 3, "not after"),
+    ("0 1 ; 1 2", 3, "not after"), ("0 1 x\\", 3, "escape"), ("-1 2", 3, "integers"),
+])
+def test_malformed_text(text, n, match):
+    with pytest.raises(SpanFormatError, match=match):
+        parse_spans(text, n_words=n)
+
+
+def test_bad_spans_to_apply():
+    with pytest.raises(ValueError, match="out of range"):
+        apply_spans("a b", [(1, 3, "x")])
+    with pytest.raises(ValueError, match="not after"):
+        apply_spans("a b c", [(2, 3, "x"), (0, 1, "y")])
+    with pytest.raises(ValueError, match="`unit`"):
+        extract_spans("a", "b", unit="char")
+    with pytest.raises(ValueError, match="`tokenizer`"):
+        extract_spans("a", "b", unit="token")
