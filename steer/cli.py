@@ -199,6 +199,29 @@ def cmd_train_attr(args) -> int:
     return 0
 
 
+def cmd_edits_make_data(args) -> int:
+    import json
+
+    from steer.edits.make_data import make_examples, read_pairs
+
+    tokenizer = None
+    if args.tokenizer:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+    examples, report = make_examples(read_pairs(args.pairs), args.task, tokenizer)
+    with open(args.out, "w", encoding="utf-8") as f:
+        for ex in examples:
+            f.write(json.dumps(ex, ensure_ascii=False) + "\n")
+    print(f"{report.n_pairs} examples -> {args.out}")
+    print(f"span targets: {report.span_words:,} words = {report.word_ratio:.1%} of the full rewrites "
+          f"({report.rewrite_words:,} words)")
+    if report.token_ratio is not None:
+        print(f"in tokens of {args.tokenizer}: {report.span_tokens:,} vs {report.rewrite_tokens:,} "
+              f"= {report.token_ratio:.1%}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from steer.models import default_model
 
@@ -263,6 +286,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heldout", type=float, default=0.2, help="fraction of prompts held out for the report")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_train_attr)
+
+    p = sub.add_parser("edits", help="edit-span decoding tools")
+    esub = p.add_subparsers(dest="edits_command", required=True)
+    q = esub.add_parser("make-data", help="instruction + source -> span target training data, with lengths")
+    q.add_argument("--pairs", required=True, help="TSV (source<TAB>target) or JSONL ({source, target})")
+    q.add_argument("--out", required=True, type=Path, help="output .jsonl")
+    q.add_argument("--task", choices=["gec", "simplify", "paraphrase", "formality"], default="gec")
+    q.add_argument("--tokenizer", default=None, help="also report lengths in this tokenizer's tokens")
+    q.set_defaults(func=cmd_edits_make_data)
 
     p = sub.add_parser("demo", help="a small sweep (2 corpora, 6 lambdas) that runs in minutes on a CPU")
     p.add_argument("--model", default=default_model(), help="model folder or hub id ($STEER_MODEL)")

@@ -49,3 +49,13 @@ def test_train_attr(aidreams_path, tmp_path, capsys):
                  "--max-new-tokens", "10", "--samples", "1", "--beams", "1,2", "--epochs", "1",
                  "--heldout", "0.34"]) == 0
     assert out.exists() and "AUC" in capsys.readouterr().out
+
+
+def test_edits_make_data(tmp_path, shared_data, capsys):
+    pairs = tmp_path / "p.tsv"
+    pairs.write_text("He go home .\tHe goes home .\nI am here .\tI am here .\n")
+    out = tmp_path / "train.jsonl"
+    assert main(["edits", "make-data", "--pairs", str(pairs), "--out", str(out), "--task", "gec",
+                 "--tokenizer", str(shared_data / "tokenizers" / "llama2" / "hf")]) == 0
+    assert len(out.read_text().splitlines()) == 2 and "% of the full rewrites" in capsys.readouterr().out
+    assert main(["edits", "make-data", "--pairs", str(tmp_path / "none.tsv"), "--out", str(out)]) == 2

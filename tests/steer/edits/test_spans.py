@@ -98,3 +98,18 @@ def test_bad_spans_to_apply():
         extract_spans("a", "b", unit="char")
     with pytest.raises(ValueError, match="`tokenizer`"):
         extract_spans("a", "b", unit="token")
+
+
+def test_make_examples_and_length_report(llama2_tokenizer, tmp_path):
+    from steer.edits.make_data import make_examples, read_pairs
+
+    path = tmp_path / "pairs.tsv"
+    path.write_text("He go to school .\tHe goes to school .\nIt is fine .\tIt is fine .\n")
+    pairs = read_pairs(path)
+    examples, report = make_examples(pairs, "gec", llama2_tokenizer)
+    assert examples[0]["completion"] == " 1 2 goes" and examples[1]["completion"] == " NONE"
+    assert report.span_words == 4 and report.rewrite_words == 9 and 0 < report.token_ratio < 1
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("only one column\n")
+    with pytest.raises(ValueError, match="source<TAB>target"):
+        read_pairs(bad)

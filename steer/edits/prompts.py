@@ -1,0 +1,32 @@
+"""The instruction format shared by training data and decoding: one template per task and output kind."""
+
+from __future__ import annotations
+
+INSTRUCTIONS = {
+    "gec": "Correct the grammatical errors in the sentence.",
+    "simplify": "Simplify the sentence.",
+    "paraphrase": "Paraphrase the sentence.",
+    "formality": "Rewrite the sentence in a formal style.",
+}
+TASKS = tuple(INSTRUCTIONS)
+KINDS = ("spans", "rewrite")
+
+
+def make_prompt(source: str, task: str = "gec", kind: str = "spans") -> str:
+    """The prompt for one source: instruction, the source with its words numbered (for spans), a cue.
+
+    Span positions refer to the numbered words, so the model can see them.
+
+    Example:
+        >>> print(make_prompt("He go home", "gec", "spans").splitlines()[1:])
+        ['Source: 0:He 1:go 2:home', 'Edits:']
+    """
+    if task not in INSTRUCTIONS:
+        raise ValueError(f"`task` must be one of {TASKS}, got {task!r}")
+    if kind not in KINDS:
+        raise ValueError(f"`kind` must be one of {KINDS}, got {kind!r}")
+    if kind == "rewrite":
+        return f"{INSTRUCTIONS[task]}\nSource: {' '.join(source.split())}\nRewrite:"
+    numbered = " ".join(f"{i}:{w}" for i, w in enumerate(source.split()))
+    return (f'{INSTRUCTIONS[task]} Answer with edits "start end replacement" separated by " ; ", or NONE.\n'
+            f"Source: {numbered}\nEdits:")
