@@ -11,11 +11,10 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 from ngram import counts as C
 from ngram import keys
+from ngram.files import read_checked, write_atomic
 from ngram.fingerprint import tokenizer_fingerprint
 from ngram.lookup import OrderMeta, find_contexts, gather_entries, prepare_tail
 from ngram.options import LookupOptions, resolve_options
@@ -581,17 +580,7 @@ class NGramTable:
             "stats": json.dumps(self.stats),
             "content_sha256": _digest(tensors),
         }
-        path = os.fspath(path)
-        folder = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(folder):
-            raise FileNotFoundError(f"cannot save the table to {path!r}: folder {folder!r} does not exist")
-        tmp = f"{path}.tmp-{os.getpid()}"
-        try:
-            save_file(tensors, tmp, metadata=meta)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        write_atomic(tensors, path, meta)
 
     @classmethod
     def load(cls, path, device=None, tokenizer=None) -> NGramTable:
@@ -608,14 +597,7 @@ class NGramTable:
             TokenizerMismatchError: built with another tokenizer.
         """
         path = os.fspath(path)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"no n-gram table at {path!r}; {_REBUILD}")
-        try:
-            with safe_open(path, framework="pt") as f:
-                meta = f.metadata() or {}
-                tensors = {name: f.get_tensor(name) for name in f.keys()}
-        except Exception as err:  # safetensors raises several types for damaged files
-            raise TableFileError(f"{path!r} is not a readable table file ({err}); {_REBUILD}") from err
+        meta, tensors = read_checked(path, _REBUILD, TableFileError)
         if meta.get("format") != FORMAT_NAME:
             raise TableFileError(
                 f"{path!r} is not a steer n-gram table (format {meta.get('format')!r}); {_REBUILD}"

@@ -15,10 +15,9 @@ import json
 import os
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 
+from ngram.files import read_checked, write_atomic
 from steer.fingerprint import model_fingerprint
 
 FORMAT = "steer-prefix-head"
@@ -73,22 +72,13 @@ class PrefixHead(nn.Module):
             "extra": json.dumps(extra or {}),
         }
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        tmp = f"{os.fspath(path)}.tmp-{os.getpid()}"
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
+        write_atomic(tensors, path, meta)
 
     @classmethod
     def load(cls, path, model) -> PrefixHead:
         """Read a head saved by :meth:`save`, refusing one built for another model or vocabulary."""
         path = os.fspath(path)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"no attribute model at {path!r}; train one with `steer train-attr`")
-        try:
-            with safe_open(path, framework="pt") as f:
-                meta = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as err:
-            raise ValueError(f"{path!r} is not a readable attribute model ({err}); retrain it") from err
+        meta, tensors = read_checked(path, "train one with `steer train-attr`")
         if meta.get("format") != FORMAT or meta.get("format_version") != VERSION:
             raise ValueError(f"{path!r} is not a steer attribute model (format {meta.get('format')!r})")
         vocab = model.get_input_embeddings().weight.shape[0]
