@@ -45,6 +45,7 @@ def plot_metrics_vs_lambda(rows: list[dict], path: Path) -> None:
                     if r.get("method") == method:
                         ax.axhline(r[key], color=colours[corpus], ls=ls, lw=1)
         ax.set_xscale("symlog", linthresh=0.02)
+        ax.set_xlim(left=-0.002)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("λ")
         ax.axhline(0, color="grey", lw=0.6)
