@@ -49,7 +49,7 @@ def test_training_lowers_loss_and_round_trips(tok, tmp_path):
     assert after < before - 0.2
     assert _loss(model, windows) == pytest.approx(before)  # the frozen model is untouched
     meta = json.loads((tmp_path / "ad" / META_FILE).read_text())
-    assert meta["steps"] == 30 and len(meta["loss_curve"]) == 30 and meta["wall_seconds"] > 0
+    assert meta["steps"] == 30 and len(meta["loss_curve"]) == 30 and "wall_seconds" in meta
     assert (tmp_path / "ad" / "adapter_config.json").exists()
     loaded, _ = load_lora(model, tmp_path / "ad")
     assert _loss(loaded, windows) == pytest.approx(after, rel=1e-5)
