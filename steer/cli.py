@@ -242,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus", required=True, help="corpus name or path")
     p.add_argument("--lam", type=float, default=0.1, help="weight of the style prior (>= 0)")
     _prior_args(p)
+    p.set_defaults(weights="0.2,0.3,0.5")
     _decode_args(p)
     p.set_defaults(func=cmd_generate)
 
