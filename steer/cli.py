@@ -118,12 +118,9 @@ def _run_sweep(config, out) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from steer.sweep import SweepConfig, builtin_prompts, parse_lambdas
+    from steer.sweep import SweepConfig, builtin_prompts, parse_lambdas, read_prompts
 
-    prompts = builtin_prompts()
-    if args.prompts:
-        lines = Path(args.prompts).read_text(encoding="utf-8").splitlines()
-        prompts = [ln.strip() for ln in lines if ln.strip()]
+    prompts = read_prompts(args.prompts) if args.prompts else builtin_prompts()
     config = SweepConfig(
         model=args.model, corpora=args.corpus, lambdas=parse_lambdas(args.lambdas), prompts=prompts,
         max_new_tokens=args.max_new_tokens, samples=args.samples, seed=args.seed, decoding=args.decoding,
@@ -175,9 +172,9 @@ def cmd_train_attr(args) -> int:
 
     from steer.conditional.train import AttrTrainConfig, train_attribute_model
     from steer.models import load_model
+    from steer.sweep import read_prompts
 
-    lines = Path(args.prompts).read_text(encoding="utf-8").splitlines()
-    prompts = [ln.strip() for ln in lines if ln.strip()]
+    prompts = read_prompts(args.prompts)
     config = AttrTrainConfig(max_new_tokens=args.max_new_tokens, samples=args.samples,
                              beams=[int(b) for b in args.beams.split(",") if b.strip()], epochs=args.epochs,
                              heldout=args.heldout, seed=args.seed)

@@ -26,9 +26,14 @@ COLUMNS = ["corpus", "method", "lam", "n_samples", *METRICS, *COSTS, *[f"{m}_rel
 BASELINES = ("prompt", "lora")
 
 
+def read_prompts(path) -> list[str]:
+    """Prompts from a text file, one a line; blank lines are skipped."""
+    return [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def builtin_prompts() -> list[str]:
     """The neutral prompt set shipped with steer (one prompt a line)."""
-    return [line.strip() for line in PROMPTS_PATH.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return read_prompts(PROMPTS_PATH)
 
 
 def parse_lambdas(text: str) -> list[float]:

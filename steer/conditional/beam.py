@@ -83,6 +83,7 @@ class ConditionalBeam(LogitsProcessor):
                              f"the model has {emb.shape[1]}: it was trained for another model")
         self.head, self.tap, self.weight, self.top_m = head, tap, float(weight), top_m
         self.embeddings = emb.detach()
+        self._head_device = None
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if self.weight == 0:
@@ -93,6 +94,9 @@ class ConditionalBeam(LogitsProcessor):
         m = min(self.top_m, scores.shape[-1])
         top = scores.topk(m, dim=-1).indices  # (B, m)
         emb = self.embeddings[top.clamp(max=self.embeddings.shape[0] - 1)]  # (B, m, d_emb)
+        if self._head_device != h.device:  # move the head once, not every step
+            self.head.to(h.device)
+            self._head_device = h.device
         with torch.no_grad():
-            bonus = self.weight * self.head.to(h.device).log_prob_ok(h, emb)  # (B, m)
+            bonus = self.weight * self.head.log_prob_ok(h, emb)  # (B, m)
         return scores.scatter_add(1, top, bonus.to(scores.dtype))  # out of place

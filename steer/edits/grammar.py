@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 from transformers import LogitsProcessor
 
+from ngram import tokenizer_fingerprint
 from steer.edits.format import NO_EDITS
 
 # Row modes.
@@ -87,11 +88,13 @@ class _Classes:
         return self._dev[device]
 
 
-_CACHE: dict[int, _Classes] = {}
+_CACHE: dict[str, _Classes] = {}
 
 
 def _classes(tokenizer) -> _Classes:
-    key = id(tokenizer)
+    # Keyed by vocabulary fingerprint, not object identity: equal tokenizers
+    # share the classes, and a recycled id() can never return another's.
+    key = tokenizer_fingerprint(tokenizer)
     if key not in _CACHE:
         _CACHE[key] = _Classes(tokenizer)
     return _CACHE[key]
