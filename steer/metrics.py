@@ -147,8 +147,17 @@ def shared_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
+# A baseline this close to 0 is rounding noise (JS divergence at lam = 0 is
+# ~1e-17): a change relative to it would be a meaningless huge number.
+RELATIVE_BASELINE_FLOOR = 1e-12
+
+
 def relative_change(value: float, baseline: float) -> float:
-    """(value - baseline) / baseline, as the seed paper reports (-0.247 = -24.7 %); NaN if baseline is 0."""
-    if baseline == 0 or math.isnan(baseline) or math.isnan(value):
+    """(value - baseline) / baseline, as the seed paper reports (-0.247 = -24.7 %).
+
+    NaN when either is NaN or when |baseline| < 1e-12 (a relative change
+    against ~0 is noise, not a result).
+    """
+    if math.isnan(baseline) or math.isnan(value) or abs(baseline) < RELATIVE_BASELINE_FLOOR:
         return float("nan")
     return (value - baseline) / baseline

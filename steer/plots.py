@@ -2,62 +2,90 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
 
+# (column, title, is it a change vs lam = 0 in percent, which direction is better)
 PANELS = [
-    ("style_ppl_rel", "style perplexity (rel. change)"),
-    ("base_ppl_rel", "base perplexity (rel. change)"),
-    ("js_div", "JS divergence (bits)"),
-    ("overlap_3_rel", "3-gram overlap with corpus (rel. change)"),
-    ("distinct_2_rel", "distinct-2 (rel. change)"),
-    ("jaccard_vs_unsteered", "unigram Jaccard vs unsteered"),
+    ("style_ppl_rel", "style perplexity under the steering table", True, "lower = more n-gram-like"),
+    ("base_ppl_rel", "base-model perplexity", True, "lower = more fluent"),
+    ("js_div", "JS divergence, steered vs unsteered (bits)", False, "lower = gentler steering"),
+    ("overlap_3_rel", "3-gram overlap with the corpus", True, "higher = more corpus n-grams"),
+    ("distinct_2_rel", "distinct-2", True, "higher = more diverse"),
+    ("jaccard_vs_unsteered", "unigram Jaccard vs unsteered", False, "1 = unchanged"),
 ]
 REFERENCE_STYLES = {"prompt": "--", "lora": "-."}
+LINTHRESH = 0.02
 
 
-def plot_metrics_vs_lambda(rows: list[dict], path: Path) -> None:
-    """One panel per metric, one line per corpus, x = lam (symlog), y = relative change vs lam = 0.
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not math.isnan(v)
 
-    The prior is a solid line, prior + prompt a dotted one; the prompting and
-    LoRA baselines (no lam) are horizontal reference lines in the corpus's colour.
+
+def plot_metrics_vs_lambda(rows: list[dict], path: Path, title: str | None = None) -> None:
+    """One panel per metric, one line per corpus, x = lam (symlog).
+
+    Relative panels show the change in percent vs lam = 0 of the same corpus,
+    as the printed table does. The prior is a solid line, prior + prompt a
+    dotted one; the prompting and LoRA baselines (no lam) are horizontal
+    reference lines in the corpus's colour. One legend serves every panel.
     """
-    fig, axes = plt.subplots(2, 3, figsize=(14, 7.5))
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8.2))
     corpora = list(dict.fromkeys(r["corpus"] for r in rows))
     colours = {c: f"C{i}" for i, c in enumerate(corpora)}
-    for ax, (key, title) in zip(axes.flat, PANELS, strict=True):
+    lams = sorted({r["lam"] for r in rows if r.get("method", "prior") == "prior"})
+    for ax, (key, name, percent, better) in zip(axes.flat, PANELS, strict=True):
+        scale = 100.0 if percent else 1.0
         for corpus in corpora:
             mine = [r for r in rows if r["corpus"] == corpus]
-            for method, style, label in [("prior", "-o", corpus), ("prior+prompt", ":x", None)]:
-                pts = sorted((r["lam"], r[key]) for r in mine if r.get("method", "prior") == method)
+            for method, style in [("prior", "-o"), ("prior+prompt", ":x")]:
+                pts = sorted((r["lam"], r[key]) for r in mine
+                             if r.get("method", "prior") == method and _finite(r.get(key)))
                 if method == "prior+prompt":
-                    prompt = [r[key] for r in mine if r.get("method") == "prompt"]
+                    prompt = [r[key] for r in mine if r.get("method") == "prompt" and _finite(r.get(key))]
                     pts = [(0.0, prompt[0])] + pts if prompt and pts else pts
                 if pts:
-                    ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=colours[corpus],
-                            label=label, ms=4)
+                    ax.plot([p[0] for p in pts], [scale * p[1] for p in pts], style, color=colours[corpus], ms=4)
             for method, ls in REFERENCE_STYLES.items():
                 for r in mine:
-                    if r.get("method") == method:
-                        ax.axhline(r[key], color=colours[corpus], ls=ls, lw=1)
-        ax.set_xscale("symlog", linthresh=0.02)
+                    if r.get("method") == method and _finite(r.get(key)):
+                        ax.axhline(scale * r[key], color=colours[corpus], ls=ls, lw=1)
+        ax.set_xscale("symlog", linthresh=LINTHRESH)
+        # Ticks at the swept values only: symlog's default puts empty decades
+        # (1e-1, 1e0 with nothing near them) and unlabeled minor ticks.
+        ax.xaxis.set_major_locator(FixedLocator(lams))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xticklabels([f"{lam:g}" for lam in lams], fontsize=8)
         ax.set_xlim(left=-0.002)
-        ax.set_title(title, fontsize=10)
+        ax.set_title(f"{name}\n({better})", fontsize=9.5)
         ax.set_xlabel("λ")
-        ax.axhline(0, color="grey", lw=0.6)
+        ax.set_ylabel("% change vs λ = 0" if percent else name.split(" (")[0], fontsize=8.5)
+        ax.axhline(0 if percent else (1 if key == "jaccard_vs_unsteered" else 0), color="grey", lw=0.6)
         ax.grid(alpha=0.3)
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    if any(r.get("method", "prior") != "prior" for r in rows):
-        from matplotlib.lines import Line2D
-
-        handles += [Line2D([], [], color="k", ls=":", marker="x", ms=4), Line2D([], [], color="k", ls="--"),
-                    Line2D([], [], color="k", ls="-.")]
-        labels += ["prior + prompt", "prompt (ref.)", "LoRA (ref.)"]
-    axes.flat[0].legend(handles, labels, fontsize=8)
-    fig.tight_layout()
+    handles = [Line2D([], [], color=colours[c], marker="o", ms=4) for c in corpora]
+    labels = list(corpora)
+    methods = {r.get("method", "prior") for r in rows}
+    for method, handle, label in [
+        ("prior+prompt", Line2D([], [], color="k", ls=":", marker="x", ms=4), "prior + prompt"),
+        ("prompt", Line2D([], [], color="k", ls="--"), "prompt (reference)"),
+        ("lora", Line2D([], [], color="k", ls="-."), "LoRA (reference)"),
+    ]:
+        if method in methods:
+            handles.append(handle)
+            labels.append(label)
+    if len(handles) > len(corpora):
+        handles.insert(len(corpora), Line2D([], [], color="k", marker="o", ms=4))
+        labels.insert(len(corpora), "prior (solid)")
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(handles), 6), fontsize=9, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout(rect=(0, 0.06, 1, 0.95 if title else 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -8,13 +8,14 @@ import math
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from steer import metrics as M
 from steer.corpora import load_corpus
 from steer.generation import DecodeConfig, continue_prompts
 from steer.monitor import DivergenceRecorder
+from steer.runs import RunLock, check_same_config, normalise
 from steer.style import NGramStylePrior, check_lam
 from steer.tables import table_for
 
@@ -22,7 +23,10 @@ PROMPTS_PATH = Path(__file__).with_name("data") / "prompts.txt"
 METRICS = ["style_ppl", "base_ppl", "js_div", "overlap_1", "overlap_2", "overlap_3",
            "distinct_1", "distinct_2", "jaccard_vs_unsteered", "prefix_vs_unsteered", "mean_len"]
 COSTS = ["train_s", "infer_ms_per_token", "extra_mem_mb"]
-COLUMNS = ["corpus", "method", "lam", "n_samples", *METRICS, *COSTS, *[f"{m}_rel" for m in METRICS]]
+# JS divergence is 0 by definition at lam = 0, so it has no relative change.
+REL_METRICS = [m for m in METRICS if m != "js_div"]
+COLUMNS = ["corpus", "method", "lam", "n_samples", *METRICS, *COSTS, *[f"{m}_rel" for m in REL_METRICS]]
+TABLE_SUFFIX = ".safetensors"
 BASELINES = ("prompt", "lora")
 
 
@@ -53,7 +57,9 @@ class SweepConfig:
 
     Attributes:
         model: model folder or hub id.
-        corpora: corpus names or paths.
+        corpora: corpus names or paths; a ``.safetensors`` path is a saved
+            table (``steer build-table``), steered with as it is (no text, so
+            no prompt or LoRA baseline for it).
         lambdas: prior weights; 0 (the unsteered baseline) is always added.
         prompts: prompt texts (default: the built-in neutral set).
         samples: continuations per prompt (seeds seed, seed+1, ...).
@@ -64,6 +70,7 @@ class SweepConfig:
             not given).
         metric_smoothing: estimate used for style perplexity (Kneser-Ney).
         holdout: fraction of each corpus's documents kept out of the tables.
+        encoding: text encoding of the corpus files.
         baselines: any of "prompt" (style prompting; also adds prior + prompt at
             every lam > 0) and "lora" (a LoRA adapter per corpus, needs PEFT).
         style_prompt: fields of steer.baselines.prompt.StylePrompt.
@@ -86,6 +93,7 @@ class SweepConfig:
         "smoothing": "add_alpha", "mode": "logsum", "weights": [0.2, 0.3, 0.5], "alpha": 0.01})
     metric_smoothing: str = "kneser_ney"
     holdout: float = 0.05
+    encoding: str = "utf-8"
     baselines: list[str] = field(default_factory=list)
     style_prompt: dict = field(default_factory=dict)
     lora: dict = field(default_factory=dict)
@@ -102,6 +110,10 @@ class SweepConfig:
         if bad:
             raise ValueError(f"`baselines` must be among {BASELINES}, got {bad}")
         self.baselines = sorted(set(self.baselines))
+        tables = [c for c in self.corpora if is_table_file(c)]
+        if tables and self.baselines:
+            raise ValueError(f"baselines {self.baselines} need corpus text, but {tables} are saved tables; "
+                             "give those corpora by name or text path")
         self.decode(0)  # validates the decoding settings
         if "prompt" in self.baselines:
             self.prompt_style()
@@ -134,6 +146,11 @@ class SweepConfig:
             if "lora" in self.baselines:
                 out.append((c, "lora", 0.0))
         return out
+
+
+def is_table_file(corpus: str) -> bool:
+    """Whether a sweep's corpus entry names a saved table rather than text."""
+    return str(corpus).endswith(TABLE_SUFFIX)
 
 
 def package_versions() -> dict:
@@ -193,11 +210,16 @@ class _Runner:
         prompts = [prefix + p for p in cfg.prompts]
         prompt_ids, conts, js, jac, pre, samples = [], [], [], [], [], []
         gen_s = 0.0
+        steered = method in ("prior", "prior+prompt")
+        # Warm up (lazy device tables, cached unigram rows, first-call kernels)
+        # so that the timed generation below measures the steady state.
+        warm = [NGramStylePrior(table, lam, tok, **cfg.prior)] if steered else []
+        continue_prompts(gen_model, tok, prompts[:1], warm, replace(cfg.decode(0), max_new_tokens=2))
         for k in range(cfg.samples):
             user_ids, base_conts = self.unsteered[k]
             procs = []
             rec = None
-            if method in ("prior", "prior+prompt"):
+            if steered:
                 rec = DivergenceRecorder(NGramStylePrior(table, lam, tok, **cfg.prior))
                 procs = [rec]
             t0 = time.perf_counter()
@@ -239,6 +261,11 @@ def run_sweep(config: SweepConfig, out_dir, model=None, tokenizer=None,
               lora_progress: Callable[[int, float], None] | None = None) -> list[dict]:
     """Run (or resume) a sweep and write its results into ``out_dir``.
 
+    Everything that does not need the model is checked first (the run folder's
+    lock and config, every corpus), so a bad setting fails in seconds and
+    leaves nothing behind; config.json is written only once the model has
+    loaded. One process holds the folder at a time (:class:`steer.runs.RunLock`).
+
     Writes config.json, samples.jsonl, cells.jsonl (one finished cell a line;
     a resumed run skips these), results.csv, results.json and, when matplotlib
     is installed, metrics_vs_lambda.png. LoRA adapters are kept in
@@ -248,42 +275,63 @@ def run_sweep(config: SweepConfig, out_dir, model=None, tokenizer=None,
         The result rows, with relative changes vs the unsteered cell (prior, lam = 0)
         of the same corpus.
     """
-    from steer.models import load_model
-
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    cfg_json = asdict(config)
-    cfg_path = out / "config.json"
-    if cfg_path.exists():
-        old = json.loads(cfg_path.read_text(encoding="utf-8"))
-        if old.get("sweep") != cfg_json:
-            raise ValueError(f"{str(out)!r} holds a different sweep; use another --out or delete it")
-    cfg_path.write_text(json.dumps({"sweep": cfg_json, "versions": package_versions()}, indent=2))
+    cfg_json = normalise(asdict(config))
+    with RunLock(out):
+        check_same_config(out, cfg_json)
+        sources = {name: _load_source(name, config) for name in config.corpora}
+        cells = _read_jsonl(out / "cells.jsonl")
+        done = {_key(c) for c in cells}
+        note = progress or (lambda msg: None)
+        for c, m, lam in config.cells():
+            if (c, m, lam) in done:
+                note(f"{c} {m} lam={lam} (done earlier)")
+        todo = [cell for cell in config.cells() if cell not in done]
+        if todo:
+            if model is None:
+                from steer.models import load_model
 
-    cells = _read_jsonl(out / "cells.jsonl")
-    done = {_key(c) for c in cells}
+                model, tokenizer = load_model(config.model)
+            (out / "config.json").write_text(
+                json.dumps({"sweep": cfg_json, "versions": package_versions()}, indent=2), encoding="utf-8")
+            _run_cells(config, out, model, tokenizer, sources, todo, cells, done, note, lora_progress)
+        rows = _with_relative(cells, config)
+        _write_results(out, rows, config)
+        return rows
+
+
+def _load_source(name: str, config: SweepConfig):
+    """A corpus's text (a Corpus) or, for a table file, the loaded table; checked before the model loads."""
+    if is_table_file(name):
+        from ngram import NGramTable
+
+        path = Path(name)
+        if not path.exists():
+            raise FileNotFoundError(f"table file {name!r} not found")
+        return NGramTable.load(path)
+    return load_corpus(name, holdout=config.holdout, encoding=config.encoding)
+
+
+def _run_cells(config, out, model, tokenizer, sources, todo, cells, done, note, lora_progress) -> None:
+    from ngram import NGramTable
+
     samples = [s for s in _read_jsonl(out / "samples.jsonl") if _key(s) in done]
     _write_jsonl(out / "samples.jsonl", samples)
     _write_jsonl(out / "cells.jsonl", cells)
-    note = progress or (lambda msg: None)
-    for c, m, lam in config.cells():
-        if (c, m, lam) in done:
-            note(f"{c} {m} lam={lam} (done earlier)")
-    todo = [cell for cell in config.cells() if cell not in done]
-    if not todo:
-        rows = _with_relative(cells, config)
-        _write_results(out, rows)
-        return rows
-
-    if model is None:
-        model, tokenizer = load_model(config.model)
     runner = _Runner(config, model, tokenizer)
     for corpus_name in config.corpora:
         mine = [cell for cell in todo if cell[0] == corpus_name]
         if not mine:
             continue
-        corpus = load_corpus(corpus_name, holdout=config.holdout)
-        table = table_for(corpus, tokenizer, config.order)
+        source = sources[corpus_name]
+        if isinstance(source, NGramTable):
+            corpus, table = None, source
+            if table.order != config.order:
+                raise ValueError(f"table {corpus_name!r} has order {table.order}, the sweep asks for "
+                                 f"{config.order}; pass --order {table.order}")
+            table.check_tokenizer(tokenizer)
+        else:
+            corpus, table = source, table_for(source, tokenizer, config.order)
         prior_costs = {"train_s": table.stats.get("build_seconds", float("nan")),
                        "extra_mem_mb": table.nbytes / 2**20}
         for _, method, lam in mine:
@@ -301,10 +349,6 @@ def run_sweep(config: SweepConfig, out_dir, model=None, tokenizer=None,
             cells.append(row)
             _write_jsonl(out / "cells.jsonl", cells)
             note(f"{corpus_name} {method} lam={lam}")
-
-    rows = _with_relative(cells, config)
-    _write_results(out, rows)
-    return rows
 
 
 def _lora_for(config, model, tokenizer, corpus, out: Path, progress):
@@ -327,14 +371,14 @@ def _with_relative(cells: list[dict], config: SweepConfig) -> list[dict]:
     rows = []
     for c in sorted(cells, key=lambda c: order.get(_key(c), 1e9)):
         row = {"method": "prior", **c}
-        for m in METRICS:
+        for m in REL_METRICS:
             b = base.get(c["corpus"], {}).get(m, float("nan"))
             row[f"{m}_rel"] = M.relative_change(c[m], b)
         rows.append(row)
     return rows
 
 
-def _write_results(out: Path, rows: list[dict]) -> None:
+def _write_results(out: Path, rows: list[dict], config: SweepConfig) -> None:
     with open(out / "results.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS)
         w.writeheader()
@@ -345,4 +389,14 @@ def _write_results(out: Path, rows: list[dict]) -> None:
         from steer.plots import plot_metrics_vs_lambda
     except ImportError:
         return
-    plot_metrics_vs_lambda(rows, out / "metrics_vs_lambda.png")
+    plot_metrics_vs_lambda(rows, out / "metrics_vs_lambda.png", title=plot_title(config))
+
+
+def plot_title(config: SweepConfig) -> str:
+    """The figure title: model, decoding and how many continuations each cell holds."""
+    decoding = {"greedy": "greedy decoding", "beam": f"beam search ({config.num_beams} beams)",
+                "sample": f"sampling (T = {config.temperature:g}, top-p {config.top_p:g})"}[config.decoding]
+    n = len(config.prompts) * config.samples
+    return (f"{Path(config.model).name or config.model}, {decoding}, {len(config.prompts)} prompts x "
+            f"{config.samples} sample{'s' if config.samples > 1 else ''} = {n} continuations per cell, "
+            f"{config.max_new_tokens} new tokens")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 
 import pytest
 
@@ -66,7 +67,7 @@ def test_interrupted_sweep_recomputes_only_missing_cells(aidreams, aidreams_path
 def test_other_config_in_same_folder_is_refused(aidreams, aidreams_path, corpus_file, tmp_path):
     model, tok = aidreams
     run_sweep(_config(aidreams_path, corpus_file), tmp_path / "run", model=model, tokenizer=tok)
-    with pytest.raises(ValueError, match="different sweep"):
+    with pytest.raises(ValueError, match=r"holds a different sweep \(max_new_tokens: 8 there, 9 now\)"):
         run_sweep(_config(aidreams_path, corpus_file, max_new_tokens=9), tmp_path / "run",
                   model=model, tokenizer=tok)
 
@@ -97,3 +98,33 @@ def test_sweep_with_baselines(aidreams, aidreams_path, corpus_file, tmp_path):
     assert (tmp_path / "run" / "adapters" / "style.txt" / "adapter_config.json").exists()
     with pytest.raises(ValueError, match="`baselines`"):
         _config(aidreams_path, corpus_file, baselines=["rag"])
+
+
+def test_js_has_no_relative_column_and_noise_baselines_give_nan(aidreams, aidreams_path, corpus_file, tmp_path):
+    # Regression: js_div_rel was 3.2e14, a change relative to a lam = 0 value
+    # that is floating-point noise.
+    model, tok = aidreams
+    rows = run_sweep(_config(aidreams_path, corpus_file), tmp_path / "run", model=model, tokenizer=tok)
+    assert "js_div_rel" not in COLUMNS and all("js_div_rel" not in r for r in rows)
+    from steer.metrics import relative_change
+
+    assert math.isnan(relative_change(0.003, 1e-17)) and relative_change(3.0, 2.0) == 0.5
+
+
+def test_steered_cells_are_warmed_up_before_timing(aidreams, aidreams_path, corpus_file, tmp_path, monkeypatch):
+    # Regression: the first cell's ms/token included the prior's first-call
+    # preparation (113 ms/token against 6.8 later).
+    from steer import sweep
+
+    model, tok = aidreams
+    calls = []
+    real = sweep.continue_prompts
+
+    def recording(model, tokenizer, prompts, processors=(), config=None):
+        calls.append((len(prompts), len(list(processors)), config.max_new_tokens))
+        return real(model, tokenizer, prompts, processors, config)
+
+    monkeypatch.setattr(sweep, "continue_prompts", recording)
+    run_sweep(_config(aidreams_path, corpus_file, lambdas=[0.5]), tmp_path / "run", model=model, tokenizer=tok)
+    # unsteered reference, then per cell: a short untimed warm-up with the cell's processors, then the cell
+    assert calls == [(2, 0, 8), (1, 1, 2), (2, 1, 8), (1, 1, 2), (2, 1, 8)]

@@ -1,0 +1,117 @@
+"""A run folder: one process at a time, and a config.json that must match to resume."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+LOCK_FILE = ".steer.lock"
+OWNER_FILE = ".steer.owner"
+
+
+class RunFolderBusyError(RuntimeError):
+    """Another process holds the run folder."""
+
+
+def normalise(config: dict) -> dict:
+    """The config as it reads back from JSON (tuples become lists, keys become strings)."""
+    return json.loads(json.dumps(config))
+
+
+def config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two JSON-like configs, sorted.
+
+    Example:
+        >>> config_diff({"a": 1, "b": {"c": [1, 2]}}, {"a": 1, "b": {"c": (1, 3)}})
+        ['b.c']
+    """
+    old, new = normalise(old), normalise(new)
+    keys = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k, "<missing>"), new.get(k, "<missing>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += config_diff(a, b, f"{prefix}{k}.")
+        elif a != b:
+            keys.append(f"{prefix}{k}")
+    return keys
+
+
+def _show(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_same_config(path: Path, config: dict) -> None:
+    """Refuse to resume a run folder whose config.json describes another run.
+
+    Raises:
+        ValueError: naming each differing key with its stored and requested value.
+    """
+    cfg_path = Path(path) / "config.json"
+    if not cfg_path.exists():
+        return
+    try:
+        old = json.loads(cfg_path.read_text(encoding="utf-8")).get("sweep", {})
+    except (json.JSONDecodeError, AttributeError):
+        raise ValueError(f"{str(cfg_path)!r} is not a steer config; use another --out or delete it") from None
+    diff = config_diff(old, config)
+    if diff:
+        def value(cfg, key):
+            for part in key.split("."):
+                cfg = cfg.get(part, "<missing>") if isinstance(cfg, dict) else "<missing>"
+            return cfg
+
+        new = normalise(config)
+        details = "; ".join(f"{k}: {_show(value(old, k))} there, {_show(value(new, k))} now" for k in diff[:8])
+        more = f" (and {len(diff) - 8} more)" if len(diff) > 8 else ""
+        raise ValueError(
+            f"{str(path)!r} holds a different sweep ({details}{more}); "
+            "rerun with the same settings to resume, or use another --out"
+        )
+
+
+class RunLock:
+    """An exclusive, non-blocking lock on a run folder, held by one process.
+
+    The lock is an OS file lock (``filelock``), released when the process ends
+    however it ends, so a crash never leaves a stale lock. The holder's process
+    id is written beside it so that a refused process can say who holds it.
+
+    Example:
+        >>> with RunLock("runs/x"):  # doctest: +SKIP
+        ...     ...                  # only this process writes runs/x
+    """
+
+    def __init__(self, folder):
+        from filelock import FileLock
+
+        self.folder = Path(folder)
+        self._lock = FileLock(str(self.folder / LOCK_FILE), timeout=0)
+
+    def owner(self) -> str:
+        try:
+            return (self.folder / OWNER_FILE).read_text(encoding="utf-8").strip() or "unknown"
+        except OSError:
+            return "unknown"
+
+    def __enter__(self) -> RunLock:
+        from filelock import Timeout
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self._lock.acquire()
+        except Timeout:
+            raise RunFolderBusyError(
+                f"{str(self.folder)!r} is in use by process {self.owner()} (another run writing there); "
+                "wait for it to finish or use another --out"
+            ) from None
+        (self.folder / OWNER_FILE).write_text(f"{os.getpid()}\n", encoding="utf-8")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            (self.folder / OWNER_FILE).unlink()
+        except OSError:
+            pass
+        self._lock.release()
