@@ -1,4 +1,6 @@
-"""The manifest of named style corpora (source, licence, fetch recipe, local file name)."""
+"""The manifest of named style corpora (source, licence, fetch recipe, local file name).
+
+This folder is installed as the package `steer.catalog`."""
 
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -20,6 +21,8 @@ from ngram.lookup import OrderMeta, find_contexts, gather_entries, prepare_tail
 from ngram.options import LookupOptions, resolve_options
 
 MAX_ORDER = 10
+# Below this many tokens from_texts warns that the table barely steers.
+SMALL_CORPUS_TOKENS = 1000
 FORMAT_NAME = "steer-ngram"
 FORMAT_VERSION = "1"
 _REBUILD = (
@@ -201,11 +204,12 @@ class NGramTable:
             raise TypeError("`texts` must be an iterable of strings (documents), got a single string")
         order = _check_int("order", order, 1, MAX_ORDER)
         fingerprint = tokenizer_fingerprint(tokenizer)
-        docs, batch, n_texts = [], [], 0
+        docs, batch, n_texts, has_text = [], [], 0, False
         for text in texts:
             if not isinstance(text, str):
                 raise TypeError(f"`texts` must hold strings, got {type(text).__name__}")
             n_texts += 1
+            has_text = has_text or not text.isspace() and text != ""
             batch.append(text)
             if len(batch) == batch_size:
                 docs.extend(tokenizer(batch, add_special_tokens=False, verbose=False)["input_ids"])
@@ -214,8 +218,18 @@ class NGramTable:
             docs.extend(tokenizer(batch, add_special_tokens=False, verbose=False)["input_ids"])
         if n_texts == 0:
             raise ValueError("`texts` is empty: give at least one document")
+        if not has_text:
+            raise ValueError(f"`texts` holds no text: all {n_texts} documents are empty or whitespace")
         if not any(len(d) for d in docs):
             raise ValueError(f"`texts` tokenises to nothing ({n_texts} texts, 0 tokens)")
+        n_tokens = sum(len(d) for d in docs)
+        if n_tokens < SMALL_CORPUS_TOKENS:
+            warnings.warn(
+                f"a table of {n_tokens} tokens is too small to steer much: most contexts are unseen "
+                f"and back off to unigrams; a style corpus of at least {SMALL_CORPUS_TOKENS:,} tokens "
+                "(ideally 100,000 or more) is advised",
+                UserWarning, stacklevel=2,
+            )
         return cls.from_token_ids(
             docs, len(tokenizer), order, tokenizer_fingerprint=fingerprint
         )

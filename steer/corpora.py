@@ -6,10 +6,10 @@ import hashlib
 import os
 import re
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from corpora import manifest
+from steer.catalog import manifest
 
 _PG_START = re.compile(r"^\*\*\*\s*START OF (THE|THIS) PROJECT GUTENBERG.*$", re.M | re.I)
 _PG_END = re.compile(r"^\*\*\*\s*END OF (THE|THIS) PROJECT GUTENBERG.*$", re.M | re.I)
@@ -30,6 +30,8 @@ class Corpus:
         train: documents to build tables from.
         heldout: the last ``holdout`` fraction of documents, kept for evaluation.
         digest: sha256 of the text read (tables are cached under it).
+        files: the files read, in order.
+        skipped: files of a corpus folder that were not read (not ``.txt``).
     """
 
     name: str
@@ -37,6 +39,8 @@ class Corpus:
     train: list[str]
     heldout: list[str]
     digest: str
+    files: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
 
 
 def default_data_dirs() -> list[Path]:
@@ -121,8 +125,40 @@ def split_holdout(docs: list[str], holdout: float) -> tuple[list[str], list[str]
     return docs[: len(docs) - n_held], docs[len(docs) - n_held:]
 
 
-def load_corpus(name_or_path, data_dir=None, holdout: float = 0.05, fetch: bool = False) -> Corpus:
+def corpus_files(path: Path) -> tuple[list[Path], list[Path]]:
+    """(read, skipped): the ``.txt`` files of a corpus folder (recursively, sorted) and the other files.
+
+    A single file is read whatever its suffix. Hidden files are ignored.
+    """
+    if not path.is_dir():
+        return [path], []
+    every = sorted(f for f in path.rglob("*") if f.is_file() and not any(
+        part.startswith(".") for part in f.relative_to(path).parts))
+    return [f for f in every if f.suffix == ".txt"], [f for f in every if f.suffix != ".txt"]
+
+
+def decode_text(raw: bytes, source, encoding: str = "utf-8") -> str:
+    """Bytes of a corpus file as text, refusing binary data and undecodable bytes with a clear error."""
+    if b"\x00" in raw[:65536]:
+        raise ValueError(f"corpus file {str(source)!r} looks binary (it holds NUL bytes), not text")
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"corpus file {str(source)!r} is not {encoding} text (byte {err.start}: {err.reason}); "
+            "give its encoding (`encoding=`, CLI `--encoding`, e.g. cp1252 or latin-1)"
+        ) from None
+    except LookupError:
+        raise ValueError(f"`encoding` {encoding!r} is not a known text encoding") from None
+
+
+def load_corpus(name_or_path, data_dir=None, holdout: float = 0.05, fetch: bool = False,
+                encoding: str = "utf-8") -> Corpus:
     """Resolve, read, clean and split a corpus (a manifest name, a text file or a folder of them).
+
+    A folder contributes its ``.txt`` files (recursively); the others are
+    listed in ``Corpus.skipped``. Binary, undecodable and empty corpora are
+    refused with a ValueError.
 
     Example:
         >>> corpus = load_corpus("don_quixote")          # doctest: +SKIP
@@ -130,23 +166,20 @@ def load_corpus(name_or_path, data_dir=None, holdout: float = 0.05, fetch: bool 
     """
     path = resolve_corpus(name_or_path, data_dir, fetch)
     fmt = manifest().get(str(name_or_path), {}).get("format", "auto")
-    files = sorted(path.rglob("*.txt")) if path.is_dir() else [path]
+    files, skipped = corpus_files(path)
     if not files:
-        raise ValueError(f"corpus folder {str(path)!r} holds no .txt files")
+        shown = ", ".join(f.name for f in skipped[:5]) or "nothing"
+        raise ValueError(f"corpus folder {str(path)!r} holds no .txt files (found {shown})")
     h = hashlib.sha256()
     docs: list[str] = []
     for f in files:
         raw = f.read_bytes()
         h.update(raw)
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise ValueError(f"corpus file {str(f)!r} is not UTF-8 text ({err})") from None
-        docs.extend(split_documents(clean_gutenberg(text), fmt))
+        docs.extend(split_documents(clean_gutenberg(decode_text(raw, f, encoding)), fmt))
     if not docs:
-        raise ValueError(f"corpus {str(name_or_path)!r} has no text")
+        raise ValueError(f"corpus {str(name_or_path)!r} has no text (read {len(files)} file(s), all empty)")
     train, held = split_holdout(docs, holdout)
-    return Corpus(str(name_or_path), path, train, held, h.hexdigest())
+    return Corpus(str(name_or_path), path, train, held, h.hexdigest(), files, skipped)
 
 
 def fetch_corpus(name: str, dest_dir: Path) -> Path:

@@ -243,10 +243,22 @@ def test_bad_build_input(docs, vocab, order, exc, match):
 def test_bad_texts(llama2_tokenizer):
     with pytest.raises(ValueError, match="empty"):
         NGramTable.from_texts([], llama2_tokenizer, 2)
-    with pytest.raises(ValueError, match="tokenises to nothing"):
+    with pytest.raises(ValueError, match="no text"):
         NGramTable.from_texts(["", ""], llama2_tokenizer, 2)
     with pytest.raises(TypeError, match="single string"):
         NGramTable.from_texts("some text", llama2_tokenizer, 2)
+
+
+def test_whitespace_only_texts_are_refused(llama2_tokenizer):
+    # Regression: Llama-2 tokenises "   " to space pieces, so an all-whitespace
+    # corpus used to build a table of nothing but spaces.
+    with pytest.raises(ValueError, match="empty or whitespace"):
+        NGramTable.from_texts(["", "   ", "\n\t"], llama2_tokenizer, order=3)
+
+
+def test_tiny_corpus_warns_that_it_barely_steers(llama2_tokenizer):
+    with pytest.warns(UserWarning, match="too small to steer"):
+        NGramTable.from_texts(["a corpus of a few dozen tokens at most, " * 3], llama2_tokenizer, order=3)
 
 
 @pytest.fixture

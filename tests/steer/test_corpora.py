@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from steer.catalog import manifest
 
-from corpora import manifest
 from steer.corpora import clean_gutenberg, load_corpus, resolve_corpus, split_documents, split_holdout
 
 PG = """The Project Gutenberg eBook of Something
@@ -72,5 +72,32 @@ def test_bad_corpora(tmp_path):
     with pytest.raises(ValueError, match="no text"):
         load_corpus(tmp_path / "empty.txt")
     (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\x00bad")
-    with pytest.raises(ValueError, match="UTF-8"):
+    with pytest.raises(ValueError, match="looks binary"):
         load_corpus(tmp_path / "bin.txt")
+
+
+def test_non_utf8_corpus_is_refused_and_read_with_its_encoding(tmp_path):
+    path = tmp_path / "cp1252.txt"
+    path.write_bytes("Don Quixote\u2019s \u201chorse\u201d".encode("cp1252"))
+    with pytest.raises(ValueError, match=r"not utf-8 text .*`encoding=`.*--encoding"):
+        load_corpus(path)
+    assert load_corpus(path, holdout=0, encoding="cp1252").train == ["Don Quixote\u2019s \u201chorse\u201d"]
+    with pytest.raises(ValueError, match="`encoding`"):
+        load_corpus(path, encoding="no-such-codec")
+
+
+def test_folder_reports_files_read_and_skipped(tmp_path):
+    # Regression: a corpus folder silently ignored everything that was not .txt.
+    (tmp_path / "a.txt").write_text("first doc\n", encoding="utf-8")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.txt").write_text("second doc\n", encoding="utf-8")
+    (tmp_path / "notes.md").write_text("# not read\n", encoding="utf-8")
+    (tmp_path / "data.csv").write_text("x,y\n", encoding="utf-8")
+    corpus = load_corpus(tmp_path, holdout=0)
+    assert [f.name for f in corpus.files] == ["a.txt", "b.txt"]
+    assert sorted(f.name for f in corpus.skipped) == ["data.csv", "notes.md"]
+    only_md = tmp_path / "md"
+    only_md.mkdir()
+    (only_md / "x.md").write_text("text", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"no \.txt files \(found x\.md\)"):
+        load_corpus(only_md)
