@@ -9,15 +9,31 @@ from pathlib import Path
 from steer.generation import DECODINGS, DecodeConfig
 
 
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows every option's default (unless there is none) and keeps the examples' line breaks."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or "(default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _corpus_help() -> str:
+    from steer.catalog import manifest
+
+    return "corpus name (" + ", ".join(manifest()) + "), a text file, or a folder of .txt files"
+
+
 def _prior_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--order", type=int, default=3, help="highest n-gram order N (default 3)")
+    p.add_argument("--order", type=int, default=3, help="highest n-gram order N")
     p.add_argument("--smoothing", choices=["add_alpha", "kneser_ney"], default="add_alpha",
-                   help="estimate of the prior (default add_alpha: the seed paper's weighted orders)")
+                   help="estimate of the prior (add_alpha: the seed paper's weighted orders)")
     p.add_argument("--mode", choices=["logsum", "mixture"], default="logsum",
-                   help="how add-alpha orders combine (default logsum, as in the seed paper)")
-    p.add_argument("--weights", default=None, help="comma-separated per-order weights b_1..b_N")
+                   help="how add-alpha orders combine (logsum, as in the seed paper, or a normalised mixture)")
+    p.add_argument("--weights", default="0.2,0.3,0.5", help="comma-separated per-order weights b_1..b_N")
     p.add_argument("--alpha", type=float, default=0.01, help="add-alpha pseudo-count")
-    p.add_argument("--discount", type=float, default=0.75, help="Kneser-Ney discount")
+    p.add_argument("--discount", type=float, default=0.75, help="Kneser-Ney discount D")
+    p.add_argument("--encoding", default="utf-8", help="text encoding of corpus files")
 
 
 def _prior_options(args) -> dict:
@@ -25,17 +41,20 @@ def _prior_options(args) -> dict:
         return dict(smoothing="kneser_ney", discount=args.discount)
     opts = dict(smoothing="add_alpha", mode=args.mode, alpha=args.alpha)
     if args.weights:
-        opts["weights"] = tuple(float(w) for w in args.weights.split(","))
+        try:
+            opts["weights"] = [float(w) for w in args.weights.split(",")]
+        except ValueError:
+            raise ValueError(f"`weights` must be comma-separated numbers, got {args.weights!r}") from None
     return opts
 
 
 def _decode_args(p: argparse.ArgumentParser, max_new: int = 40) -> None:
-    p.add_argument("--max-new-tokens", type=int, default=max_new)
-    p.add_argument("--decoding", choices=DECODINGS, default="greedy")
-    p.add_argument("--num-beams", type=int, default=4)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-new-tokens", type=int, default=max_new, help="tokens generated per prompt")
+    p.add_argument("--decoding", choices=DECODINGS, default="greedy", help="how continuations are decoded")
+    p.add_argument("--num-beams", type=int, default=4, help="beam width (with --decoding beam)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (with --decoding sample)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (with --decoding sample)")
+    p.add_argument("--seed", type=int, default=0, help="torch seed set before every generate call")
 
 
 def _decode_config(args) -> DecodeConfig:
@@ -49,38 +68,72 @@ def cmd_build_table(args) -> int:
     from ngram import NGramTable
     from steer.corpora import load_corpus
 
-    corpus = load_corpus(args.corpus, holdout=args.holdout)
+    corpus = load_corpus(args.corpus, holdout=args.holdout, encoding=args.encoding)
+    _print_corpus(corpus)
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
     table = NGramTable.from_texts(corpus.train, tokenizer, args.order)
     table.save(args.out)
-    print(f"{table!r} -> {args.out}")
-    print(f"n-gram types per order: {table.stats['ngram_types']}")
+    st = table.stats
+    size = Path(args.out).stat().st_size
+    print(f"wrote {args.out} ({size / 2**20:.1f} MiB): order {table.order}, vocabulary {table.vocab_size:,}, "
+          f"{st['n_tokens']:,} tokens in {st['n_docs']:,} documents, built in {st['build_seconds']:.2f} s")
+    print("n-gram types per order: " + ", ".join(f"{k}: {v:,}" for k, v in st["ngram_types"].items()))
+    print(f"use it with: steer generate --table {args.out} ...  or  steer sweep --corpus {args.out} ...")
     return 0
 
 
+def _print_corpus(corpus) -> None:
+    """Which files a corpus was read from, and which files of its folder were skipped."""
+    shown = ", ".join(str(f) for f in corpus.files[:5]) + (f" and {len(corpus.files) - 5} more"
+                                                          if len(corpus.files) > 5 else "")
+    print(f"corpus {corpus.name}: {len(corpus.train):,} documents for tables, {len(corpus.heldout):,} held out; "
+          f"read {shown}", file=sys.stderr)
+    if corpus.skipped:
+        names = ", ".join(f.name for f in corpus.skipped[:10])
+        print(f"corpus {corpus.name}: skipped {len(corpus.skipped)} file(s) that are not .txt: {names}",
+              file=sys.stderr)
+
+
 def cmd_generate(args) -> int:
+    from ngram import NGramTable
     from steer.corpora import load_corpus
     from steer.generation import continue_prompts
     from steer.models import load_model
-    from steer.style import NGramStylePrior
+    from steer.style import NGramStylePrior, check_lam
     from steer.tables import table_for
 
-    model, tokenizer = load_model(args.model)
-    corpus = load_corpus(args.corpus)
-    table = table_for(corpus, tokenizer, args.order)
-    prior = NGramStylePrior(table, args.lam, tokenizer, **_prior_options(args))
+    # Everything that does not need the model is checked before it loads.
+    check_lam(args.lam)
     config = _decode_config(args)
+    options = _prior_options(args)
+    if (args.corpus is None) == (args.table is None):
+        raise ValueError("give exactly one of --corpus (text) and --table (a file from `steer build-table`)")
+    if args.table is not None:
+        if not Path(args.table).exists():
+            raise FileNotFoundError(f"`table` file {str(args.table)!r} not found")
+        table, corpus = NGramTable.load(args.table), None
+    else:
+        corpus = load_corpus(args.corpus, encoding=args.encoding)
+        _print_corpus(corpus)
+    model, tokenizer = load_model(args.model)
+    if corpus is not None:
+        table = table_for(corpus, tokenizer, args.order)
+    prior = NGramStylePrior(table, args.lam, tokenizer, **options)
     prompt_ids, plain = continue_prompts(model, tokenizer, [args.prompt], (), config)
     _, steered = continue_prompts(model, tokenizer, [args.prompt], [prior], config)
 
     def text(cont):
         return tokenizer.decode(prompt_ids[0] + cont, skip_special_tokens=True)
 
-    print(f"model: {args.model}   corpus: {args.corpus} ({table.stats['n_tokens']:,} tokens, "
+    print(f"model: {args.model}   corpus: {args.corpus or args.table} ({table.stats['n_tokens']:,} tokens, "
           f"order {table.order})   lam: {args.lam}")
     print(f"\n[unsteered]\n{text(plain[0])}")
     print(f"\n[steered, lam={args.lam}]\n{text(steered[0])}")
     return 0
+
+
+def _pct(x: float) -> str:
+    return f"{x:+8.1%}" if x == x else f"{'n/a':>8s}"
 
 
 def _print_summary(rows: list[dict]) -> None:
@@ -90,8 +143,12 @@ def _print_summary(rows: list[dict]) -> None:
     print("-" * len(head))
     for r in rows:
         print(f"{r['corpus'][:18]:18s} {r['method']:12s} {r['lam']:5.3g} {r['style_ppl']:10.1f} "
-              f"{r['style_ppl_rel']:+8.1%} {r['base_ppl']:9.1f} {r['base_ppl_rel']:+8.1%} {r['js_div']:6.3f} "
+              f"{_pct(r['style_ppl_rel'])} {r['base_ppl']:9.1f} {_pct(r['base_ppl_rel'])} {r['js_div']:6.3f} "
               f"{r['overlap_3']:6.3f} {r['distinct_2']:6.3f} {r['infer_ms_per_token']:7.2f}")
+    print("style_ppl: perplexity of the continuations under the corpus's own n-gram table (favours the prior); "
+          "base_ppl: under the unsteered model; Δ: change vs λ = 0 of the same corpus; JS: Jensen-Shannon "
+          "divergence steered vs unsteered, bits; ovl3: share of generated 3-grams found in the corpus; "
+          "dist2: distinct-2 (unique/all bigrams); ms/tok: generation time per token")
 
 
 def _run_sweep(config, out) -> int:
@@ -99,7 +156,8 @@ def _run_sweep(config, out) -> int:
 
     from steer.sweep import run_sweep
 
-    bar = tqdm(total=len(config.cells()), desc="sweep", unit="cell")
+    total = len(config.cells())
+    bar = tqdm(total=total, desc="sweep", unit="cell")
 
     def progress(msg: str) -> None:
         bar.set_postfix_str(msg)
@@ -108,13 +166,21 @@ def _run_sweep(config, out) -> int:
     def lora_progress(step: int, loss: float) -> None:
         bar.set_postfix_str(f"LoRA step {step}/{config.lora_config().steps} loss {loss:.3f}")
 
-    rows = run_sweep(config, out, progress=progress, lora_progress=lora_progress)
+    try:
+        rows = run_sweep(config, out, progress=progress, lora_progress=lora_progress)
+    except KeyboardInterrupt:
+        bar.close()
+        raise Interrupted(f"interrupted after {bar.n}/{total} cells; rerun the same command to resume") from None
     bar.close()
     _print_summary(rows)
     print(f"\nwrote {out}/results.csv, results.json, samples.jsonl, config.json"
           + (", metrics_vs_lambda.png" if (Path(out) / "metrics_vs_lambda.png").exists() else
              " (install steer[plot] for metrics_vs_lambda.png)"))
     return 0
+
+
+class Interrupted(Exception):
+    """Ctrl-C, with what was kept and how to go on."""
 
 
 def cmd_sweep(args) -> int:
@@ -125,7 +191,7 @@ def cmd_sweep(args) -> int:
         model=args.model, corpora=args.corpus, lambdas=parse_lambdas(args.lambdas), prompts=prompts,
         max_new_tokens=args.max_new_tokens, samples=args.samples, seed=args.seed, decoding=args.decoding,
         num_beams=args.num_beams, temperature=args.temperature, top_p=args.top_p, order=args.order,
-        prior=_prior_options(args), baselines=args.baseline or [],
+        prior=_prior_options(args), baselines=args.baseline or [], encoding=args.encoding,
         lora=dict(steps=args.lora_steps, rank=args.lora_rank),
     )
     return _run_sweep(config, args.out)
@@ -141,8 +207,9 @@ def cmd_train_lora(args) -> int:
     config = LoraTrainConfig(rank=args.rank, alpha=args.alpha, steps=args.steps, lr=args.lr,
                              batch_size=args.batch_size, window=args.window, seed=args.seed,
                              target_modules=args.target_modules.split(",") if args.target_modules else None)
+    corpus = load_corpus(args.corpus, encoding=args.encoding)
+    _print_corpus(corpus)
     model, tokenizer = load_model(args.model)
-    corpus = load_corpus(args.corpus)
     bar = tqdm(total=config.steps, desc="LoRA", unit="step")
 
     def progress(step: int, loss: float) -> None:
@@ -188,125 +255,182 @@ def cmd_train_attr(args) -> int:
     head, report = train_attribute_model(model, tokenizer, prompts, config, progress=progress)
     bar.close()
     head.save(args.out, model, extra=report)
-    print(f"attribute model -> {args.out}: {report['n_examples']:,} prefix examples from {len(prompts)} prompts; "
-          f"degenerate rate of the training decodings: {report['degenerate_rate_by_decoding']}")
+    rates = ", ".join(f"{k}: {v:.2f}" for k, v in report["degenerate_rate_by_decoding"].items())
+    print(f"attribute model -> {args.out}: {report['n_examples']:,} prefix examples from {len(prompts)} prompts")
+    print(f"share of degenerate continuations in the training decodings: {rates}")
     if "heldout_accuracy" in report:
-        print(f"held-out prefixes: accuracy {report['heldout_accuracy']:.3f} (majority class "
-              f"{report['heldout_majority_accuracy']:.3f}), AUC {report['heldout_auc']:.3f}")
+        auc = report["heldout_auc"]
+        print(f"held-out prefixes: {report['heldout_examples']:,} ({report['heldout_not_degenerate']:,} not "
+              f"degenerate, {report['heldout_degenerate']:,} degenerate): accuracy "
+              f"{report['heldout_accuracy']:.3f} (majority-class baseline {report['heldout_majority_accuracy']:.3f}), "
+              f"AUC {'undefined' if auc is None else f'{auc:.3f}'}")
+    else:
+        print("no held-out report: too few prompts to hold any out (see --heldout)")
+    if report.get("heldout_warning"):
+        print(f"warning: {report['heldout_warning']}", file=sys.stderr)
     return 0
 
 
 def cmd_edits_make_data(args) -> int:
     import json
 
-    from steer.edits.make_data import make_examples, read_pairs
+    from steer.edits.make_data import make_examples, read_pairs_with_notes
 
+    pairs, notes = read_pairs_with_notes(args.pairs)
+    for note in notes:
+        print(f"read {note}")
     tokenizer = None
     if args.tokenizer:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
-    examples, report = make_examples(read_pairs(args.pairs), args.task, tokenizer)
+    examples, report = make_examples(pairs, args.task, tokenizer)
     with open(args.out, "w", encoding="utf-8") as f:
         for ex in examples:
             f.write(json.dumps(ex, ensure_ascii=False) + "\n")
-    print(f"{report.n_pairs} examples -> {args.out}")
+    print(f"{report.n_pairs:,} examples -> {args.out}")
     print(f"span targets: {report.span_words:,} words = {report.word_ratio:.1%} of the full rewrites "
           f"({report.rewrite_words:,} words)")
     if report.token_ratio is not None:
         print(f"in tokens of {args.tokenizer}: {report.span_tokens:,} vs {report.rewrite_tokens:,} "
               f"= {report.token_ratio:.1%}")
+    print("(a span target lists only the edits to the source; the lower its share of the full rewrite, "
+          "the fewer tokens a span model writes than a rewrite model)")
     return 0
 
 
+EXAMPLES = {
+    "build-table": "example:\n  steer build-table --corpus don_quixote "
+                   "--tokenizer ../shared/data/models/base-llama2tok --out quixote.safetensors",
+    "generate": "examples:\n  steer generate --model ../shared/data/models/base-llama2tok --corpus don_quixote "
+                "--lam 0.1 \"The old man walked\"\n"
+                "  steer generate --model ../shared/data/models/base-llama2tok --table quixote.safetensors "
+                "\"The old man walked\"",
+    "sweep": "example:\n  steer sweep --model ../shared/data/models/base-llama2tok --corpus don_quixote "
+             "--corpus cnn_highlights --lambdas 0,0.1,0.5 --baseline prompt --out runs/study\n"
+             "An interrupted sweep resumes when the same command is run again.",
+    "train-lora": "example:\n  steer train-lora --model ../shared/data/models/base-llama2tok --corpus don_quixote "
+                  "--out adapters/quixote",
+    "train-attr": "example:\n  steer train-attr --model ../shared/data/models/base-llama2tok --prompts prompts.txt "
+                  "--out attr.safetensors",
+    "make-data": "examples:\n  steer edits make-data --pairs ../shared/data/edits/jfleg/dev --out gec.jsonl\n"
+                 "  steer edits make-data --pairs ../shared/data/edits/mrpc/msr_paraphrase_train.txt "
+                 "--task paraphrase --out para.jsonl",
+    "demo": "example:\n  steer demo --model ../shared/data/models/base-llama2tok",
+}
+MODEL_HELP = "model folder or hub id ($STEER_MODEL if set, else TinyLlama-1.1B from the hub)"
+
+
+def _add(sub, name: str, help: str, func, **kw) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help, description=help, epilog=EXAMPLES.get(name), formatter_class=_Formatter,
+                       **kw)
+    p.set_defaults(func=func)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from steer import __version__
     from steer.models import default_model
 
-    parser = argparse.ArgumentParser(prog="steer", description="Decoding-time steering of frozen causal LMs.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="steer", description="Decoding-time steering of frozen causal LMs with n-gram style priors.",
+        epilog="Run `steer COMMAND --help` for a command's options and an example.", formatter_class=_Formatter)
+    parser.add_argument("--version", action="version", version=f"steer {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("build-table", help="count a corpus's n-grams in a tokenizer's space and save them")
-    p.add_argument("--corpus", required=True, help="corpus name (see corpora/manifest.json) or path")
-    p.add_argument("--tokenizer", required=True, help="tokenizer folder or model folder")
-    p.add_argument("--order", type=int, default=3)
-    p.add_argument("--holdout", type=float, default=0.05, help="fraction of documents kept out")
-    p.add_argument("--out", required=True, type=Path)
-    p.set_defaults(func=cmd_build_table)
+    p = _add(sub, "build-table", "count a corpus's n-grams in a tokenizer's space and save them to one file",
+             cmd_build_table)
+    p.add_argument("--corpus", required=True, help=_corpus_help())
+    p.add_argument("--tokenizer", required=True, help="tokenizer folder or model folder (the model you will steer)")
+    p.add_argument("--order", type=int, default=3, help="highest n-gram order N")
+    p.add_argument("--holdout", type=float, default=0.05, help="fraction of documents kept out of the table")
+    p.add_argument("--encoding", default="utf-8", help="text encoding of corpus files")
+    p.add_argument("--out", required=True, type=Path, help="output .safetensors file")
 
-    p = sub.add_parser("generate", help="one steered continuation, printed beside the unsteered one")
-    p.add_argument("prompt")
-    p.add_argument("--model", default=default_model(), help="model folder or hub id ($STEER_MODEL)")
-    p.add_argument("--corpus", required=True, help="corpus name or path")
-    p.add_argument("--lam", type=float, default=0.1, help="weight of the style prior (>= 0)")
+    p = _add(sub, "generate", "one steered continuation, printed beside the unsteered one", cmd_generate)
+    p.add_argument("prompt", help="text to continue")
+    p.add_argument("--model", default=default_model(), help=MODEL_HELP)
+    p.add_argument("--corpus", default=None, help=_corpus_help() + " (or give --table)")
+    p.add_argument("--table", default=None, type=Path,
+                   help="a table saved by `steer build-table` (instead of --corpus)")
+    p.add_argument("--lam", type=float, default=0.1, help="weight of the style prior (>= 0; 0 = unsteered)")
     _prior_args(p)
-    p.set_defaults(weights="0.2,0.3,0.5")
     _decode_args(p)
-    p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("sweep", help="the style study: corpora x lambdas -> metrics, samples, plot")
-    p.add_argument("--model", default=default_model(), help="model folder or hub id ($STEER_MODEL)")
-    p.add_argument("--corpus", action="append", required=True, help="corpus name or path (repeat)")
+    p = _add(sub, "sweep", "the style study: corpora x lambdas (and baselines) -> metrics, samples, plot", cmd_sweep)
+    p.add_argument("--model", default=default_model(), help=MODEL_HELP)
+    p.add_argument("--corpus", action="append", required=True,
+                   help=_corpus_help() + ", or a table file from `steer build-table` (repeat for several)")
     p.add_argument("--lambdas", default="0,0.02,0.05,0.1,0.2,0.5,1", help="comma-separated prior weights")
-    p.add_argument("--prompts", default=None, help="file with one prompt a line (default: built-in set)")
-    p.add_argument("--samples", type=int, default=1, help="continuations per prompt")
-    p.add_argument("--out", required=True, type=Path, help="run folder (resumed if it exists)")
+    p.add_argument("--prompts", default=None, help="file with one prompt a line (default: the built-in neutral set)")
+    p.add_argument("--samples", type=int, default=1, help="continuations per prompt (seeds seed, seed+1, ...)")
+    p.add_argument("--out", required=True, type=Path, help="run folder (resumed if it holds the same sweep)")
     _prior_args(p)
-    p.set_defaults(weights="0.2,0.3,0.5")
     p.add_argument("--baseline", action="append", choices=["prompt", "lora"],
                    help="also measure style prompting (and prior + prompt) or a LoRA adapter (repeat)")
     p.add_argument("--lora-steps", type=int, default=200, help="training steps of each LoRA baseline")
-    p.add_argument("--lora-rank", type=int, default=8)
+    p.add_argument("--lora-rank", type=int, default=8, help="LoRA rank r")
     _decode_args(p)
-    p.set_defaults(func=cmd_sweep)
 
-    p = sub.add_parser("train-lora", help="train a LoRA adapter on a style corpus (needs steer[lora])")
-    p.add_argument("--model", default=default_model(), help="model folder or hub id ($STEER_MODEL)")
-    p.add_argument("--corpus", required=True, help="corpus name or path")
-    p.add_argument("--out", required=True, type=Path, help="adapter folder")
-    p.add_argument("--rank", type=int, default=8)
-    p.add_argument("--alpha", type=float, default=16.0)
-    p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--window", type=int, default=128)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--target-modules", default=None, help="comma-separated module names (default: PEFT's)")
-    p.set_defaults(func=cmd_train_lora)
+    p = _add(sub, "train-lora", "train a LoRA adapter on a style corpus (needs steer[lora])", cmd_train_lora)
+    p.add_argument("--model", default=default_model(), help=MODEL_HELP)
+    p.add_argument("--corpus", required=True, help=_corpus_help())
+    p.add_argument("--encoding", default="utf-8", help="text encoding of corpus files")
+    p.add_argument("--out", required=True, type=Path, help="adapter folder (PEFT format + steer_lora.json)")
+    p.add_argument("--rank", type=int, default=8, help="LoRA rank r")
+    p.add_argument("--alpha", type=float, default=16.0, help="LoRA scaling alpha")
+    p.add_argument("--steps", type=int, default=200, help="AdamW steps")
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate")
+    p.add_argument("--batch-size", type=int, default=8, help="training windows per step")
+    p.add_argument("--window", type=int, default=128, help="tokens per training window")
+    p.add_argument("--seed", type=int, default=0, help="seed of window sampling and initialisation")
+    p.add_argument("--target-modules", default=None,
+                   help="comma-separated module names to adapt (default: PEFT's choice for the architecture)")
 
-    p = sub.add_parser("train-attr", help="train the prefix degeneracy model for conditional beam search")
-    p.add_argument("--model", default=default_model(), help="model folder or hub id ($STEER_MODEL)")
+    p = _add(sub, "train-attr", "train the prefix degeneracy model for conditional beam search", cmd_train_attr)
+    p.add_argument("--model", default=default_model(), help=MODEL_HELP)
     p.add_argument("--prompts", required=True, help="file with one training prompt a line")
     p.add_argument("--out", required=True, type=Path, help="output .safetensors file")
-    p.add_argument("--max-new-tokens", type=int, default=40)
+    p.add_argument("--max-new-tokens", type=int, default=40, help="length of the generated training continuations")
     p.add_argument("--samples", type=int, default=2, help="sampled continuations per prompt")
     p.add_argument("--beams", default="1,5", help="beam widths whose outputs are also used")
-    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--epochs", type=int, default=4, help="training epochs of the head")
     p.add_argument("--heldout", type=float, default=0.2, help="fraction of prompts held out for the report")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=cmd_train_attr)
+    p.add_argument("--seed", type=int, default=0, help="seed of sampling, the split and training")
 
-    p = sub.add_parser("edits", help="edit-span decoding tools")
-    esub = p.add_subparsers(dest="edits_command", required=True)
-    q = esub.add_parser("make-data", help="instruction + source -> span target training data, with lengths")
-    q.add_argument("--pairs", required=True, help="TSV (source<TAB>target) or JSONL ({source, target})")
+    p = sub.add_parser("edits", help="edit-span decoding tools", description="edit-span decoding tools",
+                       formatter_class=_Formatter)
+    esub = p.add_subparsers(dest="edits_command", required=True, metavar="EDITS_COMMAND")
+    q = _add(esub, "make-data", "instruction + source -> span target training data, with length statistics",
+             cmd_edits_make_data)
+    q.add_argument("--pairs", required=True,
+                   help="pairs: source<TAB>target TSV, {source, target} JSONL, a .src/.orig/.norm file with its "
+                        ".ref*/.simp.*/.turk.* references, the MRPC TSV, or a folder of such sources")
     q.add_argument("--out", required=True, type=Path, help="output .jsonl")
-    q.add_argument("--task", choices=["gec", "simplify", "paraphrase", "formality"], default="gec")
+    q.add_argument("--task", choices=["gec", "simplify", "paraphrase", "formality"], default="gec",
+                   help="instruction used in the prompts")
     q.add_argument("--tokenizer", default=None, help="also report lengths in this tokenizer's tokens")
-    q.set_defaults(func=cmd_edits_make_data)
 
-    p = sub.add_parser("demo", help="a small sweep (2 corpora, 6 lambdas) that runs in minutes on a CPU")
-    p.add_argument("--model", default=default_model(), help="model folder or hub id ($STEER_MODEL)")
-    p.add_argument("--out", default=Path("runs/demo"), type=Path)
-    p.set_defaults(func=cmd_demo)
+    p = _add(sub, "demo", "a small sweep (2 corpora, 6 lambdas, 24 prompts) that runs in minutes on a CPU", cmd_demo)
+    p.add_argument("--model", default=default_model(), help=MODEL_HELP)
+    p.add_argument("--out", default=Path("runs/demo"), type=Path, help="run folder")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from steer.runs import RunFolderBusyError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, OSError, ImportError) as err:
+    except Interrupted as err:
+        print(f"\nsteer {args.command}: {err}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print(f"\nsteer {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, OSError, ImportError, RunFolderBusyError) as err:
         print(f"steer {args.command}: error: {err}", file=sys.stderr)
         return 2
 

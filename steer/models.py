@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 
@@ -15,8 +17,37 @@ def default_model() -> str:
     return os.environ.get("STEER_MODEL") or DEFAULT_MODEL
 
 
+_USE_LOCAL = "give a local model folder (`--model DIR` on the command line) or set STEER_MODEL"
+_TRUE = ("1", "true", "yes", "on")
+
+
+def hub_offline_reason(timeout: float = 3.0) -> str | None:
+    """Why the model hub cannot be reached, or None when it can.
+
+    Offline mode (``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE``) is read from
+    the environment; otherwise one TCP connection to the hub endpoint is tried
+    with a short timeout, so that an unreachable hub is found in seconds
+    rather than after a minute of retries.
+    """
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(var, "").strip().lower() in _TRUE:
+            return f"{var} is set"
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    url = urlparse(endpoint)
+    host, port = url.hostname or endpoint, url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError:
+        return f"the model hub ({host}) cannot be reached from this machine"
+    return None
+
+
 def load_model(name_or_path: str, device: str | None = None, dtype: torch.dtype | None = None):
     """(model, tokenizer) from a local folder or a hub id, in eval mode with gradients off.
+
+    A hub id is loaded from the local Hugging Face cache when it is there;
+    otherwise it is downloaded, unless the hub cannot be reached (offline mode
+    or no network), which is said at once with a FileNotFoundError.
 
     A tokenizer without a pad token gets its EOS as pad; padding side is left,
     as batched generation needs.
@@ -27,13 +58,28 @@ def load_model(name_or_path: str, device: str | None = None, dtype: torch.dtype 
     looks_local = path.exists() or str(name_or_path).startswith((".", "/", "~"))
     if looks_local and not (path / "config.json").exists():
         raise FileNotFoundError(f"`model` {str(name_or_path)!r} is not a model folder (no config.json)")
+
+    def load(local_only: bool):
+        tok = AutoTokenizer.from_pretrained(name_or_path, local_files_only=local_only)
+        return AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype, local_files_only=local_only), tok
+
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype)
+        model, tokenizer = load(local_only=True)
     except OSError as err:
-        raise FileNotFoundError(
-            f"cannot load model {str(name_or_path)!r}: {err}. Give a local folder or set STEER_MODEL"
-        ) from None
+        if looks_local:
+            raise FileNotFoundError(f"cannot load model {str(name_or_path)!r}: {str(err).rstrip('.')}") from None
+        reason = hub_offline_reason()
+        if reason is not None:
+            raise FileNotFoundError(
+                f"`model` {str(name_or_path)!r} is a hub id that is not in the local cache, and {reason}; "
+                f"{_USE_LOCAL}"
+            ) from None
+        try:
+            model, tokenizer = load(local_only=False)
+        except OSError as err2:
+            raise FileNotFoundError(
+                f"cannot load model {str(name_or_path)!r}: {str(err2).rstrip('.')}; {_USE_LOCAL}"
+            ) from None
     model.eval().requires_grad_(False)
     if device is not None:
         model.to(device)

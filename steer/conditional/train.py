@@ -15,6 +15,9 @@ from steer.conditional.beam import HiddenStateTap
 from steer.conditional.head import PrefixHead
 from steer.generation import DecodeConfig, continue_prompts
 
+# Fewer held-out prefixes than this in either class makes the report warn.
+MIN_HELDOUT_PER_CLASS = 20
+
 
 @dataclass
 class AttrTrainConfig:
@@ -152,6 +155,30 @@ def auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
     return float((ranks[labels.bool()].sum() - pos * (pos + 1) / 2) / (pos * neg))
 
 
+def heldout_report(logit: torch.Tensor, y: torch.Tensor) -> dict:
+    """Accuracy, majority-class accuracy and AUC of held-out predictions, per-class counts and a warning.
+
+    AUC is None (not NaN) when the held-out prefixes are all of one class; a
+    ``heldout_warning`` says so, or that the rarer class has fewer than
+    MIN_HELDOUT_PER_CLASS examples.
+    """
+    n_pos = int(y.sum())
+    n_neg = int(y.numel()) - n_pos
+    report = {"heldout_examples": int(y.numel()), "heldout_not_degenerate": n_pos, "heldout_degenerate": n_neg,
+              "heldout_accuracy": float(((logit > 0).float() == y).float().mean()),
+              "heldout_majority_accuracy": float(max(y.mean(), 1 - y.mean())),
+              "heldout_auc": None if min(n_pos, n_neg) == 0 else auc(logit, y)}
+    if min(n_pos, n_neg) == 0:
+        report["heldout_warning"] = (
+            f"the held-out prefixes are all of one class ({n_pos} not degenerate, {n_neg} degenerate), "
+            "so AUC is undefined and accuracy says little; hold out more prompts (`heldout`) or give more")
+    elif min(n_pos, n_neg) < MIN_HELDOUT_PER_CLASS:
+        report["heldout_warning"] = (
+            f"only {min(n_pos, n_neg)} held-out prefixes of the rarer class: the figures are rough; "
+            "hold out more prompts (`heldout`) or give more")
+    return report
+
+
 def fit_head(model, ex: Examples, config: AttrTrainConfig, train_mask: torch.Tensor) -> PrefixHead:
     """Adam on the class-balanced logistic loss over the examples in ``train_mask``."""
     torch.manual_seed(config.seed)
@@ -210,11 +237,7 @@ def train_attribute_model(model, tokenizer, prompts: list[str], config: AttrTrai
         head = fit_head(model, ex, config, ~test)
         with torch.no_grad():
             logit = head.logits(ex.states[test], emb[ex.tokens[test]][:, None, :])[:, 0]
-        y = ex.labels[test]
-        report.update(heldout_examples=int(test.sum()),
-                      heldout_accuracy=float(((logit > 0).float() == y).float().mean()),
-                      heldout_auc=auc(logit, y),
-                      heldout_majority_accuracy=float(max(y.mean(), 1 - y.mean())))
+        report.update(heldout_report(logit, ex.labels[test]))
     head = fit_head(model, ex, config, torch.ones_like(test))
     head.meta = report
     return head, report

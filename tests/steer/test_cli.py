@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from steer.cli import main
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from steer.cli import build_parser, main
 
 
 def test_generate_prints_both_continuations(aidreams_path, capsys):
@@ -59,3 +66,240 @@ def test_edits_make_data(tmp_path, shared_data, capsys):
                  "--tokenizer", str(shared_data / "tokenizers" / "llama2" / "hf")]) == 0
     assert len(out.read_text().splitlines()) == 2 and "% of the full rewrites" in capsys.readouterr().out
     assert main(["edits", "make-data", "--pairs", str(tmp_path / "none.tsv"), "--out", str(out)]) == 2
+
+
+# ------------------------------------------------------------ newcomer fixes
+
+
+def _sweep_args(model, out, prompts, *extra):
+    return ["sweep", "--model", str(model), "--corpus", "kjv_new_testament", "--lambdas", "0,0.5,1",
+            "--prompts", str(prompts), "--max-new-tokens", "5", "--out", str(out), *extra]
+
+
+@pytest.fixture
+def two_prompts(tmp_path):
+    path = tmp_path / "p.txt"
+    path.write_text("Once upon a time\nThe machine\n")
+    return path
+
+
+def _no_model_loads(monkeypatch):
+    def refuse(*a, **k):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr("steer.models.load_model", refuse)
+
+
+def test_identical_sweep_command_resumes_with_default_prior_options(aidreams_path, tmp_path, two_prompts,
+                                                                    capsys, monkeypatch):
+    # Regression: default weights were stored as a tuple and compared with the
+    # list read back from config.json, so a rerun said "holds a different sweep".
+    out = tmp_path / "run"
+    assert main(_sweep_args(aidreams_path, out, two_prompts)) == 0
+    cells = (out / "cells.jsonl").read_text()
+    capsys.readouterr()
+    _no_model_loads(monkeypatch)  # a finished run is answered from its files
+    assert main(_sweep_args(aidreams_path, out, two_prompts)) == 0
+    assert (out / "cells.jsonl").read_text() == cells
+    assert "kjv_new_testament" in capsys.readouterr().out
+
+
+def test_ctrl_c_says_how_far_it_got_and_the_rerun_resumes(aidreams_path, tmp_path, two_prompts, capsys,
+                                                          monkeypatch):
+    from steer import sweep
+
+    real_cell, calls = sweep._Runner.cell, []
+
+    def interrupted_cell(self, *a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_cell(self, *a, **k)
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(sweep._Runner, "cell", interrupted_cell)
+    assert main(_sweep_args(aidreams_path, out, two_prompts)) == 130
+    err = capsys.readouterr().err
+    assert "interrupted after 1/3 cells; rerun the same command to resume" in err
+    assert "Traceback" not in err
+    assert len((out / "cells.jsonl").read_text().splitlines()) == 1
+    monkeypatch.setattr(sweep._Runner, "cell", real_cell)
+    assert main(_sweep_args(aidreams_path, out, two_prompts)) == 0
+    assert len((out / "cells.jsonl").read_text().splitlines()) == 3
+    assert len((out / "samples.jsonl").read_text().splitlines()) == 6
+
+
+@pytest.mark.slow
+def test_failed_start_does_not_block_the_corrected_command(aidreams_path, tmp_path, monkeypatch, capsys):
+    # Regression: `steer demo` without a reachable model left config.json behind
+    # and the corrected command was refused as "a different sweep".
+    out = tmp_path / "demo"
+    assert main(["demo", "--model", str(tmp_path / "no-model"), "--out", str(out)]) == 2
+    assert "not a model folder" in capsys.readouterr().err
+    assert not (out / "config.json").exists()
+    from steer import sweep
+
+    monkeypatch.setattr(sweep.SweepConfig, "cells", lambda self: [(c, "prior", 0.0) for c in self.corpora])
+    monkeypatch.setattr(sweep, "builtin_prompts", lambda: ["Once upon a time"])
+    assert main(["demo", "--model", str(aidreams_path), "--out", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["sweep"]["model"] == str(aidreams_path)
+
+
+def test_other_settings_name_the_keys_that_differ(aidreams_path, tmp_path, two_prompts, capsys):
+    out = tmp_path / "run"
+    assert main(_sweep_args(aidreams_path, out, two_prompts)) == 0
+    assert main(_sweep_args(aidreams_path, out, two_prompts, "--seed", "3", "--alpha", "0.5")) == 2
+    err = capsys.readouterr().err
+    assert "prior.alpha: 0.01 there, 0.5 now" in err and "seed: 0 there, 3 now" in err
+
+
+@pytest.mark.slow
+def test_second_process_on_the_same_out_is_refused_with_its_pid(aidreams_path, tmp_path, two_prompts, capsys):
+    out = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from steer.runs import RunLock\n"
+         f"with RunLock({str(out)!r}):\n    print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(_sweep_args(aidreams_path, out, two_prompts)) == 2
+        assert f"is in use by process {holder.pid}" in capsys.readouterr().err
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main(_sweep_args(aidreams_path, out, two_prompts)) == 0  # the lock died with its holder
+
+
+def test_input_is_checked_before_the_model_loads(tmp_path, monkeypatch, capsys):
+    _no_model_loads(monkeypatch)
+    model = str(tmp_path / "unused-model")
+    (tmp_path / "empty.txt").write_text("\n \n")
+    (tmp_path / "bin.txt").write_bytes(b"PK\x03\x04\x00\x00binary")
+    (tmp_path / "latin.txt").write_bytes("caf\u00e9 au lait".encode("latin-1"))
+    cases = [
+        (["--corpus", "no_such_corpus"], "unknown corpus"),
+        (["--corpus", str(tmp_path / "empty.txt")], "has no text"),
+        (["--corpus", str(tmp_path / "bin.txt")], "looks binary"),
+        (["--corpus", str(tmp_path / "latin.txt")], "--encoding"),
+        (["--corpus", "don_quixote", "--lambdas", "0,-1"], "`lam`"),
+        (["--corpus", "don_quixote", "--lambdas", ""], "`lambdas`"),
+        (["--corpus", "don_quixote", "--weights", "a,b"], "`weights`"),
+    ]
+    for extra, message in cases:
+        t0 = time.perf_counter()
+        assert main(["sweep", "--model", model, "--out", str(tmp_path / "r"), *extra]) == 2, extra
+        assert message in capsys.readouterr().err, extra
+        assert time.perf_counter() - t0 < 30  # nothing heavy ran
+    assert main(["generate", "--model", model, "--corpus", str(tmp_path / "empty.txt"), "x"]) == 2
+    assert main(["generate", "--model", model, "--corpus", "don_quixote", "--lam", "nan", "x"]) == 2
+    assert "`lam`" in capsys.readouterr().err
+    assert not (tmp_path / "r" / "config.json").exists()
+
+
+def test_hub_id_while_offline_fails_at_once_and_names_the_way_out(monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["generate", "--model", "someone/not-cached-model", "--corpus", "kjv_new_testament", "hi"]) == 2
+    err = capsys.readouterr().err
+    assert "HF_HUB_OFFLINE is set" in err and "--model" in err and "STEER_MODEL" in err
+    assert ".." not in err
+
+
+def test_version(capsys):
+    import steer
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out.strip() == f"steer {steer.__version__}"
+
+
+def test_every_option_has_help_a_default_and_every_command_an_example():
+    parser = build_parser()
+
+    def commands(p):
+        for action in p._actions:
+            if action.choices and isinstance(action.choices, dict):
+                for name, sub in action.choices.items():
+                    yield name, sub
+                    yield from commands(sub)
+
+    seen = 0
+    for name, sub in commands(parser):
+        if name == "edits":
+            continue
+        seen += 1
+        assert "steer " in (sub.epilog or ""), f"{name}: no example"
+        text = sub.format_help()
+        for action in sub._actions:
+            assert action.help, f"{name} {action.option_strings}: no help"
+            if action.default not in (None, False) and action.option_strings and action.dest != "help":
+                assert f"(default: {action.default})" in " ".join(text.split()), f"{name} {action.dest}"
+    assert seen == 7
+    sweep_help = " ".join(dict(commands(parser))["sweep"].format_help().split())
+    assert "don_quixote, cnn_highlights" in sweep_help
+
+
+def test_build_table_reports_and_its_table_drives_generate_and_sweep(aidreams_path, tmp_path, two_prompts, capsys):
+    table = tmp_path / "kjv.safetensors"
+    assert main(["build-table", "--corpus", "kjv_new_testament", "--tokenizer", str(aidreams_path),
+                 "--out", str(table)]) == 0
+    out = capsys.readouterr().out
+    assert f"wrote {table}" in out and "MiB" in out and "built in" in out and "n-gram types per order: 1:" in out
+    assert main(["generate", "--model", str(aidreams_path), "--table", str(table), "--lam", "1",
+                 "--max-new-tokens", "5", "Once upon a time"]) == 0
+    assert "[steered, lam=1.0]" in capsys.readouterr().out
+    run = tmp_path / "run"
+    assert main(["sweep", "--model", str(aidreams_path), "--corpus", str(table), "--lambdas", "0,1",
+                 "--prompts", str(two_prompts), "--max-new-tokens", "4", "--out", str(run)]) == 0
+    assert (run / "results.csv").read_text().count("kjv.safetensors") == 2
+    assert main(["generate", "--model", str(aidreams_path), "--table", str(tmp_path / "none.safetensors"),
+                 "x"]) == 2
+    assert main(["generate", "--model", str(aidreams_path), "--table", str(table), "--corpus", "x", "x"]) == 2
+    assert "exactly one of --corpus" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("pairs, task, n, note", [
+    ("jfleg/dev", "gec", 3016, "754 sources x 4 references"),
+    ("asset/asset.test.orig", "simplify", 3590, "x 10 references"),
+    ("turkcorpus/tune.8turkers.tok.norm", "simplify", 16000, "2000 sources x 8 references"),
+    ("mrpc/msr_paraphrase_test.txt", "paraphrase", 1147, "578 non-paraphrases skipped"),
+])
+def test_make_data_accepts_the_shipped_edit_sets(shared_data, tmp_path, capsys, pairs, task, n, note):
+    out = tmp_path / "train.jsonl"
+    assert main(["edits", "make-data", "--pairs", str(shared_data / "edits" / pairs), "--out", str(out),
+                 "--task", task]) == 0
+    printed = capsys.readouterr().out
+    assert len(out.read_text().splitlines()) == n and note in printed
+    assert "a span target lists only the edits" in printed
+
+
+def test_train_attr_with_one_class_held_out_warns_and_prints_labels(aidreams_path, tmp_path, capsys, monkeypatch):
+    import torch
+
+    from steer.conditional import train
+
+    report = {"n_examples": 40, "degenerate_rate_by_decoding": {"sample": 0.0, "beam1": 0.0},
+              **train.heldout_report(torch.tensor([1.0, 2.0, -0.5]), torch.ones(3))}
+    assert report["heldout_auc"] is None and "all of one class" in report["heldout_warning"]
+
+    class Head:
+        def save(self, *a, **k):
+            pass
+
+    monkeypatch.setattr(train, "train_attribute_model", lambda *a, **k: (Head(), report))
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a\nb\n")
+    assert main(["train-attr", "--model", str(aidreams_path), "--prompts", str(prompts),
+                 "--out", str(tmp_path / "h.safetensors")]) == 0
+    out, err = capsys.readouterr()
+    assert "nan" not in out.lower() and "AUC undefined" in out and "3 not degenerate, 0 degenerate" in out
+    assert "accuracy 0.667" in out and "warning: the held-out prefixes are all of one class" in err
+
+
+def test_heldout_report_on_two_classes():
+    import torch
+
+    from steer.conditional.train import heldout_report
+
+    r = heldout_report(torch.tensor([2.0, -1.0, 0.5, -3.0]), torch.tensor([1.0, 0.0, 1.0, 0.0]))
+    assert r["heldout_auc"] == 1.0 and r["heldout_accuracy"] == 1.0 and "few" not in r.get("heldout_warning", "few")
+    assert "rarer class" in r["heldout_warning"]
