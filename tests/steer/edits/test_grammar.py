@@ -32,6 +32,7 @@ def _decode_randomly(tok, sources, steps=40, seed=0, prompt=(1, 5, 6)):
     return grammar, ids[:, len(prompt):].tolist()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which", ["llama2_tokenizer", "gpt2_tokenizer"])
 def test_random_decoding_yields_only_valid_span_lists(which, request):
     tok = request.getfixturevalue(which)

@@ -60,6 +60,7 @@ def test_edge_cases():
     assert apply_spans("x y", [(0, 0, "w"), (1, 2, "z q")]) == "w x z q"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, split", ALL_SETS)
 def test_round_trip_on_every_shared_pair(name, split, shared_data):
     edit_set = load_edit_set(name, split, root=shared_data / "edits")
