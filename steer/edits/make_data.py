@@ -32,26 +32,114 @@ class LengthReport:
         return self.span_tokens / self.rewrite_tokens
 
 
-def read_pairs(path) -> list[tuple[str, str]]:
-    """Pairs from a TSV file (source<TAB>target a line) or JSONL ({"source", "target"} a line)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"`pairs` file {str(path)!r} not found")
+# Line-aligned layouts of the shared edit sets: a source file and its reference
+# files, named <stem><source suffix> and <stem><reference mark><k>.
+SOURCE_LAYOUTS = {".src": ".ref", ".orig": ".simp.", ".norm": ".turk."}
+MRPC_HEADER = ("Quality", "#1 ID", "#2 ID", "#1 String", "#2 String")
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8-sig").rstrip("\n").split("\n")
+
+
+def _references(src: Path) -> list[Path]:
+    mark = SOURCE_LAYOUTS[src.suffix]
+    stem = src.name[: -len(src.suffix)]
+    return sorted(f for f in src.parent.iterdir() if f.name.startswith(stem + mark) and f.name != src.name)
+
+
+def _aligned_pairs(src: Path) -> tuple[list[tuple[str, str]], str]:
+    refs = _references(src)
+    if not refs:
+        raise ValueError(f"source file {str(src)!r} has no reference files "
+                         f"({src.name[: -len(src.suffix)]}{SOURCE_LAYOUTS[src.suffix]}*) beside it")
+    sources = _lines(src)
     pairs = []
-    for k, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+    for ref in refs:
+        targets = _lines(ref)
+        if len(targets) != len(sources):
+            raise ValueError(f"{str(ref)!r} has {len(targets)} lines but {str(src)!r} has {len(sources)}: "
+                             "a reference file must be line-aligned with its source")
+        pairs += list(zip(sources, targets, strict=True))
+    return pairs, f"{src}: {len(sources)} sources x {len(refs)} references = {len(pairs)} pairs"
+
+
+def _mrpc_pairs(path: Path, lines: list[str]) -> tuple[list[tuple[str, str]], str]:
+    pairs, negatives = [], 0
+    for k, line in enumerate(lines[1:], start=2):
+        cols = line.split("\t")
+        if not line.strip():
+            continue
+        if len(cols) != 5:
+            raise ValueError(f"line {k} of {str(path)!r} must have the 5 MRPC columns, got {len(cols)} fields")
+        if cols[0].strip() == "1":
+            pairs.append((cols[3], cols[4]))
+        else:
+            negatives += 1
+    return pairs, f"{path}: MRPC layout, {len(pairs)} paraphrase pairs (quality 1), {negatives} non-paraphrases skipped"
+
+
+def _file_pairs(path: Path) -> tuple[list[tuple[str, str]], str]:
+    if path.suffix in SOURCE_LAYOUTS:
+        return _aligned_pairs(path)
+    lines = _lines(path)
+    if lines and tuple(c.strip() for c in lines[0].split("\t")) == MRPC_HEADER:
+        return _mrpc_pairs(path, lines)
+    pairs = []
+    for k, line in enumerate(lines):
         if not line.strip():
             continue
         if path.suffix == ".jsonl":
-            row = json.loads(line)
-            pairs.append((row["source"], row["target"]))
+            try:
+                row = json.loads(line)
+                pairs.append((row["source"], row["target"]))
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise ValueError(f"line {k + 1} of {str(path)!r} must be a JSON object with "
+                                 '"source" and "target"') from None
         else:
             cols = line.split("\t")
             if len(cols) != 2:
-                raise ValueError(f"line {k + 1} of {str(path)!r} must be source<TAB>target, got {len(cols)} fields")
+                raise ValueError(f"line {k + 1} of {str(path)!r} must be source<TAB>target, got {len(cols)} fields "
+                                 "(other layouts: a .src/.orig/.norm file with its references, an MRPC TSV, "
+                                 "or a folder of these)")
             pairs.append((cols[0], cols[1]))
+    return pairs, f"{path}: {len(pairs)} pairs"
+
+
+def read_pairs_with_notes(path) -> tuple[list[tuple[str, str]], list[str]]:
+    """Like :func:`read_pairs`, also returning one line per file read saying what it gave."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"`pairs` file {str(path)!r} not found")
+    if path.is_dir():
+        files = sorted(f for f in path.iterdir() if f.suffix in SOURCE_LAYOUTS and _references(f))
+        if not files:
+            raise ValueError(f"`pairs` folder {str(path)!r} holds no source file with references "
+                             f"(<name>.src with <name>.ref*, .orig with .simp.*, .norm with .turk.*)")
+    else:
+        files = [path]
+    pairs, notes = [], []
+    for f in files:
+        got, note = _file_pairs(f)
+        pairs += got
+        notes.append(note)
     if not pairs:
         raise ValueError(f"`pairs` file {str(path)!r} holds no pairs")
-    return pairs
+    return pairs, notes
+
+
+def read_pairs(path) -> list[tuple[str, str]]:
+    """(source, target) pairs from any of the layouts edit sets come in.
+
+    - ``source<TAB>target`` a line (TSV), or ``{"source", "target"}`` a line (``.jsonl``);
+    - a source file with line-aligned references beside it, one pair per
+      reference: ``X.src`` + ``X.ref0..`` (JFLEG), ``X.orig`` + ``X.simp.0..``
+      (ASSET), ``X.norm`` + ``X.turk.0..`` (TurkCorpus);
+    - the MRPC TSV (``Quality, #1 ID, #2 ID, #1 String, #2 String``): the
+      paraphrase pairs (quality 1);
+    - a folder: every source file in it that has references (e.g. ``jfleg/dev``).
+    """
+    return read_pairs_with_notes(path)[0]
 
 
 def make_examples(pairs, task: str = "gec", tokenizer=None) -> tuple[list[dict], LengthReport]:
