@@ -36,7 +36,7 @@ from steer.models import load_model  # noqa: E402
 
 
 def sentences(n: int, seed: int = 0) -> list[str]:
-    docs = load_corpus("sherlock_holmes", holdout=0).train + load_corpus("don_quixote", holdout=0).train
+    docs = load_corpus("sherlock_holmes", judge_fraction=0).train + load_corpus("don_quixote", judge_fraction=0).train
     out = []
     for d in docs:
         for s in re.split(r"(?<=[.!?])\s+", d):

@@ -142,7 +142,7 @@ def main():
     os.environ.setdefault("STEER_CORPORA_DIR", str(Path(args.shared) / "corpora"))
     docs = []
     for name in CORPORA:
-        corpus = load_corpus(name, holdout=0)
+        corpus = load_corpus(name, judge_fraction=0)
         docs.extend(np.asarray(d, dtype=np.int64)
                     for d in tok(corpus.train, add_special_tokens=False, verbose=False)["input_ids"])
     base_tokens = sum(d.size for d in docs)

@@ -1,4 +1,10 @@
-"""Resolve a corpus name or path to cleaned documents, with a held-out slice for evaluation."""
+"""Resolve a corpus name or path to cleaned documents, split into a steer part and a judge part.
+
+The *steer* split is all that steering methods see (tables, LoRA training,
+prompt exemplars); the *judge* split is kept for the held-out judges. The
+split is by document, in contiguous blocks spread through the corpus, and
+deterministic.
+"""
 
 from __future__ import annotations
 
@@ -27,20 +33,37 @@ class Corpus:
     Attributes:
         name: manifest name, or the path it was read from.
         path: the file or folder read.
-        train: documents to build tables from.
-        heldout: the last ``holdout`` fraction of documents, kept for evaluation.
-        digest: sha256 of the text read (tables are cached under it).
+        steer: the steer split: the documents methods may use (tables, LoRA, exemplars).
+        judge: the judge split: documents no method sees, for the held-out judges.
+        digest: sha256 of the text read.
         files: the files read, in order.
         skipped: files of a corpus folder that were not read (not ``.txt``).
+        split: how the documents were split (see :func:`split_steer_judge`), for config.json.
     """
 
     name: str
     path: Path
-    train: list[str]
-    heldout: list[str]
+    steer: list[str]
+    judge: list[str]
     digest: str
     files: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
+    split: dict = field(default_factory=dict)
+
+    @property
+    def train(self) -> list[str]:
+        """The steer split (the documents tables are built from)."""
+        return self.steer
+
+    @property
+    def heldout(self) -> list[str]:
+        """The judge split."""
+        return self.judge
+
+    @property
+    def steer_digest(self) -> str:
+        """sha256 of the steer split's documents (tables and adapters are cached under it)."""
+        return _docs_digest(self.steer)
 
 
 def default_data_dirs() -> list[Path]:
@@ -115,14 +138,78 @@ def split_documents(text: str, fmt: str = "auto") -> list[str]:
     return [d for d in docs if d]
 
 
-def split_holdout(docs: list[str], holdout: float) -> tuple[list[str], list[str]]:
-    """(train, heldout): the last ``holdout`` fraction of documents is held out."""
-    if not 0 <= holdout < 1:
-        raise ValueError(f"`holdout` must lie in [0, 1), got {holdout}")
-    n_held = int(round(len(docs) * holdout))
-    if holdout > 0 and len(docs) > 1:
-        n_held = max(n_held, 1)
-    return docs[: len(docs) - n_held], docs[len(docs) - n_held:]
+N_BLOCKS = 20
+JUDGE_FRACTION = 0.2
+
+
+def _docs_digest(docs: list[str]) -> str:
+    h = hashlib.sha256()
+    for d in docs:
+        h.update(d.encode("utf-8"))
+        h.update(b"\x00")
+    return h.hexdigest()
+
+
+def split_steer_judge(docs: list[str], judge_fraction: float = JUDGE_FRACTION,
+                      n_blocks: int = N_BLOCKS) -> tuple[list[str], list[str], dict]:
+    """(steer, judge, info): documents split in contiguous blocks, some blocks held out for judging.
+
+    The documents, in order, are cut into ``n_blocks`` contiguous blocks of
+    about equal characters (a run of paragraphs of a book, a run of verses or
+    of highlights), and round(judge_fraction * n_blocks) blocks spread evenly
+    through the corpus form the judge split: a book is judged on passages
+    from its beginning, middle and end, never on paragraphs interleaved with
+    the ones methods saw. A judge document whose text also occurs in the
+    steer split (a repeated line such as "Amen.") is dropped, so the splits
+    share no document. Deterministic: the same documents give the same split.
+
+    Args:
+        docs: the corpus's documents, in corpus order.
+        judge_fraction: share of the blocks (of the text) held out, in [0, 1).
+        n_blocks: blocks the corpus is cut into (fewer for a corpus of fewer documents).
+
+    Returns:
+        (steer documents, judge documents, info) with info holding the block
+        layout and sizes, for config.json.
+    """
+    if not 0 <= judge_fraction < 1:
+        raise ValueError(f"`judge_fraction` must lie in [0, 1), got {judge_fraction}")
+    if isinstance(n_blocks, bool) or not isinstance(n_blocks, int) or n_blocks < 2:
+        raise ValueError(f"`n_blocks` must be an int >= 2, got {n_blocks!r}")
+    n = min(n_blocks, len(docs))
+    k = int(round(judge_fraction * n))
+    if judge_fraction > 0 and n >= 2:
+        k = min(max(k, 1), n - 1)
+    # Block b holds the documents whose first character lies in [b/n, (b+1)/n) of the text.
+    sizes = [len(d) + 1 for d in docs]
+    total = sum(sizes)
+    block, start = [], 0
+    for size in sizes:
+        block.append(min(n - 1, start * n // total) if total else 0)
+        start += size
+    judged = {int((i + 0.5) * n / k) for i in range(k)} if k else set()
+    steer = [d for d, b in zip(docs, block, strict=True) if b not in judged]
+    seen = set(steer)
+    candidates = [d for d, b in zip(docs, block, strict=True) if b in judged]
+    judge = [d for d in candidates if d not in seen]
+    judge_chars = sum(len(d) for d in judge)
+    info = {"method": "contiguous blocks", "n_blocks": n, "judge_blocks": sorted(judged),
+            "n_steer_docs": len(steer), "n_judge_docs": len(judge),
+            "judge_docs_dropped_as_repeats": len(candidates) - len(judge),
+            "judge_char_fraction": round(judge_chars / max(1, judge_chars + sum(len(d) for d in steer)), 4),
+            "steer_digest": _docs_digest(steer)[:16], "judge_digest": _docs_digest(judge)[:16]}
+    return steer, judge, info
+
+
+def check_disjoint(judge_docs: list[str], steer_docs: list[str]) -> None:
+    """Refuse judge text that shares a document with the steer split (ValueError)."""
+    shared = set(judge_docs) & set(steer_docs)
+    if shared:
+        example = next(iter(shared))
+        raise ValueError(
+            f"judge text overlaps the steer split: {len(shared)} document(s) occur in both "
+            f"(e.g. {example[:60]!r}); build judges from Corpus.judge only"
+        )
 
 
 def corpus_files(path: Path) -> tuple[list[Path], list[Path]]:
@@ -152,17 +239,18 @@ def decode_text(raw: bytes, source, encoding: str = "utf-8") -> str:
         raise ValueError(f"`encoding` {encoding!r} is not a known text encoding") from None
 
 
-def load_corpus(name_or_path, data_dir=None, holdout: float = 0.05, fetch: bool = False,
+def load_corpus(name_or_path, data_dir=None, judge_fraction: float = JUDGE_FRACTION, fetch: bool = False,
                 encoding: str = "utf-8") -> Corpus:
     """Resolve, read, clean and split a corpus (a manifest name, a text file or a folder of them).
 
     A folder contributes its ``.txt`` files (recursively); the others are
     listed in ``Corpus.skipped``. Binary, undecodable and empty corpora are
-    refused with a ValueError.
+    refused with a ValueError. The documents are split into the steer and
+    judge parts by :func:`split_steer_judge` (``judge_fraction=0``: all steer).
 
     Example:
-        >>> corpus = load_corpus("don_quixote")          # doctest: +SKIP
-        >>> len(corpus.train), corpus.heldout[0][:40]   # doctest: +SKIP
+        >>> corpus = load_corpus("don_quixote")         # doctest: +SKIP
+        >>> len(corpus.steer), corpus.judge[0][:40]    # doctest: +SKIP
     """
     path = resolve_corpus(name_or_path, data_dir, fetch)
     fmt = manifest().get(str(name_or_path), {}).get("format", "auto")
@@ -178,8 +266,8 @@ def load_corpus(name_or_path, data_dir=None, holdout: float = 0.05, fetch: bool 
         docs.extend(split_documents(clean_gutenberg(decode_text(raw, f, encoding)), fmt))
     if not docs:
         raise ValueError(f"corpus {str(name_or_path)!r} has no text (read {len(files)} file(s), all empty)")
-    train, held = split_holdout(docs, holdout)
-    return Corpus(str(name_or_path), path, train, held, h.hexdigest(), files, skipped)
+    steer, judge, info = split_steer_judge(docs, judge_fraction)
+    return Corpus(str(name_or_path), path, steer, judge, h.hexdigest(), files, skipped, info)
 
 
 def fetch_corpus(name: str, dest_dir: Path) -> Path:
@@ -192,6 +280,16 @@ def fetch_corpus(name: str, dest_dir: Path) -> Path:
     recipe = entry["fetch"]
     dest_dir.mkdir(parents=True, exist_ok=True)
     dest = dest_dir / entry["file"]
+    if recipe["kind"] == "gutenberg_many":  # a folder of books, one file each
+        part = dest.with_name(dest.name + ".part")
+        part.mkdir(parents=True, exist_ok=True)
+        for book in recipe["ids"]:
+            url = f"https://www.gutenberg.org/cache/epub/{book}/pg{book}.txt"
+            with urllib.request.urlopen(url, timeout=60) as resp:  # noqa: S310 - fixed https URLs
+                text = clean_gutenberg(resp.read().decode("utf-8-sig", errors="replace"))
+            (part / f"pg{book}.txt").write_text(text, encoding="utf-8")
+        part.replace(dest)
+        return dest
     if recipe["kind"] in ("gutenberg", "url"):
         url = recipe.get("url") or (
             f"https://www.gutenberg.org/cache/epub/{recipe['id']}/pg{recipe['id']}.txt"
