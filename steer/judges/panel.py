@@ -1,0 +1,88 @@
+"""The judges of a study, built once from the judge splits, scoring every cell alike."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from steer.corpora import Corpus, check_disjoint
+from steer.judges import JudgeError
+from steer.judges.diversity import DiversityJudge
+from steer.judges.heldout import HeldoutStylePPL
+from steer.judges.text import words
+
+JUDGES = ("heldout_ppl", "classifier", "diversity")
+
+
+class JudgePanel:
+    """Per target corpus: held-out style perplexity and the style classifier; for all: degeneracy, diversity.
+
+    Built from the corpora's judge splits only (a judge split that shares a
+    document with its steer split is refused). The classifier's classes are
+    the ``class_corpora`` (every named corpus, whether swept or not) plus
+    ``neutral``.
+
+    Args:
+        targets: the swept corpora, by the name the results use.
+        class_corpora: corpora that are classes of the classifier (the targets among them).
+        neutral: ordinary text of none of the styles (the base model's books).
+        lengths: word lengths of the continuations to be judged (for the classifier's chunks).
+        kinds: which judges to build, among JUDGES.
+        classifier_options: keyword arguments of StyleClassifier.
+    """
+
+    def __init__(self, targets: Mapping[str, Corpus], class_corpora: Mapping[str, Corpus] | None = None,
+                 neutral: Corpus | None = None, lengths: Sequence[int] = (30,), kinds: Sequence[str] = JUDGES,
+                 classifier_options: Mapping | None = None):
+        bad = [k for k in kinds if k not in JUDGES]
+        if bad:
+            raise ValueError(f"`judges` must be among {JUDGES}, got {bad}")
+        for corpus in [*(class_corpora or {}).values(), *targets.values(), *([neutral] if neutral else [])]:
+            check_disjoint(corpus.judge, corpus.steer)
+        self.kinds = tuple(kinds)
+        self.heldout = {}
+        if "heldout_ppl" in kinds:
+            self.heldout = {name: HeldoutStylePPL(c.judge, name=name) for name, c in targets.items()}
+        self.classifier = None
+        if "classifier" in kinds:
+            from steer.judges.classifier import NEUTRAL, StyleClassifier
+
+            if neutral is None:
+                raise ValueError("the style classifier needs a `neutral` corpus (ordinary text of no target style)")
+            classes = {name: c.judge for name, c in {**(class_corpora or {}), **targets}.items()}
+            classes[NEUTRAL] = neutral.judge
+            self.classifier = StyleClassifier(classes, lengths, **dict(classifier_options or {}))
+        self.diversity = DiversityJudge() if "diversity" in kinds else None
+
+    def score(self, target: str, prompts: Sequence[str], continuations: Sequence[str]) -> dict[str, list[float]]:
+        """Every judge's per-sample values for continuations meant to be in ``target``'s style."""
+        out: dict[str, list[float]] = {}
+        if target in self.heldout:
+            out.update(self.heldout[target].score(prompts, continuations))
+        if self.classifier is not None:
+            out.update(self.classifier.for_target(target).score(prompts, continuations))
+        if self.diversity is not None:
+            out.update(self.diversity.score(prompts, continuations))
+        return out
+
+    def summary(self, prompts: Sequence[str], continuations: Sequence[str]) -> dict[str, float]:
+        """Cell-level diversity (distinct-1/2, self-BLEU), or {} without the diversity judge."""
+        return self.diversity.summary(prompts, continuations) if self.diversity is not None else {}
+
+    def report(self) -> dict:
+        """What the judges are and how good they are, for judge.json."""
+        out: dict = {"judges": list(self.kinds)}
+        if self.heldout:
+            out["heldout_ppl"] = {name: {"orders": j.table.order, "vocabulary": len(j.vocab),
+                                         "judge_words": j.table.stats["n_tokens"], "smoothing": "kneser_ney"}
+                                  for name, j in self.heldout.items()}
+        if self.classifier is not None:
+            out["classifier"] = self.classifier.report
+        return out
+
+
+def word_lengths(texts: Sequence[str]) -> list[int]:
+    """Word counts of texts (at least 1 each), for the classifier's chunk lengths."""
+    return [max(1, len(words(t))) for t in texts]
+
+
+__all__ = ["JUDGES", "JudgeError", "JudgePanel", "word_lengths"]
