@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -33,20 +35,30 @@ class LoraTrainConfig:
         rank, alpha, dropout: LoRA's r, lora_alpha and lora_dropout.
         target_modules: module names to adapt; None lets PEFT choose for known
             architectures (q_proj/v_proj for Llama, c_attn for GPT-2).
-        steps, lr, batch_size: AdamW steps, learning rate, windows per step.
+        steps, lr, batch_size: the step budget (AdamW steps), learning rate, windows per step.
         window: tokens per training window (BOS + window-1 corpus tokens).
         seed: seeds window sampling and initialisation.
+        eval_every: every this many steps the loss on a held-out slice of the
+            corpus's windows is measured (0: no held-out slice, train the
+            whole budget).
+        patience: training stops once that loss has not improved for this
+            many evaluations in a row (early stopping); the best adapter is kept.
+        eval_fraction: share of the windows (the last ones, contiguous) held out
+            for that loss; they are never trained on.
     """
 
     rank: int = 8
     alpha: float = 16.0
     dropout: float = 0.0
     target_modules: list[str] | None = None
-    steps: int = 200
+    steps: int = 1000
     lr: float = 1e-3
     batch_size: int = 8
     window: int = 128
     seed: int = 0
+    eval_every: int = 50
+    patience: int = 3
+    eval_fraction: float = 0.05
 
     def __post_init__(self):
         for name in ("rank", "steps", "batch_size", "window"):
@@ -61,6 +73,16 @@ class LoraTrainConfig:
                 raise ValueError(f"`{name}` must be a finite number > 0, got {v!r}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"`dropout` must lie in [0, 1), got {self.dropout}")
+        for name in ("eval_every", "patience"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"`{name}` must be an int >= 0, got {v!r}")
+        if not 0 < self.eval_fraction < 0.5:
+            raise ValueError(f"`eval_fraction` must lie in (0, 0.5), got {self.eval_fraction}")
+
+    def key(self) -> str:
+        """A short hash of the settings (adapters are cached under it)."""
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
 
 
 @dataclass
@@ -98,13 +120,29 @@ def corpus_windows(tokenizer, docs: list[str], window: int) -> torch.Tensor:
     return torch.cat([torch.full((n, 1), bos), rows], dim=1)
 
 
+@torch.no_grad()
+def _eval_loss(model, windows: torch.Tensor, batch_size: int, device) -> float:
+    total = 0.0
+    for b0 in range(0, windows.shape[0], batch_size):
+        batch = windows[b0 : b0 + batch_size].to(device)
+        total += float(model(input_ids=batch, labels=batch).loss) * batch.shape[0]
+    return total / windows.shape[0]
+
+
 def train_lora(model, tokenizer, docs: list[str], config: LoraTrainConfig, out_dir,
                corpus_name: str = "", model_name: str = "",
                progress: Callable[[int, float], None] | None = None, copy_model: bool = True) -> LoraResult:
     """Train a LoRA adapter with the causal-LM loss on corpus windows and save it.
 
+    With ``config.eval_every > 0`` the last ``eval_fraction`` of the windows is
+    held out; its loss is measured every ``eval_every`` steps and training
+    stops when it has not improved ``patience`` times in a row (or when the
+    step budget ends), keeping the adapter of the best evaluation. The
+    metadata says which ended it (``stopped_by``: "early_stopping" or
+    "step_budget").
+
     Writes a standard PEFT adapter folder plus ``steer_lora.json`` (corpus, base
-    model and its fingerprint, steps, loss curve, wall time, config).
+    model and its fingerprint, steps, loss curves, wall time, config).
 
     Args:
         model: the frozen base model; it is deep-copied first unless
@@ -113,6 +151,11 @@ def train_lora(model, tokenizer, docs: list[str], config: LoraTrainConfig, out_d
     """
     peft = _peft()
     windows = corpus_windows(tokenizer, docs, config.window)
+    n_eval = int(round(config.eval_fraction * windows.shape[0])) if config.eval_every else 0
+    if config.eval_every and (n_eval < 1 or windows.shape[0] - n_eval < 1):
+        raise ValueError(f"corpus too small for a held-out slice: {windows.shape[0]} windows of {config.window} "
+                         "tokens; use a larger corpus, a smaller `window`, or eval_every=0")
+    train_w, eval_w = windows[: windows.shape[0] - n_eval], windows[windows.shape[0] - n_eval :]
     fingerprint = model_fingerprint(model)
     base = copy.deepcopy(model) if copy_model else model
     torch.manual_seed(config.seed)
@@ -124,11 +167,12 @@ def train_lora(model, tokenizer, docs: list[str], config: LoraTrainConfig, out_d
     opt = torch.optim.AdamW(params, lr=config.lr)
     gen = torch.Generator().manual_seed(config.seed)
     device = next(pmodel.parameters()).device
-    losses = []
+    losses, evals = [], []
+    best, best_state, since_best, stopped_by = math.inf, None, 0, "step_budget"
     t0 = time.perf_counter()
     for step in range(1, config.steps + 1):
-        idx = torch.randint(0, windows.shape[0], (config.batch_size,), generator=gen)
-        batch = windows[idx].to(device)
+        idx = torch.randint(0, train_w.shape[0], (config.batch_size,), generator=gen)
+        batch = train_w[idx].to(device)
         loss = pmodel(input_ids=batch, labels=batch).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -136,18 +180,76 @@ def train_lora(model, tokenizer, docs: list[str], config: LoraTrainConfig, out_d
         losses.append(loss.item())
         if progress is not None:
             progress(step, losses[-1])
+        if n_eval and (step % config.eval_every == 0 or step == config.steps):
+            pmodel.eval()
+            value = _eval_loss(pmodel, eval_w, config.batch_size, device)
+            pmodel.train()
+            evals.append([step, value])
+            if value < best:
+                best, since_best = value, 0
+                best_state = {n: p.detach().clone() for n, p in pmodel.named_parameters() if p.requires_grad}
+            else:
+                since_best += 1
+                if since_best >= config.patience:
+                    stopped_by = "early_stopping"
+                    break
     wall = time.perf_counter() - t0
+    if best_state is not None:  # keep the adapter of the best held-out loss
+        with torch.no_grad():
+            for n, p in pmodel.named_parameters():
+                if n in best_state:
+                    p.copy_(best_state[n])
     pmodel.eval()
     out = Path(out_dir)
     pmodel.save_pretrained(out)
     meta = {
         "corpus": corpus_name, "base_model": model_name, "base_fingerprint": fingerprint,
-        "steps": config.steps, "loss_curve": losses, "wall_seconds": wall,
-        "trainable_params": sum(p.numel() for p in params), "n_windows": int(windows.shape[0]),
-        "config": asdict(config),
+        "steps": len(losses), "step_budget": config.steps, "stopped_by": stopped_by,
+        "best_step": min(evals, key=lambda e: e[1])[0] if evals else len(losses),
+        "loss_curve": losses, "eval_curve": evals, "wall_seconds": wall,
+        "trainable_params": sum(p.numel() for p in params), "n_windows": int(train_w.shape[0]),
+        "n_eval_windows": n_eval, "config": asdict(config),
     }
     (out / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
     return LoraResult(model=pmodel, path=out, meta=meta)
+
+
+def adapter_cache_dir() -> Path:
+    """``$STEER_CACHE_DIR/adapters`` or ``~/.cache/steer/adapters``."""
+    root = os.environ.get("STEER_CACHE_DIR") or Path.home() / ".cache" / "steer"
+    return Path(root) / "adapters"
+
+
+def cached_lora(model, tokenizer, docs: list[str], config: LoraTrainConfig, corpus_name: str = "",
+                model_name: str = "", progress: Callable[[int, float], None] | None = None, cache_dir=None):
+    """The adapter for (base model, documents, settings): loaded from the cache, else trained and cached.
+
+    The cache key is the base model's fingerprint, a hash of the documents and
+    ``config.key()``, so every study that asks for the same adapter reuses it.
+
+    Returns:
+        (peft_model, meta, path).
+    """
+    h = hashlib.sha256()
+    for d in docs:
+        h.update(d.encode("utf-8") + b"\x00")
+    key = f"{model_fingerprint(model).split(':')[1][:12]}-{h.hexdigest()[:12]}-{config.key()}"
+    path = Path(cache_dir) if cache_dir is not None else adapter_cache_dir()
+    path = path / key
+    if (path / META_FILE).exists():
+        pmodel, meta = load_lora(model, path)
+        return pmodel, meta, path
+    tmp = path.with_name(path.name + ".part")
+    res = train_lora(model, tokenizer, docs, config, tmp, corpus_name=corpus_name, model_name=model_name,
+                     progress=progress)
+    if path.exists():  # pragma: no cover - another process finished the same adapter first
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        pmodel, meta = load_lora(model, path)
+        return pmodel, meta, path
+    tmp.replace(path)
+    return res.model, res.meta, path
 
 
 def load_lora(model, adapter_dir, copy_model: bool = True):

@@ -84,3 +84,33 @@ def test_missing_peft_names_the_extra(tok, tmp_path, monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_peft)
     with pytest.raises(ImportError, match=r"steer\[lora\]"):
         train_lora(tiny_llama(len(tok)), tok, DOCS, LoraTrainConfig(steps=1, window=16), tmp_path / "x")
+
+
+def test_early_stopping_ends_training_and_keeps_the_best_adapter(tok, tmp_path):
+    model = tiny_llama(len(tok))
+    docs = [f"the pixels dream of light {i} and the light dreams of pixels" for i in range(200)]
+    # A learning rate this high overfits at once: the held-out loss stops improving.
+    cfg = LoraTrainConfig(rank=4, steps=400, lr=0.3, batch_size=4, window=16, eval_every=5, patience=2,
+                          target_modules=["q_proj", "v_proj"])
+    res = train_lora(model, tok, docs, cfg, tmp_path / "ad")
+    meta = res.meta
+    assert meta["stopped_by"] == "early_stopping" and meta["steps"] < 400
+    best = min(meta["eval_curve"], key=lambda e: e[1])
+    assert meta["best_step"] == best[0] and meta["n_eval_windows"] >= 1
+    windows = corpus_windows(tok, docs, 16)
+    held = windows[windows.shape[0] - meta["n_eval_windows"] :]
+    assert _loss(res.model, held) == pytest.approx(best[1], rel=1e-4)  # the best adapter was kept
+    with pytest.raises(ValueError, match="`eval_fraction`"):
+        LoraTrainConfig(eval_fraction=0.7)
+
+
+def test_cached_adapter_is_reused(tok, tmp_path):
+    from steer.baselines.lora import cached_lora
+
+    model = tiny_llama(len(tok))
+    cfg = LoraTrainConfig(rank=2, steps=2, batch_size=2, window=16)
+    _, meta, path = cached_lora(model, tok, DOCS, cfg, cache_dir=tmp_path)
+    _, meta2, path2 = cached_lora(model, tok, DOCS, cfg, cache_dir=tmp_path)
+    assert path == path2 and meta2["wall_seconds"] == meta["wall_seconds"]
+    _, _, path3 = cached_lora(model, tok, DOCS[:20], cfg, cache_dir=tmp_path)
+    assert path3 != path  # other text, other adapter
