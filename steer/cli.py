@@ -19,9 +19,9 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
 
 
 def _corpus_help() -> str:
-    from steer.catalog import manifest
+    from steer.catalog import style_names
 
-    return "corpus name (" + ", ".join(manifest()) + "), a text file, or a folder of .txt files"
+    return "corpus name (" + ", ".join(style_names()) + "), a text file, or a folder of .txt files"
 
 
 def _prior_args(p: argparse.ArgumentParser) -> None:
@@ -68,10 +68,10 @@ def cmd_build_table(args) -> int:
     from ngram import NGramTable
     from steer.corpora import load_corpus
 
-    corpus = load_corpus(args.corpus, holdout=args.holdout, encoding=args.encoding)
+    corpus = load_corpus(args.corpus, judge_fraction=args.judge_fraction, encoding=args.encoding)
     _print_corpus(corpus)
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
-    table = NGramTable.from_texts(corpus.train, tokenizer, args.order)
+    table = NGramTable.from_texts(corpus.steer, tokenizer, args.order)
     table.save(args.out)
     st = table.stats
     size = Path(args.out).stat().st_size
@@ -86,7 +86,8 @@ def _print_corpus(corpus) -> None:
     """Which files a corpus was read from, and which files of its folder were skipped."""
     shown = ", ".join(str(f) for f in corpus.files[:5]) + (f" and {len(corpus.files) - 5} more"
                                                           if len(corpus.files) > 5 else "")
-    print(f"corpus {corpus.name}: {len(corpus.train):,} documents for tables, {len(corpus.heldout):,} held out; "
+    print(f"corpus {corpus.name}: {len(corpus.steer):,} documents to steer with, {len(corpus.judge):,} held out "
+          f"for judging; "
           f"read {shown}", file=sys.stderr)
     if corpus.skipped:
         names = ", ".join(f.name for f in corpus.skipped[:10])
@@ -136,19 +137,30 @@ def _pct(x: float) -> str:
     return f"{x:+8.1%}" if x == x else f"{'n/a':>8s}"
 
 
+def _num(x: float, fmt: str, width: int) -> str:
+    return f"{x:{width}{fmt}}" if x == x else f"{'n/a':>{width}s}"
+
+
 def _print_summary(rows: list[dict]) -> None:
-    head = f"{'corpus':18s} {'method':12s} {'lam':>5s} {'style_ppl':>10s} {'Δstyle':>8s} {'base_ppl':>9s} " \
-           f"{'Δbase':>8s} {'JS':>6s} {'ovl3':>6s} {'dist2':>6s} {'ms/tok':>7s}"
+    head = (f"{'corpus':18s} {'method':12s} {'lam':>5s} {'hit':>5s} {'[95% CI]':>13s} {'held_ppl':>9s} "
+            f"{'base_ppl':>9s} {'Δbase':>8s} {'degen':>6s} {'dist2':>6s} {'sBLEU':>6s} {'JS':>6s} {'ms/tok':>7s}")
     print(head)
     print("-" * len(head))
     for r in rows:
-        print(f"{r['corpus'][:18]:18s} {r['method']:12s} {r['lam']:5.3g} {r['style_ppl']:10.1f} "
-              f"{_pct(r['style_ppl_rel'])} {r['base_ppl']:9.1f} {_pct(r['base_ppl_rel'])} {r['js_div']:6.3f} "
-              f"{r['overlap_3']:6.3f} {r['distinct_2']:6.3f} {r['infer_ms_per_token']:7.2f}")
-    print("style_ppl: perplexity of the continuations under the corpus's own n-gram table (favours the prior); "
-          "base_ppl: under the unsteered model; Δ: change vs λ = 0 of the same corpus; JS: Jensen-Shannon "
-          "divergence steered vs unsteered, bits; ovl3: share of generated 3-grams found in the corpus; "
-          "dist2: distinct-2 (unique/all bigrams); ms/tok: generation time per token")
+        ci = (f"[{r['judge_hit_lo']:.2f}, {r['judge_hit_hi']:.2f}]" if r["judge_hit_lo"] == r["judge_hit_lo"]
+              else "")
+        print(f"{r['corpus'][:18]:18s} {r['method']:12s} {r['lam']:5.3g} {_num(r['judge_hit'], '.2f', 5)} "
+              f"{ci:>13s} {_num(r['heldout_style_ppl'], '.1f', 9)} {_num(r['base_ppl'], '.1f', 9)} "
+              f"{_pct(r['base_ppl_rel'])} {_num(r['degenerate_rate'], '.2f', 6)} {_num(r['distinct_2'], '.3f', 6)} "
+              f"{_num(r['self_bleu'], '.3f', 6)} {_num(r['js_div'], '.3f', 6)} "
+              f"{_num(r['infer_ms_per_token'], '.2f', 7)}")
+    print("hit: share of continuations the held-out style classifier assigns to the corpus, with its 95 % "
+          "bootstrap interval over prompts; held_ppl: word perplexity under Kneser-Ney of the corpus's judge "
+          "split (never seen by any method); base_ppl: under the unsteered model (fluency), Δ vs λ = 0; degen: "
+          "share of degenerate continuations (empty, short, looping, copying the prompt); dist2: distinct word "
+          "bigrams / all; sBLEU: self-BLEU across the cell (high = alike); JS: Jensen-Shannon divergence "
+          "steered vs unsteered, bits; ms/tok: generation time per token. matched.csv compares the prior with "
+          "each baseline at equal base_ppl.")
 
 
 def _run_sweep(config, out) -> int:
@@ -173,9 +185,9 @@ def _run_sweep(config, out) -> int:
         raise Interrupted(f"interrupted after {bar.n}/{total} cells; rerun the same command to resume") from None
     bar.close()
     _print_summary(rows)
-    print(f"\nwrote {out}/results.csv, results.json, samples.jsonl, config.json"
-          + (", metrics_vs_lambda.png" if (Path(out) / "metrics_vs_lambda.png").exists() else
-             " (install steer[plot] for metrics_vs_lambda.png)"))
+    print(f"\nwrote {out}/results.csv, results.json, matched.csv, samples.jsonl, config.json, judge.json"
+          + (", metrics_vs_lambda.png, pareto.png" if (Path(out) / "metrics_vs_lambda.png").exists() else
+             " (install steer[plot] for the figures)"))
     return 0
 
 
@@ -192,6 +204,7 @@ def cmd_sweep(args) -> int:
         max_new_tokens=args.max_new_tokens, samples=args.samples, seed=args.seed, decoding=args.decoding,
         num_beams=args.num_beams, temperature=args.temperature, top_p=args.top_p, order=args.order,
         prior=_prior_options(args), baselines=args.baseline or [], encoding=args.encoding,
+        judge_fraction=args.judge_fraction, judges=[j for j in args.judges.split(",") if j.strip()],
         lora=dict(steps=args.lora_steps, rank=args.lora_rank),
     )
     return _run_sweep(config, args.out)
@@ -216,7 +229,7 @@ def cmd_train_lora(args) -> int:
         bar.set_postfix(loss=f"{loss:.3f}")
         bar.update(1)
 
-    res = train_lora(model, tokenizer, corpus.train, config, args.out, corpus_name=args.corpus,
+    res = train_lora(model, tokenizer, corpus.steer, config, args.out, corpus_name=args.corpus,
                      model_name=args.model, progress=progress, copy_model=False)
     bar.close()
     curve = res.meta["loss_curve"]
@@ -343,7 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus", required=True, help=_corpus_help())
     p.add_argument("--tokenizer", required=True, help="tokenizer folder or model folder (the model you will steer)")
     p.add_argument("--order", type=int, default=3, help="highest n-gram order N")
-    p.add_argument("--holdout", type=float, default=0.05, help="fraction of documents kept out of the table")
+    p.add_argument("--judge-fraction", type=float, default=0.2,
+                   help="share of the corpus held out for judging, never counted (0: use all of it)")
     p.add_argument("--encoding", default="utf-8", help="text encoding of corpus files")
     p.add_argument("--out", required=True, type=Path, help="output .safetensors file")
 
@@ -368,8 +382,13 @@ def build_parser() -> argparse.ArgumentParser:
     _prior_args(p)
     p.add_argument("--baseline", action="append", choices=["prompt", "lora"],
                    help="also measure style prompting (and prior + prompt) or a LoRA adapter (repeat)")
-    p.add_argument("--lora-steps", type=int, default=200, help="training steps of each LoRA baseline")
+    p.add_argument("--lora-steps", type=int, default=1000,
+                   help="step budget of each LoRA baseline (training stops earlier when a held-out loss stalls)")
     p.add_argument("--lora-rank", type=int, default=8, help="LoRA rank r")
+    p.add_argument("--judge-fraction", type=float, default=0.2,
+                   help="share of each corpus held out for the judges, never seen by any method (>= 0.15)")
+    p.add_argument("--judges", default="heldout_ppl,classifier,diversity",
+                   help="comma-separated held-out judges (classifier needs steer[eval]); empty for none")
     _decode_args(p)
 
     p = _add(sub, "train-lora", "train a LoRA adapter on a style corpus (needs steer[lora])", cmd_train_lora)
@@ -379,7 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="adapter folder (PEFT format + steer_lora.json)")
     p.add_argument("--rank", type=int, default=8, help="LoRA rank r")
     p.add_argument("--alpha", type=float, default=16.0, help="LoRA scaling alpha")
-    p.add_argument("--steps", type=int, default=200, help="AdamW steps")
+    p.add_argument("--steps", type=int, default=1000,
+                   help="step budget (AdamW steps; stops earlier when the held-out loss stalls)")
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate")
     p.add_argument("--batch-size", type=int, default=8, help="training windows per step")
     p.add_argument("--window", type=int, default=128, help="tokens per training window")

@@ -14,12 +14,12 @@ from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
 
 # (column, title, is it a change vs lam = 0 in percent, which direction is better)
 PANELS = [
-    ("style_ppl_rel", "style perplexity under the steering table", True, "lower = more n-gram-like"),
+    ("judge_hit", "judged in-style (held-out classifier)", False, "higher = more in style"),
+    ("heldout_style_ppl_rel", "held-out style perplexity (judge split)", True, "lower = closer to the style"),
     ("base_ppl_rel", "base-model perplexity", True, "lower = more fluent"),
-    ("js_div", "JS divergence, steered vs unsteered (bits)", False, "lower = gentler steering"),
-    ("overlap_3_rel", "3-gram overlap with the corpus", True, "higher = more corpus n-grams"),
-    ("distinct_2_rel", "distinct-2", True, "higher = more diverse"),
-    ("jaccard_vs_unsteered", "unigram Jaccard vs unsteered", False, "1 = unchanged"),
+    ("degenerate_rate", "degenerate continuations (share)", False, "lower = fewer loops / empty / copies"),
+    ("distinct_2_rel", "distinct-2 (words)", True, "higher = more diverse"),
+    ("steer_table_ppl_rel", "perplexity under the steering table itself", True, "favours the prior by construction"),
 ]
 REFERENCE_STYLES = {"prompt": "--", "lora": "-."}
 LINTHRESH = 0.02
@@ -87,5 +87,62 @@ def plot_metrics_vs_lambda(rows: list[dict], path: Path, title: str | None = Non
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout(rect=(0, 0.06, 1, 0.95 if title else 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+METHOD_STYLES = {"prior": ("-o", "prior"), "prior+prompt": (":s", "prior + prompt"),
+                 "prompt": ("D", "prompt"), "lora": ("^", "LoRA")}
+
+
+def plot_pareto(rows: list[dict], path: Path, title: str | None = None) -> None:
+    """Per corpus: x = base-model perplexity (log), y = judge hit rate with its 95 % interval.
+
+    One curve per method with lambda as points (the prompting and LoRA
+    baselines are single points); marker area follows distinct-2, so a
+    method that buys style with repetition shows small markers. Up and to
+    the left is better.
+    """
+    corpora = [c for c in dict.fromkeys(r["corpus"] for r in rows)
+               if any(_finite(r.get("judge_hit")) for r in rows if r["corpus"] == c)]
+    if not corpora:
+        return
+    cols = min(3, len(corpora))
+    nrows = math.ceil(len(corpora) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(5.2 * cols, 4.3 * nrows), squeeze=False)
+    for ax, corpus in zip(axes.flat, corpora, strict=False):
+        mine = [r for r in rows if r["corpus"] == corpus and _finite(r.get("judge_hit"))]
+        for i, (method, (style, label)) in enumerate(METHOD_STYLES.items()):
+            pts = sorted((r for r in mine if r.get("method", "prior") == method), key=lambda r: r["lam"])
+            if not pts:
+                continue
+            x = [r["base_ppl"] for r in pts]
+            y = [r["judge_hit"] for r in pts]
+            err = [[max(0.0, r["judge_hit"] - r["judge_hit_lo"]) if _finite(r.get("judge_hit_lo")) else 0 for r in pts],
+                   [max(0.0, r["judge_hit_hi"] - r["judge_hit"]) if _finite(r.get("judge_hit_hi")) else 0 for r in pts]]
+            colour = f"C{i}"
+            ax.errorbar(x, y, yerr=err, fmt=style[:-1] if len(style) > 1 else "none", color=colour, lw=1,
+                        alpha=0.8, capsize=2)
+            sizes = [12 + 120 * (r["distinct_2"] if _finite(r.get("distinct_2")) else 0.5) for r in pts]
+            ax.scatter(x, y, s=sizes, marker=style[-1], color=colour, label=label, zorder=3, edgecolor="k", lw=0.4)
+            if method in ("prior", "prior+prompt"):
+                for r in pts:
+                    ax.annotate(f"{r['lam']:g}", (r["base_ppl"], r["judge_hit"]), fontsize=6.5,
+                                xytext=(3, 3), textcoords="offset points", color=colour)
+        ax.set_xscale("log")
+        ax.set_title(corpus, fontsize=10)
+        ax.set_xlabel("base-model perplexity (lower = more fluent)", fontsize=8.5)
+        ax.set_ylabel("judged in-style (share)", fontsize=8.5)
+        ax.set_ylim(-0.03, 1.03)
+        ax.grid(alpha=0.3, which="both")
+    for ax in list(axes.flat)[len(corpora):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(handles), fontsize=9, frameon=False,
+               title="numbers: λ; marker area: distinct-2; bars: 95 % bootstrap interval over prompts",
+               title_fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout(rect=(0, 0.08, 1, 0.95 if title else 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from steer import metrics as M
-from steer.corpora import load_corpus
+from steer.corpora import Corpus, load_corpus
 from steer.generation import DecodeConfig, continue_prompts
 from steer.monitor import DivergenceRecorder
 from steer.runs import RunLock, check_same_config, normalise
@@ -20,14 +20,25 @@ from steer.style import NGramStylePrior, check_lam
 from steer.tables import table_for
 
 PROMPTS_PATH = Path(__file__).with_name("data") / "prompts.txt"
-METRICS = ["style_ppl", "base_ppl", "js_div", "overlap_1", "overlap_2", "overlap_3",
-           "distinct_1", "distinct_2", "jaccard_vs_unsteered", "prefix_vs_unsteered", "mean_len"]
+# Judge figures (held-out, independent of every method), then the older
+# figures: steer_table_ppl and overlap_n use the steering table itself and
+# so favour the prior by construction.
+JUDGE_METRICS = ["judge_hit", "judge_hit_lo", "judge_hit_hi", "judge_p_target", "heldout_style_ppl",
+                 "degenerate_rate", "distinct_1", "distinct_2", "self_bleu"]
+METRICS = [*JUDGE_METRICS, "base_ppl", "steer_table_ppl", "js_div", "overlap_1", "overlap_2", "overlap_3",
+           "jaccard_vs_unsteered", "prefix_vs_unsteered", "mean_len"]
 COSTS = ["train_s", "infer_ms_per_token", "extra_mem_mb"]
-# JS divergence is 0 by definition at lam = 0, so it has no relative change.
-REL_METRICS = [m for m in METRICS if m != "js_div"]
+# Relative change vs the unsteered cell. Not for JS divergence (0 at lam = 0 by
+# definition) nor for interval bounds.
+REL_METRICS = ["judge_hit", "judge_p_target", "heldout_style_ppl", "base_ppl", "steer_table_ppl",
+               "degenerate_rate", "distinct_2", "self_bleu", "overlap_3"]
 COLUMNS = ["corpus", "method", "lam", "n_samples", *METRICS, *COSTS, *[f"{m}_rel" for m in REL_METRICS]]
-TABLE_SUFFIX = ".safetensors"
 BASELINES = ("prompt", "lora")
+TABLE_SUFFIX = ".safetensors"
+NEUTRAL_CORPUS = "background"
+# Per-sample values kept in samples.jsonl (judges, fluency), for paired comparisons.
+SAMPLE_VALUES = ["judge_hit", "judge_p_target", "heldout_nll", "heldout_words", "degenerate", "base_nll",
+                 "base_tokens"]
 
 
 def read_prompts(path) -> list[str]:
@@ -68,9 +79,13 @@ class SweepConfig:
             default is the seed paper's form, a weighted sum of per-order
             add-alpha log-probabilities; its weights are ours (the paper's are
             not given).
-        metric_smoothing: estimate used for style perplexity (Kneser-Ney).
-        holdout: fraction of each corpus's documents kept out of the tables.
+        metric_smoothing: estimate used for steer_table_ppl (Kneser-Ney).
+        judge_fraction: share of each corpus held out as its judge split
+            (>= 0.15): no method sees it, the judges are built from it.
         encoding: text encoding of the corpus files.
+        judges: which held-out judges score the cells (see steer.judges.panel.JUDGES).
+        classifier: options of the style classifier (steer.judges.classifier.StyleClassifier).
+        neutral: the corpus of the classifier's neutral class (the base model's books).
         baselines: any of "prompt" (style prompting; also adds prior + prompt at
             every lam > 0) and "lora" (a LoRA adapter per corpus, needs PEFT).
         style_prompt: fields of steer.baselines.prompt.StylePrompt.
@@ -92,8 +107,11 @@ class SweepConfig:
     prior: dict = field(default_factory=lambda: {
         "smoothing": "add_alpha", "mode": "logsum", "weights": [0.2, 0.3, 0.5], "alpha": 0.01})
     metric_smoothing: str = "kneser_ney"
-    holdout: float = 0.05
+    judge_fraction: float = 0.2
     encoding: str = "utf-8"
+    judges: list[str] = field(default_factory=lambda: ["heldout_ppl", "classifier", "diversity"])
+    classifier: dict = field(default_factory=dict)
+    neutral: str = NEUTRAL_CORPUS
     baselines: list[str] = field(default_factory=list)
     style_prompt: dict = field(default_factory=dict)
     lora: dict = field(default_factory=dict)
@@ -110,10 +128,21 @@ class SweepConfig:
         if bad:
             raise ValueError(f"`baselines` must be among {BASELINES}, got {bad}")
         self.baselines = sorted(set(self.baselines))
+        if not 0.15 <= self.judge_fraction <= 0.5:
+            raise ValueError(f"`judge_fraction` must lie in [0.15, 0.5], got {self.judge_fraction}")
+        from steer.judges.panel import JUDGES
+
+        bad = [j for j in self.judges if j not in JUDGES]
+        if bad:
+            raise ValueError(f"`judges` must be among {JUDGES}, got {bad}")
+        if "classifier" in self.judges:
+            from steer.judges.classifier import _sklearn
+
+            _sklearn()
         tables = [c for c in self.corpora if is_table_file(c)]
-        if tables and self.baselines:
-            raise ValueError(f"baselines {self.baselines} need corpus text, but {tables} are saved tables; "
-                             "give those corpora by name or text path")
+        if tables and (self.baselines or self.judges):
+            raise ValueError(f"baselines and judges need corpus text, but {tables} are saved tables; give "
+                             "those corpora by name or text path, or pass no baselines and judges=[]")
         self.decode(0)  # validates the decoding settings
         if "prompt" in self.baselines:
             self.prompt_style()
@@ -196,6 +225,16 @@ def _key(row: dict) -> tuple:
     return row["corpus"], row.get("method", "prior"), row["lam"]
 
 
+def continuation_texts(tokenizer, prompt_ids, conts) -> list[str]:
+    """Each continuation's text exactly as it follows its prompt (leading space included)."""
+    out = []
+    for p, c in zip(prompt_ids, conts, strict=True):
+        head = tokenizer.decode(p, skip_special_tokens=True)
+        full = tokenizer.decode(list(p) + list(c), skip_special_tokens=True)
+        out.append(full[len(head):] if full.startswith(head) else " " + tokenizer.decode(c, skip_special_tokens=True))
+    return out
+
+
 class _Runner:
     """Generates and scores one cell; holds what the cells of a corpus share."""
 
@@ -203,6 +242,11 @@ class _Runner:
         self.config, self.model, self.tokenizer = config, model, tokenizer
         self.unsteered = {k: continue_prompts(model, tokenizer, config.prompts, (), config.decode(k))
                           for k in range(config.samples)}
+        self.panel = None
+
+    def unsteered_texts(self) -> list[str]:
+        return [t for k in range(self.config.samples)
+                for t in continuation_texts(self.tokenizer, *self.unsteered[k])]
 
     def cell(self, corpus, table, method, lam, gen_model=None, prefix="", costs=None):
         cfg, tok = self.config, self.tokenizer
@@ -237,17 +281,25 @@ class _Runner:
                 pre.append(M.shared_prefix(a, b))
             prompt_ids += user_ids  # scored after the user's prompt, never the style prefix
             conts += c_ids
-            samples += [{"corpus": corpus, "method": method, "lam": lam, "sample": k,
-                         "prompt": cfg.prompts[i], "text": tok.decode(c, skip_special_tokens=True)}
-                        for i, c in enumerate(c_ids)]
+            texts = continuation_texts(tok, user_ids, c_ids)
+            samples += [{"corpus": corpus, "method": method, "lam": lam, "sample": k, "prompt_index": i,
+                         "prompt": cfg.prompts[i], "text": t} for i, t in enumerate(texts)]
         n_tok = sum(len(c) for c in conts)
+        base = M.base_nll(self.model, prompt_ids, conts)
+        values = {"base_nll": [b[0] for b in base], "base_tokens": [float(b[1]) for b in base]}
+        texts = [s["text"] for s in samples]
+        user_prompts = [s["prompt"] for s in samples]
+        if self.panel is not None:
+            values.update(self.panel.score(corpus, user_prompts, texts))
+        for i, smp in enumerate(samples):
+            smp.update({k: v[i] for k, v in values.items()})
         row = {
             "corpus": corpus, "method": method, "lam": lam, "n_samples": len(conts),
-            "style_ppl": M.style_perplexity(table, prompt_ids, conts, smoothing=cfg.metric_smoothing),
-            "base_ppl": M.base_perplexity(self.model, prompt_ids, conts),
+            **judge_columns(samples, self.panel.summary(user_prompts, texts) if self.panel else {}),
+            "base_ppl": pooled_ppl(values["base_nll"], values["base_tokens"]),
+            "steer_table_ppl": M.style_perplexity(table, prompt_ids, conts, smoothing=cfg.metric_smoothing),
             "js_div": _mean(js) if js else float("nan") if method in ("prompt", "lora") else 0.0,
             **{f"overlap_{n}": M.ngram_overlap(table, conts, n) for n in (1, 2, 3)},
-            "distinct_1": M.distinct_n(conts, 1), "distinct_2": M.distinct_n(conts, 2),
             "jaccard_vs_unsteered": _mean(jac), "prefix_vs_unsteered": _mean(pre),
             "mean_len": _mean([len(c) for c in conts]),
             "infer_ms_per_token": 1e3 * gen_s / n_tok if n_tok else float("nan"),
@@ -256,20 +308,53 @@ class _Runner:
         return row, samples
 
 
+def pooled_ppl(nll, counts) -> float:
+    """exp(sum of NLL / sum of counts) (NaN for no tokens)."""
+    total = sum(counts)
+    return math.exp(sum(nll) / total) if total else float("nan")
+
+
+def judge_columns(samples: list[dict], summary: dict) -> dict:
+    """A cell's judge figures from its samples' per-sample values, with 95 % bootstrap intervals over prompts."""
+    from steer.judges.stats import bootstrap_mean_ci
+
+    nan = float("nan")
+    out = {m: nan for m in JUDGE_METRICS}
+    idx = [s["prompt_index"] for s in samples]
+    if samples and "judge_hit" in samples[0]:
+        out["judge_hit"], out["judge_hit_lo"], out["judge_hit_hi"] = bootstrap_mean_ci(
+            [s["judge_hit"] for s in samples], idx)
+        out["judge_p_target"] = _mean([s["judge_p_target"] for s in samples])
+    if samples and "heldout_nll" in samples[0]:
+        out["heldout_style_ppl"] = pooled_ppl([s["heldout_nll"] for s in samples],
+                                              [s["heldout_words"] for s in samples])
+    if samples and "degenerate" in samples[0]:
+        out["degenerate_rate"] = _mean([s["degenerate"] for s in samples])
+    out.update(summary)
+    return out
+
+
 def run_sweep(config: SweepConfig, out_dir, model=None, tokenizer=None,
               progress: Callable[[str], None] | None = None,
               lora_progress: Callable[[int, float], None] | None = None) -> list[dict]:
     """Run (or resume) a sweep and write its results into ``out_dir``.
 
     Everything that does not need the model is checked first (the run folder's
-    lock and config, every corpus), so a bad setting fails in seconds and
-    leaves nothing behind; config.json is written only once the model has
-    loaded. One process holds the folder at a time (:class:`steer.runs.RunLock`).
+    lock and config, every corpus and its steer/judge split), so a bad
+    setting fails in seconds and leaves nothing behind; config.json is
+    written only once the model has loaded. One process holds the folder at
+    a time (:class:`steer.runs.RunLock`).
 
-    Writes config.json, samples.jsonl, cells.jsonl (one finished cell a line;
-    a resumed run skips these), results.csv, results.json and, when matplotlib
-    is installed, metrics_vs_lambda.png. LoRA adapters are kept in
-    ``out_dir/adapters/<corpus>`` and reused on resume.
+    Methods see only each corpus's steer split; the judges (``config.judges``)
+    are built from the judge splits and score every cell alike.
+
+    Writes config.json (settings, versions, the splits), judge.json (the
+    judges and their own accuracy), samples.jsonl (every continuation with
+    its per-sample judge values), cells.jsonl (one finished cell a line; a
+    resumed run skips these), results.csv / results.json (one row per cell,
+    intervals included), matched.csv (the prior against each baseline at the
+    baseline's base perplexity) and, with matplotlib, metrics_vs_lambda.png
+    and pareto.png.
 
     Returns:
         The result rows, with relative changes vs the unsteered cell (prior, lam = 0)
@@ -280,6 +365,8 @@ def run_sweep(config: SweepConfig, out_dir, model=None, tokenizer=None,
     with RunLock(out):
         check_same_config(out, cfg_json)
         sources = {name: _load_source(name, config) for name in config.corpora}
+        splits = {name: src.split for name, src in sources.items() if isinstance(src, Corpus)}
+        check_same_splits(out, splits)
         cells = _read_jsonl(out / "cells.jsonl")
         done = {_key(c) for c in cells}
         note = progress or (lambda msg: None)
@@ -288,16 +375,53 @@ def run_sweep(config: SweepConfig, out_dir, model=None, tokenizer=None,
                 note(f"{c} {m} lam={lam} (done earlier)")
         todo = [cell for cell in config.cells() if cell not in done]
         if todo:
+            judged = {}
+            if config.judges:
+                judged = _judge_corpora(config, sources)
             if model is None:
                 from steer.models import load_model
 
                 model, tokenizer = load_model(config.model)
-            (out / "config.json").write_text(
-                json.dumps({"sweep": cfg_json, "versions": package_versions()}, indent=2), encoding="utf-8")
-            _run_cells(config, out, model, tokenizer, sources, todo, cells, done, note, lora_progress)
+            (out / "config.json").write_text(json.dumps(
+                {"sweep": cfg_json, "versions": package_versions(), "splits": splits}, indent=2), encoding="utf-8")
+            _run_cells(config, out, model, tokenizer, sources, judged, todo, cells, done, note, lora_progress)
         rows = _with_relative(cells, config)
         _write_results(out, rows, config)
         return rows
+
+
+def check_same_splits(out: Path, splits: dict) -> None:
+    """Refuse to resume when a corpus's text (so its steer/judge split) changed since the run began."""
+    path = out / "config.json"
+    if not path.exists():
+        return
+    old = json.loads(path.read_text(encoding="utf-8")).get("splits")
+    if old is None:
+        return
+    changed = [n for n in splits if n in old and normalise(old[n]) != normalise(splits[n])]
+    if changed:
+        raise ValueError(f"the text of {changed} changed since {str(out)!r} began (its steer/judge split differs); "
+                         "use another --out")
+
+
+def _judge_corpora(config: SweepConfig, sources: dict) -> dict:
+    """Every corpus the judges need, loaded and split before the model: targets, classes, neutral."""
+    from steer.catalog import style_names
+
+    judged = {"targets": {name: src for name, src in sources.items() if isinstance(src, Corpus)}}
+    if "classifier" in config.judges:
+        judged["classes"] = {name: judged["targets"].get(name) or load_corpus(
+            name, judge_fraction=config.judge_fraction) for name in style_names()}
+        judged["neutral"] = load_corpus(config.neutral, judge_fraction=config.judge_fraction)
+    return judged
+
+
+def _build_panel(config: SweepConfig, judged: dict, runner: _Runner):
+    from steer.judges.panel import JudgePanel, word_lengths
+
+    return JudgePanel(judged["targets"], judged.get("classes"), judged.get("neutral"),
+                      lengths=word_lengths(runner.unsteered_texts()), kinds=config.judges,
+                      classifier_options=config.classifier)
 
 
 def _load_source(name: str, config: SweepConfig):
@@ -309,16 +433,19 @@ def _load_source(name: str, config: SweepConfig):
         if not path.exists():
             raise FileNotFoundError(f"table file {name!r} not found")
         return NGramTable.load(path)
-    return load_corpus(name, holdout=config.holdout, encoding=config.encoding)
+    return load_corpus(name, judge_fraction=config.judge_fraction, encoding=config.encoding)
 
 
-def _run_cells(config, out, model, tokenizer, sources, todo, cells, done, note, lora_progress) -> None:
+def _run_cells(config, out, model, tokenizer, sources, judged, todo, cells, done, note, lora_progress) -> None:
     from ngram import NGramTable
 
     samples = [s for s in _read_jsonl(out / "samples.jsonl") if _key(s) in done]
     _write_jsonl(out / "samples.jsonl", samples)
     _write_jsonl(out / "cells.jsonl", cells)
     runner = _Runner(config, model, tokenizer)
+    if judged:
+        runner.panel = _build_panel(config, judged, runner)
+        (out / "judge.json").write_text(json.dumps(runner.panel.report(), indent=1), encoding="utf-8")
     for corpus_name in config.corpora:
         mine = [cell for cell in todo if cell[0] == corpus_name]
         if not mine:
@@ -341,7 +468,7 @@ def _run_cells(config, out, model, tokenizer, sources, todo, cells, done, note, 
                 row, new = runner.cell(corpus_name, table, method, lam, gen_model=pmodel, costs=costs)
                 del pmodel
             else:
-                prefix = config.prompt_style().prefix(corpus.train) if "prompt" in method else ""
+                prefix = config.prompt_style().prefix(corpus.steer) if "prompt" in method else ""
                 costs = dict(prior_costs) if "prior" in method else {"train_s": 0.0, "extra_mem_mb": 0.0}
                 row, new = runner.cell(corpus_name, table, method, lam, prefix=prefix, costs=costs)
             samples += new
@@ -352,16 +479,18 @@ def _run_cells(config, out, model, tokenizer, sources, todo, cells, done, note, 
 
 
 def _lora_for(config, model, tokenizer, corpus, out: Path, progress):
-    """The corpus's adapter: loaded from the run folder if trained earlier, else trained now."""
-    from steer.baselines.lora import META_FILE, adapter_bytes, load_lora, train_lora
+    """The corpus's adapter, trained on its steer split (cached per model, text and settings).
 
-    path = out / "adapters" / Path(corpus.name).name
-    if (path / META_FILE).exists():
-        pmodel, meta = load_lora(model, path)
-    else:
-        res = train_lora(model, tokenizer, corpus.train, config.lora_config(), path,
-                         corpus_name=corpus.name, model_name=config.model, progress=progress)
-        pmodel, meta = res.model, res.meta
+    Its metadata (loss curves, steps, what ended training, wall time) is
+    copied to ``out/adapters/<corpus>.json``.
+    """
+    from steer.baselines.lora import adapter_bytes, cached_lora
+
+    pmodel, meta, path = cached_lora(model, tokenizer, corpus.steer, config.lora_config(), corpus_name=corpus.name,
+                                     model_name=config.model, progress=progress)
+    (out / "adapters").mkdir(exist_ok=True)
+    (out / "adapters" / f"{Path(corpus.name).name}.json").write_text(
+        json.dumps({**meta, "adapter_path": str(path)}, indent=1), encoding="utf-8")
     return pmodel, meta, adapter_bytes(pmodel)
 
 
@@ -379,6 +508,14 @@ def _with_relative(cells: list[dict], config: SweepConfig) -> list[dict]:
 
 
 def _write_results(out: Path, rows: list[dict], config: SweepConfig) -> None:
+    from steer.matched import MATCHED_COLUMNS, matched_table
+
+    matched = matched_table(rows, _read_jsonl(out / "samples.jsonl"))
+    with open(out / "matched.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=MATCHED_COLUMNS)
+        w.writeheader()
+        for r in matched:
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
     with open(out / "results.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS)
         w.writeheader()
@@ -389,7 +526,10 @@ def _write_results(out: Path, rows: list[dict], config: SweepConfig) -> None:
         from steer.plots import plot_metrics_vs_lambda
     except ImportError:
         return
+    from steer.plots import plot_pareto
+
     plot_metrics_vs_lambda(rows, out / "metrics_vs_lambda.png", title=plot_title(config))
+    plot_pareto(rows, out / "pareto.png", title=plot_title(config))
 
 
 def plot_title(config: SweepConfig) -> str:

@@ -30,7 +30,8 @@ def test_sweep_small(aidreams_path, tmp_path, capsys):
     prompts = tmp_path / "p.txt"
     prompts.write_text("Once upon a time\nThe machine\n")
     assert main(["sweep", "--model", str(aidreams_path), "--corpus", "kjv_new_testament", "--lambdas", "0,1",
-                 "--prompts", str(prompts), "--max-new-tokens", "6", "--out", str(tmp_path / "run")]) == 0
+                 "--prompts", str(prompts), "--max-new-tokens", "6", "--judges", "heldout_ppl,diversity",
+                 "--out", str(tmp_path / "run")]) == 0
     assert "kjv_new_testament" in capsys.readouterr().out
     assert (tmp_path / "run" / "results.csv").exists()
 
@@ -73,7 +74,7 @@ def test_edits_make_data(tmp_path, shared_data, capsys):
 
 def _sweep_args(model, out, prompts, *extra):
     return ["sweep", "--model", str(model), "--corpus", "kjv_new_testament", "--lambdas", "0,0.5,1",
-            "--prompts", str(prompts), "--max-new-tokens", "5", "--out", str(out), *extra]
+            "--prompts", str(prompts), "--max-new-tokens", "5", "--judges", "diversity", "--out", str(out), *extra]
 
 
 @pytest.fixture
@@ -249,7 +250,7 @@ def test_build_table_reports_and_its_table_drives_generate_and_sweep(aidreams_pa
     assert "[steered, lam=1.0]" in capsys.readouterr().out
     run = tmp_path / "run"
     assert main(["sweep", "--model", str(aidreams_path), "--corpus", str(table), "--lambdas", "0,1",
-                 "--prompts", str(two_prompts), "--max-new-tokens", "4", "--out", str(run)]) == 0
+                 "--prompts", str(two_prompts), "--max-new-tokens", "4", "--judges", "", "--out", str(run)]) == 0
     assert (run / "results.csv").read_text().count("kjv.safetensors") == 2
     assert main(["generate", "--model", str(aidreams_path), "--table", str(tmp_path / "none.safetensors"),
                  "x"]) == 2

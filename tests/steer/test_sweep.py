@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -13,7 +14,7 @@ from steer.sweep import COLUMNS, SweepConfig, builtin_prompts, parse_lambdas, ru
 
 def _config(aidreams_path, corpus_file, **kw):
     base = dict(model=str(aidreams_path), corpora=[str(corpus_file)], lambdas=[0.5, 2.0],
-                prompts=["Once upon a time", "The machine dreamed"], max_new_tokens=8)
+                prompts=["Once upon a time", "The machine dreamed"], max_new_tokens=8, judges=["diversity"])
     base.update(kw)
     return SweepConfig(**base)
 
@@ -21,7 +22,7 @@ def _config(aidreams_path, corpus_file, **kw):
 @pytest.fixture
 def corpus_file(tmp_path):
     path = tmp_path / "style.txt"
-    path.write_text("\n\n".join(["the pixels dream of light and the light dreams of pixels"] * 30))
+    path.write_text("\n\n".join([f"the pixels dream of light {i} and the light dreams of pixels" for i in range(30)]))
     return path
 
 
@@ -38,7 +39,7 @@ def test_sweep_writes_every_file_and_resumes(aidreams, aidreams_path, corpus_fil
         table = list(csv.DictReader(f))
     assert list(table[0]) == COLUMNS
     base = rows[0]
-    assert base["lam"] == 0 and base["js_div"] < 1e-9 and base["style_ppl_rel"] == 0
+    assert base["lam"] == 0 and base["js_div"] < 1e-9 and base["steer_table_ppl_rel"] == 0
     assert base["jaccard_vs_unsteered"] == 1.0
     assert rows[2]["js_div"] > rows[1]["js_div"] > 0
     assert len((out / "samples.jsonl").read_text().splitlines()) == 6
@@ -49,7 +50,7 @@ def test_sweep_writes_every_file_and_resumes(aidreams, aidreams_path, corpus_fil
             raise AssertionError("model used on resume")
 
     again = run_sweep(cfg, out, model=NoModel(), tokenizer=tok)
-    assert [r["style_ppl"] for r in again] == [r["style_ppl"] for r in rows]
+    assert [r["steer_table_ppl"] for r in again] == [r["steer_table_ppl"] for r in rows]
 
 
 def test_interrupted_sweep_recomputes_only_missing_cells(aidreams, aidreams_path, corpus_file, tmp_path):
@@ -60,7 +61,7 @@ def test_interrupted_sweep_recomputes_only_missing_cells(aidreams, aidreams_path
     cells = (out / "cells.jsonl").read_text().splitlines()
     (out / "cells.jsonl").write_text("\n".join(cells[:2]) + "\n" + cells[2][:10])  # cut mid-line
     again = run_sweep(cfg, out, model=model, tokenizer=tok)
-    assert [r["style_ppl"] for r in again] == pytest.approx([r["style_ppl"] for r in full])
+    assert [r["steer_table_ppl"] for r in again] == pytest.approx([r["steer_table_ppl"] for r in full])
     assert len((out / "samples.jsonl").read_text().splitlines()) == 6
 
 
@@ -95,7 +96,9 @@ def test_sweep_with_baselines(aidreams, aidreams_path, corpus_file, tmp_path):
     assert by["lora"]["train_s"] > 0 and by["lora"]["extra_mem_mb"] > 0
     assert by["prompt"]["extra_mem_mb"] == 0 and by["prior"]["extra_mem_mb"] > 0
     assert all(r["infer_ms_per_token"] > 0 for r in rows)
-    assert (tmp_path / "run" / "adapters" / "style.txt" / "adapter_config.json").exists()
+    meta = json.loads((tmp_path / "run" / "adapters" / "style.txt.json").read_text())
+    assert meta["stopped_by"] in ("early_stopping", "step_budget") and meta["steps"] <= 3
+    assert (Path(meta["adapter_path"]) / "adapter_config.json").exists()  # cached for reuse
     with pytest.raises(ValueError, match="`baselines`"):
         _config(aidreams_path, corpus_file, baselines=["rag"])
 
@@ -128,3 +131,46 @@ def test_steered_cells_are_warmed_up_before_timing(aidreams, aidreams_path, corp
     run_sweep(_config(aidreams_path, corpus_file, lambdas=[0.5]), tmp_path / "run", model=model, tokenizer=tok)
     # unsteered reference, then per cell: a short untimed warm-up with the cell's processors, then the cell
     assert calls == [(2, 0, 8), (1, 1, 2), (2, 1, 8), (1, 1, 2), (2, 1, 8)]
+
+
+def test_methods_only_see_the_steer_split(aidreams, aidreams_path, tmp_path, monkeypatch):
+    from steer import sweep
+
+    docs = [f"document number {i} says something about pixels" for i in range(100)]
+    path = tmp_path / "c.txt"
+    path.write_text("\n".join(docs))
+    built = []
+    real = sweep.table_for
+    monkeypatch.setattr(sweep, "table_for", lambda corpus, *a, **k: built.append(corpus) or real(corpus, *a, **k))
+    model, tok = aidreams
+    cfg = _config(aidreams_path, path, lambdas=[0.5], baselines=["prompt"], style_prompt=dict(exemplars=3))
+    run_sweep(cfg, tmp_path / "run", model=model, tokenizer=tok)
+    corpus = built[0]
+    assert corpus.judge and not set(corpus.judge) & set(corpus.steer)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["splits"][str(path)]["n_judge_docs"] == len(corpus.judge)
+    prefix = cfg.prompt_style().prefix(corpus.steer)
+    assert not any(d in prefix for d in corpus.judge)
+
+
+@pytest.mark.slow
+def test_sweep_with_every_judge_writes_intervals_and_matched_table(tmp_path, shared_data):
+    from steer.models import load_model
+
+    model, tok = load_model(str(shared_data / "models" / "base-llama2tok"))
+    cfg = SweepConfig(model="base-llama2tok", corpora=["kjv_new_testament"], lambdas=[0.5, 1.0],
+                      prompts=builtin_prompts()[:24], max_new_tokens=24, decoding="sample", top_p=0.95,
+                      baselines=["prompt"])
+    rows = run_sweep(cfg, tmp_path / "run", model=model, tokenizer=tok)
+    for r in rows:
+        assert 0 <= r["judge_hit_lo"] <= r["judge_hit"] <= r["judge_hit_hi"] <= 1
+        assert r["heldout_style_ppl"] > 1 and 0 <= r["degenerate_rate"] <= 1 and 0 <= r["self_bleu"] <= 1
+    judge = json.loads((tmp_path / "run" / "judge.json").read_text())
+    assert judge["classifier"]["heldout_accuracy"] >= 0.75 and "neutral" in judge["classifier"]["classes"]
+    with open(tmp_path / "run" / "matched.csv") as f:
+        matched = list(csv.DictReader(f))
+    assert [m["baseline"] for m in matched] == ["prompt", "prior+prompt", "prior+prompt"]
+    assert list(matched[0]) == ["corpus", "baseline", "baseline_lam", "baseline_base_ppl", "baseline_hit",
+                                "prior_hit_at_ppl", "prior_lam_low", "prior_lam_high", "diff", "diff_lo",
+                                "diff_hi", "n_prompts"]
+    assert (tmp_path / "run" / "pareto.png").exists()

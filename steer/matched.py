@@ -1,0 +1,70 @@
+"""Methods compared at matched fluency: the prior's judge hit rate where its base perplexity equals a baseline's."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import numpy as np
+
+from steer.judges.stats import interpolate_at, paired_diff_ci, per_prompt_means
+
+MATCHED_COLUMNS = ["corpus", "baseline", "baseline_lam", "baseline_base_ppl", "baseline_hit", "prior_hit_at_ppl",
+                   "prior_lam_low", "prior_lam_high", "diff", "diff_lo", "diff_hi", "n_prompts"]
+BASELINE_METHODS = ("prompt", "prior+prompt", "lora")
+
+
+def _per_prompt(samples: list[dict], key: str, n_prompts: int) -> np.ndarray:
+    idx = [s["prompt_index"] for s in samples]
+    vals = [s.get(key, float("nan")) for s in samples]
+    full = np.full(n_prompts, np.nan)
+    means = per_prompt_means(vals, idx)
+    present = sorted(set(idx))
+    full[present] = means
+    return full
+
+
+def matched_table(rows: list[dict], samples: list[dict]) -> list[dict]:
+    """One row per corpus and baseline cell: the prior at the baseline's fluency, and the paired difference.
+
+    For each corpus the prior's cells, in increasing lambda, trace a curve of
+    (base perplexity, per-prompt judge hit rate). At a baseline's base
+    perplexity b the curve is interpolated linearly in log perplexity on the
+    first lambda segment that spans b, per prompt; ``diff`` = prior's hit
+    rate there minus the baseline's, with a 95 % paired bootstrap interval
+    over prompts (``diff_lo``, ``diff_hi``). When no segment spans b (the
+    prior never reaches the baseline's fluency) the prior's figures are NaN:
+    no matched comparison exists, and none is invented.
+    """
+    by_cell = defaultdict(list)
+    for s in samples:
+        if "judge_hit" in s:
+            by_cell[(s["corpus"], s["method"], s["lam"])].append(s)
+    if not by_cell:
+        return []
+    n_prompts = 1 + max(s["prompt_index"] for cell in by_cell.values() for s in cell)
+    out = []
+    for corpus in dict.fromkeys(r["corpus"] for r in rows):
+        prior = sorted((r for r in rows if r["corpus"] == corpus and r.get("method", "prior") == "prior"
+                        and (corpus, "prior", r["lam"]) in by_cell), key=lambda r: r["lam"])
+        x = [r["base_ppl"] for r in prior]
+        ys = [_per_prompt(by_cell[(corpus, "prior", r["lam"])], "judge_hit", n_prompts) for r in prior]
+        for r in rows:
+            if r["corpus"] != corpus or r.get("method") not in BASELINE_METHODS:
+                continue
+            cell = by_cell.get((corpus, r["method"], r["lam"]))
+            if not cell:
+                continue
+            base_hits = _per_prompt(cell, "judge_hit", n_prompts)
+            row = {"corpus": corpus, "baseline": r["method"], "baseline_lam": r["lam"],
+                   "baseline_base_ppl": r["base_ppl"], "baseline_hit": float(np.nanmean(base_hits)),
+                   "prior_hit_at_ppl": math.nan, "prior_lam_low": math.nan, "prior_lam_high": math.nan,
+                   "diff": math.nan, "diff_lo": math.nan, "diff_hi": math.nan, "n_prompts": int(n_prompts)}
+            hit = interpolate_at(x, ys, r["base_ppl"]) if len(prior) >= 2 else None
+            if hit is not None:
+                curve, (i, j, _) = hit
+                diff, lo, hi = paired_diff_ci(curve, base_hits)
+                row.update(prior_hit_at_ppl=float(np.nanmean(curve)), prior_lam_low=prior[i]["lam"],
+                           prior_lam_high=prior[j]["lam"], diff=diff, diff_lo=lo, diff_hi=hi)
+            out.append(row)
+    return out

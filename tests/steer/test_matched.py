@@ -1,0 +1,34 @@
+"""The matched-fluency table: interpolation along the prior's curve, paired intervals, no invented matches."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from steer.matched import MATCHED_COLUMNS, matched_table
+
+
+def _cell(method, lam, base_ppl, hits):
+    row = {"corpus": "c", "method": method, "lam": lam, "base_ppl": base_ppl}
+    samples = [{"corpus": "c", "method": method, "lam": lam, "prompt_index": i, "judge_hit": h}
+               for i, h in enumerate(hits)]
+    return row, samples
+
+
+def test_prior_is_read_at_the_baselines_perplexity_and_differences_are_paired():
+    n = 40
+    cells = [_cell("prior", 0.0, 10.0, [0.0] * n), _cell("prior", 0.5, 40.0, [1.0] * n),
+             _cell("prompt", 0.0, 20.0, [1.0] * (n // 4) + [0.0] * (3 * n // 4)),
+             _cell("lora", 0.0, 80.0, [0.5] * n)]
+    rows = [c[0] for c in cells]
+    samples = [s for c in cells for s in c[1]]
+    got = matched_table(rows, samples)
+    assert [m["baseline"] for m in got] == ["prompt", "lora"] and set(got[0]) == set(MATCHED_COLUMNS)
+    prompt = got[0]
+    # log(20) lies half way between log(10) and log(40): the prior's hit rate there is 0.5
+    assert prompt["prior_hit_at_ppl"] == pytest.approx(0.5) and prompt["baseline_hit"] == pytest.approx(0.25)
+    assert prompt["diff"] == pytest.approx(0.25) and prompt["diff_lo"] <= 0.25 <= prompt["diff_hi"]
+    assert (prompt["prior_lam_low"], prompt["prior_lam_high"]) == (0.0, 0.5)
+    lora = got[1]  # the prior never gets that far: no matched value is made up
+    assert math.isnan(lora["prior_hit_at_ppl"]) and math.isnan(lora["diff"])
