@@ -20,6 +20,22 @@ def check_lam(lam) -> float:
     return lam
 
 
+def check_width(width: int, vocab_size: int) -> None:
+    """Refuse scores narrower than the table's vocabulary (a table built for another token space)."""
+    if width < vocab_size:
+        raise ValueError(
+            f"scores have {width} columns but the table's vocabulary has {vocab_size} tokens: "
+            "the table was built for a larger token space than this model's"
+        )
+
+
+def pad_columns(rows: torch.Tensor, width: int) -> torch.Tensor:
+    """Zero columns up to ``width``: a model whose embedding matrix is padded gets no bonus there."""
+    if width > rows.shape[-1]:
+        rows = torch.nn.functional.pad(rows, (0, width - rows.shape[-1]))  # (B, width)
+    return rows
+
+
 class NGramStylePrior(LogitsProcessor):
     """scores + lam * table.logprobs(input_ids, **prior_options), at every decoding step.
 
@@ -56,17 +72,10 @@ class NGramStylePrior(LogitsProcessor):
 
     def prior(self, input_ids: torch.LongTensor, width: int) -> torch.Tensor:
         """The style log-prior for every row, float32 [B, width] (zeros past the table's vocab)."""
-        v = self.table.vocab_size
-        if width < v:
-            raise ValueError(
-                f"scores have {width} columns but the table's vocabulary has {v} tokens: "
-                "the table was built for a larger token space than this model's"
-            )
+        check_width(width, self.table.vocab_size)
         # validate=False: no host sync per step; out-of-range ids never match.
         prior = self.table.logprobs_with(input_ids, self.options, validate=False)  # (B, V_table)
-        if width > v:
-            prior = torch.nn.functional.pad(prior, (0, width - v))  # (B, width)
-        return prior
+        return pad_columns(prior, width)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if self.lam == 0:

@@ -1,0 +1,171 @@
+"""Steering variants beyond the paper's injection: contrastive, plausibility-bounded, entropy-gated, KL-budgeted.
+
+All of them add a per-token *bonus* b(w | h) from n-gram tables to the model's
+scores, at a per-row strength; they differ in what the bonus is, where it
+applies and how strong it is. :class:`GuidedStylePrior` composes the options;
+:class:`steer.style.NGramStylePrior` stays exactly the seed paper's injection.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from transformers import LogitsProcessor
+
+from ngram import NGramTable
+from steer.style import check_lam, check_width, pad_columns
+
+Strength = Literal["constant", "entropy", "kl"]
+STRENGTHS = ("constant", "entropy", "kl")
+KL_BISECTION_STEPS = 12
+
+
+def _finite_positive(name: str, value, allow_none: bool = True):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"`{name}` must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+class GuidedStylePrior(LogitsProcessor):
+    """scores + lam_t * where(support, b, 0), with the bonus b, the support and lam_t set by the options.
+
+    With s the scores (logits) of a row, p = softmax(s) the model's next-token
+    distribution, V the vocabulary and h the row's last N-1 tokens:
+
+    * **bonus** b(w) = log p_style(w | h), or, with a ``background`` table,
+      the contrastive b(w) = log p_style(w | h) - log p_background(w | h) (how
+      much more the style uses w than ordinary text does; DExperts' expert
+      minus anti-expert). Both are interpolated Kneser-Ney (discount D) in the
+      steered model's token space. With ``clip`` c: b = min(max(b, -c), c).
+    * **support**: all tokens, or with ``plausibility`` alpha only the
+      plausible ones, p(w) >= alpha * max_w p(w), i.e. s(w) >= max s + log alpha
+      (contrastive decoding's adaptive plausibility constraint); the other
+      tokens keep their scores.
+    * **strength** lam_t per row and step:
+      ``"constant"``: lam;
+      ``"entropy"``: lam * H(p) / log V (steer where the model is unsure);
+      ``"kl"``: the largest lam_t in [0, lam] with KL(p_t || p) <= ``kl_budget``
+      (epsilon, nats), where p_t = softmax(s + lam_t * where(support, b, 0)).
+      KL(p_t || p) grows with lam_t (its derivative is lam_t Var_{p_t}(b) >= 0),
+      so a fixed number (12) of vectorised bisection steps finds lam_t to
+      within lam / 4096; a row whose KL at lam stays within the budget gets lam.
+
+    lam = 0 returns the scores unchanged (a copy). -inf scores stay -inf;
+    columns beyond the tables' vocabulary (a padded embedding matrix) get no
+    bonus. No state is kept between calls, no host sync and no Python loop
+    over rows: beam reordering and batching need no care.
+
+    Args:
+        table: the style table (:class:`ngram.NGramTable`).
+        lam: strength (the maximum strength for ``strength="kl"``), finite and >= 0.
+        background: optional table of ordinary text with the same vocabulary
+            (e.g. of the manifest's ``background`` corpus): makes the bonus contrastive.
+        clip: optional c > 0, clip the bonus to [-c, c].
+        plausibility: optional alpha in (0, 1], restrict the bonus to plausible tokens.
+        strength: "constant", "entropy" or "kl".
+        kl_budget: epsilon > 0 in nats, required for (and only for) strength="kl".
+        discount: Kneser-Ney discount of both tables.
+        tokenizer: if given, both tables must have been built with it.
+
+    Example:
+        >>> prior = GuidedStylePrior(style, lam=4.0, background=books, plausibility=0.1,
+        ...                          strength="kl", kl_budget=0.05)  # doctest: +SKIP
+        >>> model.generate(**inputs, logits_processor=[prior])  # doctest: +SKIP
+    """
+
+    def __init__(self, table: NGramTable, lam: float, background: NGramTable | None = None,
+                 clip: float | None = None, plausibility: float | None = None, strength: str = "constant",
+                 kl_budget: float | None = None, discount: float = 0.75, tokenizer=None):
+        if not isinstance(table, NGramTable):
+            raise TypeError(f"`table` must be an ngram.NGramTable, got {type(table).__name__}")
+        if background is not None:
+            if not isinstance(background, NGramTable):
+                raise TypeError(f"`background` must be an ngram.NGramTable, got {type(background).__name__}")
+            if background.vocab_size != table.vocab_size:
+                raise ValueError(f"`background` has vocabulary {background.vocab_size}, the style table "
+                                 f"{table.vocab_size}: build both with the steered model's tokenizer")
+            if table.fingerprint and background.fingerprint and table.fingerprint != background.fingerprint:
+                raise ValueError("`background` was built with another tokenizer than the style table")
+        self.table, self.background = table, background
+        self.lam = check_lam(lam)
+        self.clip = _finite_positive("clip", clip)
+        if plausibility is not None and (isinstance(plausibility, bool) or not isinstance(plausibility, (int, float))
+                                         or not 0 < plausibility <= 1):
+            raise ValueError(f"`plausibility` must lie in (0, 1], got {plausibility!r}")
+        self.plausibility = None if plausibility is None else float(plausibility)
+        if strength not in STRENGTHS:
+            raise ValueError(f"`strength` must be one of {STRENGTHS}, got {strength!r}")
+        self.strength = strength
+        if strength == "kl":
+            self.kl_budget = _finite_positive("kl_budget", kl_budget, allow_none=False)
+        elif kl_budget is not None:
+            raise ValueError(f"`kl_budget` applies only with strength='kl', got strength={strength!r}")
+        else:
+            self.kl_budget = None
+        self.options = table.options(smoothing="kneser_ney", discount=discount)
+        if tokenizer is not None:
+            table.check_tokenizer(tokenizer)
+            if background is not None:
+                background.check_tokenizer(tokenizer)
+
+    def bonus(self, input_ids: torch.LongTensor, width: int) -> torch.Tensor:
+        """The bonus b for every row, float32 [B, width] (zeros past the tables' vocabulary)."""
+        check_width(width, self.table.vocab_size)
+        # validate=False: no host sync per step; out-of-range ids never match.
+        b = self.table.logprobs_with(input_ids, self.options, validate=False)  # (B, V)
+        if self.background is not None:
+            b = b - self.background.logprobs_with(input_ids, self.options, validate=False)  # (B, V)
+        if self.clip is not None:
+            b = b.clamp(-self.clip, self.clip)
+        return pad_columns(b, width)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.lam == 0:
+            return scores.clone()
+        s = scores.float()
+        b = self.bonus(input_ids, s.shape[-1])
+        if self.plausibility is not None:
+            # p(w) >= alpha max p  <=>  s(w) >= max s + log alpha: no softmax needed.
+            top = s.max(dim=-1, keepdim=True).values  # (B, 1)
+            b = torch.where(s >= top + math.log(self.plausibility), b, 0.0)
+        # -inf scores would turn 0 * b into nan in the KL sums below; they get no bonus and stay -inf.
+        b = torch.where(torch.isneginf(s), 0.0, b)
+        lam = self._strength(s, b)  # (B, 1)
+        out = s + lam * b
+        return out if scores.dtype == torch.float32 else out.to(scores.dtype)
+
+    def _strength(self, s: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """lam_t per row, float32 [B, 1]."""
+        if self.strength == "constant":
+            return s.new_full((s.shape[0], 1), self.lam)
+        logp = torch.log_softmax(s, dim=-1)  # (B, V)
+        if self.strength == "entropy":
+            p = logp.exp()
+            ent = -torch.where(p > 0, p * logp, 0.0).sum(-1, keepdim=True)  # (B, 1) nats
+            return self.lam * ent / math.log(s.shape[-1])
+        # KL budget: bisection on [lo, hi] for every row at once, a fixed number of steps.
+        lo = s.new_zeros((s.shape[0], 1))
+        hi = s.new_full((s.shape[0], 1), self.lam)
+        ok_at_max = kl_tilt(logp, b, hi) <= self.kl_budget  # (B, 1)
+        for _ in range(KL_BISECTION_STEPS):
+            mid = (lo + hi) / 2
+            within = kl_tilt(logp, b, mid) <= self.kl_budget
+            lo = torch.where(within, mid, lo)
+            hi = torch.where(within, hi, mid)
+        return torch.where(ok_at_max, s.new_full(lo.shape, self.lam), lo)
+
+
+def kl_tilt(logp: torch.Tensor, b: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """KL(p_lam || p) in nats per row for the tilt p_lam ∝ p exp(lam b), float [B, 1].
+
+    KL = sum_w p_lam(w) (lam b(w) - log Z), log Z = logsumexp_w(log p(w) + lam b(w)).
+    Tokens with p = 0 (-inf log p) contribute 0.
+    """
+    t = logp + lam * b  # (B, V)
+    log_z = torch.logsumexp(t, dim=-1, keepdim=True)  # (B, 1)
+    q = (t - log_z).exp()  # (B, V) = p_lam
+    return (q * (lam * b - log_z)).sum(-1, keepdim=True)

@@ -1,0 +1,159 @@
+"""Steering variants: each option against a brute-force reference of its formula, and the invariants."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ngram import NGramTable
+from steer.priors import KL_BISECTION_STEPS, GuidedStylePrior
+from tests.conftest import tiny_llama
+
+V = 12
+STYLE = NGramTable.from_token_ids([[1, 2, 3, 1, 2, 4, 5, 1, 2, 3, 6, 7, 1, 2, 3]], V, 3)
+BACKGROUND = NGramTable.from_token_ids([[1, 8, 9, 2, 10, 1, 2, 11, 3, 9, 8, 1, 0, 2]], V, 3)
+
+
+def _kn(table, ids):
+    return table.logprobs(ids, smoothing="kneser_ney").double().numpy()
+
+
+def _reference(scores, ids, lam, background=None, clip=None, plausibility=None, strength="constant", eps=None):
+    """Row by row, in float64 numpy, straight from the docstring's formulas."""
+    s = scores.double().numpy()
+    b_all = _kn(STYLE, ids) - (_kn(BACKGROUND, ids) if background else 0.0)
+    out = s.copy()
+    for r in range(s.shape[0]):
+        b = b_all[r].copy()
+        if clip is not None:
+            b = np.clip(b, -clip, clip)
+        if plausibility is not None:
+            p = np.exp(s[r] - np.logaddexp.reduce(s[r]))
+            b = np.where(p >= plausibility * p.max(), b, 0.0)
+        b = np.where(np.isneginf(s[r]), 0.0, b)
+        logp = s[r] - np.logaddexp.reduce(s[r])
+        if strength == "constant":
+            lt = lam
+        elif strength == "entropy":
+            p = np.exp(logp)
+            lt = lam * -(p[p > 0] * logp[p > 0]).sum() / math.log(len(p))
+        else:
+            def kl(x, logp=logp, b=b):
+                t = logp + x * b
+                q = np.exp(t - np.logaddexp.reduce(t))
+                ok = np.isfinite(logp)
+                return float(np.sum(q[ok] * (t[ok] - np.logaddexp.reduce(t) - logp[ok])))
+
+            grid = np.linspace(0, lam, 20001)
+            ok = [x for x in grid if kl(x) <= eps]
+            lt = max(ok)
+        out[r] = s[r] + lt * b
+    return out
+
+
+@pytest.fixture
+def batch():
+    torch.manual_seed(0)
+    scores = torch.randn(4, V) * 2
+    scores[1, 5] = -math.inf
+    ids = torch.tensor([[0, 1, 2], [1, 2, 3], [7, 1, 2], [4, 4, 9]])
+    return scores, ids
+
+
+@pytest.mark.parametrize("opts", [
+    dict(),
+    dict(background=True),
+    dict(background=True, clip=1.0),
+    dict(background=True, plausibility=0.1),
+    dict(plausibility=0.3),
+    dict(background=True, strength="entropy"),
+])
+def test_matches_brute_force(batch, opts):
+    scores, ids = batch
+    lam = 1.5
+    kw = {**opts, "background": BACKGROUND if opts.get("background") else None}
+    got = GuidedStylePrior(STYLE, lam, **kw)(ids, scores)
+    want = _reference(scores, ids, lam, **opts)
+    finite = np.isfinite(want)
+    np.testing.assert_allclose(got.numpy()[finite], want[finite], rtol=1e-5, atol=1e-5)
+    assert torch.isneginf(got[1, 5])  # -inf kept
+
+
+@pytest.mark.parametrize("eps", [0.01, 0.05, 0.3])
+def test_kl_budget_finds_the_largest_strength_within_the_budget(batch, eps):
+    scores, ids = batch
+    lam = 6.0
+    proc = GuidedStylePrior(STYLE, lam, background=BACKGROUND, plausibility=0.1, strength="kl", kl_budget=eps)
+    got = proc(ids, scores)
+    want = _reference(scores, ids, lam, background=True, plausibility=0.1, strength="kl", eps=eps)
+    # the bisection's resolution: lam / 2**steps, times the bonus size
+    tol = lam / 2**KL_BISECTION_STEPS * 12
+    finite = np.isfinite(want)
+    np.testing.assert_allclose(got.numpy()[finite], want[finite], atol=tol)
+
+
+def test_kl_of_the_result_is_within_budget_on_random_rows():
+    torch.manual_seed(1)
+    scores = torch.randn(64, V) * 3
+    ids = torch.randint(0, V, (64, 2))
+    for eps in (0.02, 0.06):
+        out = GuidedStylePrior(STYLE, 8.0, background=BACKGROUND, strength="kl", kl_budget=eps)(ids, scores)
+        p, q = torch.log_softmax(scores.double(), -1), torch.log_softmax(out.double(), -1)
+        kl = (q.exp() * (q - p)).sum(-1)
+        assert kl.max() <= eps + 1e-4
+
+
+@pytest.mark.parametrize("opts", [dict(), dict(background=BACKGROUND, plausibility=0.1, strength="kl", kl_budget=0.1),
+                                  dict(strength="entropy")])
+def test_lam_zero_is_the_identity_and_inputs_are_not_mutated(batch, opts):
+    scores, ids = batch
+    before = scores.clone()
+    out = GuidedStylePrior(STYLE, 0.0, **opts)(ids, scores)
+    assert torch.equal(out, scores) and out is not scores and torch.equal(scores, before)
+
+
+def test_padded_vocabulary_and_half_precision(batch):
+    scores, ids = batch
+    wide = torch.cat([scores, torch.zeros(4, 3)], dim=1)
+    out = GuidedStylePrior(STYLE, 1.0, background=BACKGROUND)(ids, wide)
+    assert torch.equal(out[:, V:], wide[:, V:])  # padded columns get no bonus
+    half = GuidedStylePrior(STYLE, 1.0, plausibility=0.2)(ids, scores.half())
+    assert half.dtype == torch.float16
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(ValueError, match="`strength`"):
+        GuidedStylePrior(STYLE, 1.0, strength="adaptive")
+    with pytest.raises(ValueError, match="`kl_budget`"):
+        GuidedStylePrior(STYLE, 1.0, strength="kl")
+    with pytest.raises(ValueError, match="`kl_budget` applies only"):
+        GuidedStylePrior(STYLE, 1.0, kl_budget=0.1)
+    with pytest.raises(ValueError, match="`plausibility`"):
+        GuidedStylePrior(STYLE, 1.0, plausibility=0.0)
+    with pytest.raises(ValueError, match="`clip`"):
+        GuidedStylePrior(STYLE, 1.0, clip=-1)
+    with pytest.raises(ValueError, match="`lam`"):
+        GuidedStylePrior(STYLE, -1.0)
+    with pytest.raises(ValueError, match="vocabulary"):
+        GuidedStylePrior(STYLE, 1.0, background=NGramTable.from_token_ids([[1, 2]], V + 1, 2))
+    with pytest.raises(TypeError, match="`background`"):
+        GuidedStylePrior(STYLE, 1.0, background="books")
+
+
+@pytest.mark.parametrize("gen", [dict(do_sample=False), dict(do_sample=True, top_p=0.9), dict(num_beams=3)])
+def test_through_generate(gen):
+    model = tiny_llama(V)
+    ids = torch.tensor([[1, 2, 3], [1, 4, 5]])
+    proc = GuidedStylePrior(STYLE, 4.0, background=BACKGROUND, plausibility=0.1, strength="kl", kl_budget=0.05)
+    torch.manual_seed(0)
+    out = model.generate(ids, max_new_tokens=6, logits_processor=[proc], pad_token_id=0, **gen)
+    assert out.shape[0] == 2 and 4 <= out.shape[1] <= 9
+    torch.manual_seed(0)
+    plain = model.generate(ids, max_new_tokens=6, pad_token_id=0, **gen)
+    torch.manual_seed(0)
+    zero = model.generate(ids, max_new_tokens=6, pad_token_id=0,
+                          logits_processor=[GuidedStylePrior(STYLE, 0.0, background=BACKGROUND)], **gen)
+    assert torch.equal(plain, zero)
