@@ -191,6 +191,20 @@ def _run_sweep(config, out) -> int:
     return 0
 
 
+def _parse_knobs(items: list[str]) -> dict:
+    """["contrastive=0.5,1", ...] -> {"contrastive": [0.5, 1.0]}."""
+    out = {}
+    for item in items:
+        name, sep, values = item.partition("=")
+        try:
+            out[name.strip()] = [float(v) for v in values.split(",") if v.strip()]
+        except ValueError:
+            raise ValueError(f"`knob` must look like METHOD=V1,V2, got {item!r}") from None
+        if not sep or not out[name.strip()]:
+            raise ValueError(f"`knob` must look like METHOD=V1,V2, got {item!r}")
+    return out
+
+
 class Interrupted(Exception):
     """Ctrl-C, with what was kept and how to go on."""
 
@@ -205,6 +219,7 @@ def cmd_sweep(args) -> int:
         num_beams=args.num_beams, temperature=args.temperature, top_p=args.top_p, order=args.order,
         prior=_prior_options(args), baselines=args.baseline or [], encoding=args.encoding,
         judge_fraction=args.judge_fraction, judges=[j for j in args.judges.split(",") if j.strip()],
+        methods=args.method or [], knobs=_parse_knobs(args.knob or []), background=args.background,
         lora=dict(steps=args.lora_steps, rank=args.lora_rank),
     )
     return _run_sweep(config, args.out)
@@ -319,8 +334,10 @@ EXAMPLES = {
                 "--lam 0.1 \"The old man walked\"\n"
                 "  steer generate --model ../shared/data/models/base-llama2tok --table quixote.safetensors "
                 "\"The old man walked\"",
-    "sweep": "example:\n  steer sweep --model ../shared/data/models/base-llama2tok --corpus don_quixote "
+    "sweep": "examples:\n  steer sweep --model ../shared/data/models/base-llama2tok --corpus don_quixote "
              "--corpus cnn_highlights --lambdas 0,0.1,0.5 --baseline prompt --out runs/study\n"
+             "  steer sweep --model ../shared/data/models/base-llama2tok --corpus don_quixote --lambdas 0 "
+             "--method contrastive+plausible+kl --knob contrastive+plausible+kl=0.02,0.06 --out runs/variants\n"
              "An interrupted sweep resumes when the same command is run again.",
     "train-lora": "example:\n  steer train-lora --model ../shared/data/models/base-llama2tok --corpus don_quixote "
                   "--out adapters/quixote",
@@ -382,6 +399,15 @@ def build_parser() -> argparse.ArgumentParser:
     _prior_args(p)
     p.add_argument("--baseline", action="append", choices=["prompt", "lora"],
                    help="also measure style prompting (and prior + prompt) or a LoRA adapter (repeat)")
+    from steer.methods import REGISTRY
+
+    others = [m for m in REGISTRY if m not in ("prior", "prompt", "prior+prompt", "lora")]
+    p.add_argument("--method", action="append", choices=others, metavar="METHOD",
+                   help="also run a steering variant (repeat): " + ", ".join(others))
+    p.add_argument("--knob", action="append", metavar="METHOD=V1,V2",
+                   help="knob values of a --method (λ, or ε for the KL-budget methods), instead of its defaults")
+    p.add_argument("--background", default="background",
+                   help="corpus whose table contrastive methods subtract (ordinary text)")
     p.add_argument("--lora-steps", type=int, default=1000,
                    help="step budget of each LoRA baseline (training stops earlier when a held-out loss stalls)")
     p.add_argument("--lora-rank", type=int, default=8, help="LoRA rank r")

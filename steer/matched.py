@@ -14,6 +14,10 @@ MATCHED_COLUMNS = ["corpus", "baseline", "baseline_lam", "baseline_base_ppl", "b
 BASELINE_METHODS = ("prompt", "prior+prompt", "lora")
 
 
+def _knob(row: dict) -> float:
+    return row.get("knob", row["lam"])
+
+
 def _per_prompt(samples: list[dict], key: str, n_prompts: int) -> np.ndarray:
     idx = [s["prompt_index"] for s in samples]
     vals = [s.get(key, float("nan")) for s in samples]
@@ -24,10 +28,11 @@ def _per_prompt(samples: list[dict], key: str, n_prompts: int) -> np.ndarray:
     return full
 
 
-def matched_table(rows: list[dict], samples: list[dict]) -> list[dict]:
-    """One row per corpus and baseline cell: the prior at the baseline's fluency, and the paired difference.
+def matched_table(rows: list[dict], samples: list[dict], curve: str = "prior") -> list[dict]:
+    """One row per corpus and baseline cell: the ``curve`` method at the baseline's fluency, and the paired difference.
 
-    For each corpus the prior's cells, in increasing lambda, trace a curve of
+    For each corpus the curve method's cells (the prior by default; any
+    method with a knob), in increasing knob, trace a curve of
     (base perplexity, per-prompt judge hit rate). At a baseline's base
     perplexity b the curve is interpolated linearly in log perplexity on the
     first lambda segment that spans b, per prompt; ``diff`` = prior's hit
@@ -39,20 +44,20 @@ def matched_table(rows: list[dict], samples: list[dict]) -> list[dict]:
     by_cell = defaultdict(list)
     for s in samples:
         if "judge_hit" in s:
-            by_cell[(s["corpus"], s["method"], s["lam"])].append(s)
+            by_cell[(s["corpus"], s["method"], _knob(s))].append(s)
     if not by_cell:
         return []
     n_prompts = 1 + max(s["prompt_index"] for cell in by_cell.values() for s in cell)
     out = []
     for corpus in dict.fromkeys(r["corpus"] for r in rows):
-        prior = sorted((r for r in rows if r["corpus"] == corpus and r.get("method", "prior") == "prior"
-                        and (corpus, "prior", r["lam"]) in by_cell), key=lambda r: r["lam"])
+        prior = sorted((r for r in rows if r["corpus"] == corpus and r.get("method", "prior") == curve
+                        and (corpus, curve, _knob(r)) in by_cell), key=_knob)
         x = [r["base_ppl"] for r in prior]
-        ys = [_per_prompt(by_cell[(corpus, "prior", r["lam"])], "judge_hit", n_prompts) for r in prior]
+        ys = [_per_prompt(by_cell[(corpus, curve, _knob(r))], "judge_hit", n_prompts) for r in prior]
         for r in rows:
             if r["corpus"] != corpus or r.get("method") not in BASELINE_METHODS:
                 continue
-            cell = by_cell.get((corpus, r["method"], r["lam"]))
+            cell = by_cell.get((corpus, r["method"], _knob(r)))
             if not cell:
                 continue
             base_hits = _per_prompt(cell, "judge_hit", n_prompts)
@@ -64,7 +69,24 @@ def matched_table(rows: list[dict], samples: list[dict]) -> list[dict]:
             if hit is not None:
                 curve, (i, j, _) = hit
                 diff, lo, hi = paired_diff_ci(curve, base_hits)
-                row.update(prior_hit_at_ppl=float(np.nanmean(curve)), prior_lam_low=prior[i]["lam"],
-                           prior_lam_high=prior[j]["lam"], diff=diff, diff_lo=lo, diff_hi=hi)
+                row.update(prior_hit_at_ppl=float(np.nanmean(curve)), prior_lam_low=_knob(prior[i]),
+                           prior_lam_high=_knob(prior[j]), diff=diff, diff_lo=lo, diff_hi=hi)
             out.append(row)
     return out
+
+
+VARIANT_COLUMNS = ["method", "corpus", "baseline", "baseline_lam", "baseline_base_ppl", "baseline_hit",
+                   "method_hit_at_ppl", "knob_low", "knob_high", "diff", "diff_lo", "diff_hi", "n_prompts"]
+
+
+def matched_variants(rows: list[dict], samples: list[dict]) -> list[dict]:
+    """:func:`matched_table` for every method with a knob curve other than the prior (columns VARIANT_COLUMNS)."""
+    out = []
+    curves = [m for m in dict.fromkeys(r.get("method", "prior") for r in rows)
+              if m not in ("prior", *BASELINE_METHODS)]
+    for m in curves:
+        for r in matched_table(rows, samples, curve=m):
+            out.append({"method": m, **{k: v for k, v in r.items() if not k.startswith("prior_")},
+                        "method_hit_at_ppl": r["prior_hit_at_ppl"], "knob_low": r["prior_lam_low"],
+                        "knob_high": r["prior_lam_high"]})
+    return [{k: r[k] for k in VARIANT_COLUMNS} for r in out]

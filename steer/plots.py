@@ -93,6 +93,16 @@ def plot_metrics_vs_lambda(rows: list[dict], path: Path, title: str | None = Non
 
 METHOD_STYLES = {"prior": ("-o", "prior"), "prior+prompt": (":s", "prior + prompt"),
                  "prompt": ("D", "prompt"), "lora": ("^", "LoRA")}
+VARIANT_STYLES = ["--v", "-.P", "--X", ":*", "-.h", "--p", ":<"]
+
+
+def _styles(rows: list[dict]) -> dict:
+    """Line style and label of every method in the rows: the fixed ones, then the variants in order."""
+    styles = dict(METHOD_STYLES)
+    variants = [m for m in dict.fromkeys(r.get("method", "prior") for r in rows) if m not in styles]
+    for i, m in enumerate(variants):
+        styles[m] = (VARIANT_STYLES[i % len(VARIANT_STYLES)], m)
+    return {m: st for m, st in styles.items() if any(r.get("method", "prior") == m for r in rows)}
 
 
 def plot_pareto(rows: list[dict], path: Path, title: str | None = None) -> None:
@@ -112,8 +122,9 @@ def plot_pareto(rows: list[dict], path: Path, title: str | None = None) -> None:
     fig, axes = plt.subplots(nrows, cols, figsize=(5.2 * cols, 4.3 * nrows), squeeze=False)
     for ax, corpus in zip(axes.flat, corpora, strict=False):
         mine = [r for r in rows if r["corpus"] == corpus and _finite(r.get("judge_hit"))]
-        for i, (method, (style, label)) in enumerate(METHOD_STYLES.items()):
-            pts = sorted((r for r in mine if r.get("method", "prior") == method), key=lambda r: r["lam"])
+        for i, (method, (style, label)) in enumerate(_styles(rows).items()):
+            pts = sorted((r for r in mine if r.get("method", "prior") == method),
+                         key=lambda r: r.get("knob", r["lam"]))
             if not pts:
                 continue
             x = [r["base_ppl"] for r in pts]
@@ -125,9 +136,9 @@ def plot_pareto(rows: list[dict], path: Path, title: str | None = None) -> None:
                         alpha=0.8, capsize=2)
             sizes = [12 + 120 * (r["distinct_2"] if _finite(r.get("distinct_2")) else 0.5) for r in pts]
             ax.scatter(x, y, s=sizes, marker=style[-1], color=colour, label=label, zorder=3, edgecolor="k", lw=0.4)
-            if method in ("prior", "prior+prompt"):
+            if len(pts) > 1:  # a knob curve: label each point with its knob value
                 for r in pts:
-                    ax.annotate(f"{r['lam']:g}", (r["base_ppl"], r["judge_hit"]), fontsize=6.5,
+                    ax.annotate(f"{r.get('knob', r['lam']):g}", (r["base_ppl"], r["judge_hit"]), fontsize=6.5,
                                 xytext=(3, 3), textcoords="offset points", color=colour)
         ax.set_xscale("log")
         ax.set_title(corpus, fontsize=10)
@@ -138,8 +149,9 @@ def plot_pareto(rows: list[dict], path: Path, title: str | None = None) -> None:
     for ax in list(axes.flat)[len(corpora):]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(handles), fontsize=9, frameon=False,
-               title="numbers: λ; marker area: distinct-2; bars: 95 % bootstrap interval over prompts",
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(handles), 6), fontsize=9, frameon=False,
+               title="numbers: the knob (λ, or ε for KL budgets); marker area: distinct-2; "
+                     "bars: 95 % bootstrap interval over prompts",
                title_fontsize=8)
     if title:
         fig.suptitle(title, fontsize=11)

@@ -16,7 +16,7 @@ from steer.corpora import Corpus, load_corpus
 from steer.generation import DecodeConfig, continue_prompts
 from steer.monitor import DivergenceRecorder
 from steer.runs import RunLock, check_same_config, normalise
-from steer.style import NGramStylePrior, check_lam
+from steer.style import check_lam
 from steer.tables import table_for
 
 PROMPTS_PATH = Path(__file__).with_name("data") / "prompts.txt"
@@ -32,7 +32,7 @@ COSTS = ["train_s", "infer_ms_per_token", "extra_mem_mb"]
 # definition) nor for interval bounds.
 REL_METRICS = ["judge_hit", "judge_p_target", "heldout_style_ppl", "base_ppl", "steer_table_ppl",
                "degenerate_rate", "distinct_2", "self_bleu", "overlap_3"]
-COLUMNS = ["corpus", "method", "lam", "n_samples", *METRICS, *COSTS, *[f"{m}_rel" for m in REL_METRICS]]
+COLUMNS = ["corpus", "method", "lam", "knob", "n_samples", *METRICS, *COSTS, *[f"{m}_rel" for m in REL_METRICS]]
 BASELINES = ("prompt", "lora")
 TABLE_SUFFIX = ".safetensors"
 NEUTRAL_CORPUS = "background"
@@ -88,6 +88,10 @@ class SweepConfig:
         neutral: the corpus of the classifier's neutral class (the base model's books).
         baselines: any of "prompt" (style prompting; also adds prior + prompt at
             every lam > 0) and "lora" (a LoRA adapter per corpus, needs PEFT).
+        methods: further registered methods to run (see steer.methods.REGISTRY),
+            e.g. "contrastive+plausible+kl".
+        knobs: method name -> knob values, overriding the method's defaults.
+        background: the corpus whose table contrastive methods subtract.
         style_prompt: fields of steer.baselines.prompt.StylePrompt.
         lora: fields of steer.baselines.lora.LoraTrainConfig.
     """
@@ -113,6 +117,9 @@ class SweepConfig:
     classifier: dict = field(default_factory=dict)
     neutral: str = NEUTRAL_CORPUS
     baselines: list[str] = field(default_factory=list)
+    methods: list[str] = field(default_factory=list)
+    knobs: dict = field(default_factory=dict)
+    background: str = NEUTRAL_CORPUS
     style_prompt: dict = field(default_factory=dict)
     lora: dict = field(default_factory=dict)
 
@@ -128,6 +135,18 @@ class SweepConfig:
         if bad:
             raise ValueError(f"`baselines` must be among {BASELINES}, got {bad}")
         self.baselines = sorted(set(self.baselines))
+        from steer.methods import get_method
+
+        for name in self.methods:
+            get_method(name)
+        if len(set(self.methods)) != len(self.methods) or set(self.methods) & {"prior", *BASELINES, "prior+prompt"}:
+            raise ValueError(f"`methods` must name other registered methods once each, got {self.methods}")
+        for name, values in self.knobs.items():
+            if name not in self.methods:
+                raise ValueError(f"`knobs` has values for {name!r}, which is not in `methods` {self.methods}")
+            if not values or any(not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v)
+                                 or v < 0 for v in values):
+                raise ValueError(f"`knobs[{name!r}]` must be finite numbers >= 0, got {values!r}")
         if not 0.15 <= self.judge_fraction <= 0.5:
             raise ValueError(f"`judge_fraction` must lie in [0.15, 0.5], got {self.judge_fraction}")
         from steer.judges.panel import JUDGES
@@ -140,6 +159,8 @@ class SweepConfig:
 
             _sklearn()
         tables = [c for c in self.corpora if is_table_file(c)]
+        if tables and any(get_method(m).needs_background for m in self.methods):
+            raise ValueError(f"contrastive methods need corpus text, but {tables} are saved tables")
         if tables and (self.baselines or self.judges):
             raise ValueError(f"baselines and judges need corpus text, but {tables} are saved tables; give "
                              "those corpora by name or text path, or pass no baselines and judges=[]")
@@ -164,17 +185,45 @@ class SweepConfig:
 
         return LoraTrainConfig(**self.lora)
 
+    def method_names(self) -> list[str]:
+        """Every method of the sweep, in the order cells run: the prior, the baselines, the other methods."""
+        names = ["prior"]
+        if "prompt" in self.baselines:
+            names += ["prompt", "prior+prompt"]
+        if "lora" in self.baselines:
+            names.append("lora")
+        return names + list(self.methods)
+
+    def knob_values(self, name: str) -> list[float]:
+        """The knob values a method is swept over (lambdas for the prior; lam > 0 for prior + prompt)."""
+        from steer.methods import get_method
+
+        if name == "prior":
+            return list(self.lambdas)
+        if name == "prior+prompt":
+            return [lam for lam in self.lambdas if lam > 0]
+        if name in self.knobs:
+            return sorted(float(v) for v in self.knobs[name])
+        method = get_method(name)
+        return list(method.knobs) if method.knobs is not None else list(self.lambdas)
+
     def cells(self) -> list[tuple[str, str, float]]:
-        """Every (corpus, method, lam) cell, in the order they are run and reported."""
-        out = []
-        for c in self.corpora:
-            out += [(c, "prior", lam) for lam in self.lambdas]
-            if "prompt" in self.baselines:
-                out.append((c, "prompt", 0.0))
-                out += [(c, "prior+prompt", lam) for lam in self.lambdas if lam > 0]
-            if "lora" in self.baselines:
-                out.append((c, "lora", 0.0))
-        return out
+        """Every (corpus, method, knob) cell, in the order they are run and reported."""
+        return [(c, m, k) for c in self.corpora for m in self.method_names() for k in self.knob_values(m)]
+
+
+def config_defaults() -> dict:
+    """SweepConfig's default values (JSON form): a setting added since a run began, left at its default,
+    does not stop that run from resuming."""
+    from dataclasses import MISSING, fields
+
+    out = {}
+    for f in fields(SweepConfig):
+        if f.default is not MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not MISSING and f.name != "prompts":
+            out[f.name] = f.default_factory()
+    return normalise(out)
 
 
 def is_table_file(corpus: str) -> bool:
@@ -222,7 +271,7 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
 
 
 def _key(row: dict) -> tuple:
-    return row["corpus"], row.get("method", "prior"), row["lam"]
+    return row["corpus"], row.get("method", "prior"), row.get("knob", row["lam"])
 
 
 def continuation_texts(tokenizer, prompt_ids, conts) -> list[str]:
@@ -248,24 +297,23 @@ class _Runner:
         return [t for k in range(self.config.samples)
                 for t in continuation_texts(self.tokenizer, *self.unsteered[k])]
 
-    def cell(self, corpus, table, method, lam, gen_model=None, prefix="", costs=None):
+    def cell(self, corpus, table, method, knob, setup):
+        """Generate the cell's continuations with ``setup`` (a steer.methods.Setup) and score them."""
         cfg, tok = self.config, self.tokenizer
-        gen_model = gen_model or self.model
-        prompts = [prefix + p for p in cfg.prompts]
+        gen_model = setup.model or self.model
+        prompts = [setup.prefix + p for p in cfg.prompts]
         prompt_ids, conts, js, jac, pre, samples = [], [], [], [], [], []
         gen_s = 0.0
-        steered = method in ("prior", "prior+prompt")
         # Warm up (lazy device tables, cached unigram rows, first-call kernels)
         # so that the timed generation below measures the steady state.
-        warm = [NGramStylePrior(table, lam, tok, **cfg.prior)] if steered else []
-        continue_prompts(gen_model, tok, prompts[:1], warm, replace(cfg.decode(0), max_new_tokens=2))
+        continue_prompts(gen_model, tok, prompts[:1], setup.processors, replace(cfg.decode(0), max_new_tokens=2))
         for k in range(cfg.samples):
             user_ids, base_conts = self.unsteered[k]
-            procs = []
+            procs = list(setup.processors)
             rec = None
-            if steered:
-                rec = DivergenceRecorder(NGramStylePrior(table, lam, tok, **cfg.prior))
-                procs = [rec]
+            if procs:  # JS divergence of what the (first) processor does to the distribution
+                rec = DivergenceRecorder(procs[0])
+                procs[0] = rec
             t0 = time.perf_counter()
             _, c_ids = continue_prompts(gen_model, tok, prompts, procs, cfg.decode(k))
             gen_s += time.perf_counter() - t0
@@ -282,8 +330,8 @@ class _Runner:
             prompt_ids += user_ids  # scored after the user's prompt, never the style prefix
             conts += c_ids
             texts = continuation_texts(tok, user_ids, c_ids)
-            samples += [{"corpus": corpus, "method": method, "lam": lam, "sample": k, "prompt_index": i,
-                         "prompt": cfg.prompts[i], "text": t} for i, t in enumerate(texts)]
+            samples += [{"corpus": corpus, "method": method, "lam": setup.lam, "knob": knob, "sample": k,
+                         "prompt_index": i, "prompt": cfg.prompts[i], "text": t} for i, t in enumerate(texts)]
         n_tok = sum(len(c) for c in conts)
         base = M.base_nll(self.model, prompt_ids, conts)
         values = {"base_nll": [b[0] for b in base], "base_tokens": [float(b[1]) for b in base]}
@@ -294,16 +342,16 @@ class _Runner:
         for i, smp in enumerate(samples):
             smp.update({k: v[i] for k, v in values.items()})
         row = {
-            "corpus": corpus, "method": method, "lam": lam, "n_samples": len(conts),
+            "corpus": corpus, "method": method, "lam": setup.lam, "knob": knob, "n_samples": len(conts),
             **judge_columns(samples, self.panel.summary(user_prompts, texts) if self.panel else {}),
             "base_ppl": pooled_ppl(values["base_nll"], values["base_tokens"]),
             "steer_table_ppl": M.style_perplexity(table, prompt_ids, conts, smoothing=cfg.metric_smoothing),
-            "js_div": _mean(js) if js else float("nan") if method in ("prompt", "lora") else 0.0,
+            "js_div": _mean(js) if js else float("nan") if not setup.processors else 0.0,
             **{f"overlap_{n}": M.ngram_overlap(table, conts, n) for n in (1, 2, 3)},
             "jaccard_vs_unsteered": _mean(jac), "prefix_vs_unsteered": _mean(pre),
             "mean_len": _mean([len(c) for c in conts]),
             "infer_ms_per_token": 1e3 * gen_s / n_tok if n_tok else float("nan"),
-            **(costs or {}),
+            **setup.costs,
         }
         return row, samples
 
@@ -363,18 +411,22 @@ def run_sweep(config: SweepConfig, out_dir, model=None, tokenizer=None,
     out = Path(out_dir)
     cfg_json = normalise(asdict(config))
     with RunLock(out):
-        check_same_config(out, cfg_json)
+        check_same_config(out, cfg_json, defaults=config_defaults())
         sources = {name: _load_source(name, config) for name in config.corpora}
         splits = {name: src.split for name, src in sources.items() if isinstance(src, Corpus)}
         check_same_splits(out, splits)
         cells = _read_jsonl(out / "cells.jsonl")
         done = {_key(c) for c in cells}
         note = progress or (lambda msg: None)
-        for c, m, lam in config.cells():
-            if (c, m, lam) in done:
-                note(f"{c} {m} lam={lam} (done earlier)")
+        for c, m, knob in config.cells():
+            if (c, m, knob) in done:
+                note(f"{c} {m} knob={knob} (done earlier)")
         todo = [cell for cell in config.cells() if cell not in done]
         if todo:
+            from steer.methods import get_method
+
+            if any(get_method(m).needs_background for m in config.methods):
+                load_corpus(config.background, judge_fraction=config.judge_fraction)  # fails before the model
             judged = {}
             if config.judges:
                 judged = _judge_corpora(config, sources)
@@ -438,6 +490,7 @@ def _load_source(name: str, config: SweepConfig):
 
 def _run_cells(config, out, model, tokenizer, sources, judged, todo, cells, done, note, lora_progress) -> None:
     from ngram import NGramTable
+    from steer.methods import Context, get_method
 
     samples = [s for s in _read_jsonl(out / "samples.jsonl") if _key(s) in done]
     _write_jsonl(out / "samples.jsonl", samples)
@@ -446,36 +499,44 @@ def _run_cells(config, out, model, tokenizer, sources, judged, todo, cells, done
     if judged:
         runner.panel = _build_panel(config, judged, runner)
         (out / "judge.json").write_text(json.dumps(runner.panel.report(), indent=1), encoding="utf-8")
+    background = _Lazy(lambda: table_for(load_corpus(config.background, judge_fraction=config.judge_fraction),
+                                         tokenizer, config.order))
     for corpus_name in config.corpora:
         mine = [cell for cell in todo if cell[0] == corpus_name]
         if not mine:
             continue
         source = sources[corpus_name]
         if isinstance(source, NGramTable):
-            corpus, table = None, source
-            if table.order != config.order:
-                raise ValueError(f"table {corpus_name!r} has order {table.order}, the sweep asks for "
-                                 f"{config.order}; pass --order {table.order}")
-            table.check_tokenizer(tokenizer)
+            corpus, table = None, _Lazy(lambda source=source: source)
+            if source.order != config.order:
+                raise ValueError(f"table {corpus_name!r} has order {source.order}, the sweep asks for "
+                                 f"{config.order}; pass --order {source.order}")
+            source.check_tokenizer(tokenizer)
         else:
-            corpus, table = source, table_for(source, tokenizer, config.order)
-        prior_costs = {"train_s": table.stats.get("build_seconds", float("nan")),
-                       "extra_mem_mb": table.nbytes / 2**20}
-        for _, method, lam in mine:
-            if method == "lora":
-                pmodel, meta, mem = _lora_for(config, model, tokenizer, corpus, out, lora_progress)
-                costs = {"train_s": meta["wall_seconds"], "extra_mem_mb": mem / 2**20}
-                row, new = runner.cell(corpus_name, table, method, lam, gen_model=pmodel, costs=costs)
-                del pmodel
-            else:
-                prefix = config.prompt_style().prefix(corpus.steer) if "prompt" in method else ""
-                costs = dict(prior_costs) if "prior" in method else {"train_s": 0.0, "extra_mem_mb": 0.0}
-                row, new = runner.cell(corpus_name, table, method, lam, prefix=prefix, costs=costs)
+            corpus, table = source, _Lazy(lambda source=source: table_for(source, tokenizer, config.order))
+        lora = _Lazy(lambda corpus=corpus: _lora_for(config, model, tokenizer, corpus, out, lora_progress))
+        ctx = Context(model, tokenizer, corpus, config, table, background, lora)
+        for _, method, knob in mine:
+            setup = get_method(method).build(ctx, knob)
+            row, new = runner.cell(corpus_name, table(), method, knob, setup)
+            del setup
             samples += new
             _write_jsonl(out / "samples.jsonl", samples)
             cells.append(row)
             _write_jsonl(out / "cells.jsonl", cells)
-            note(f"{corpus_name} {method} lam={lam}")
+            note(f"{corpus_name} {method} {get_method(method).knob or 'knob'}={knob}")
+
+
+class _Lazy:
+    """A value computed on first call and kept."""
+
+    def __init__(self, make):
+        self._make, self._done, self._value = make, False, None
+
+    def __call__(self):
+        if not self._done:
+            self._value, self._done = self._make(), True
+        return self._value
 
 
 def _lora_for(config, model, tokenizer, corpus, out: Path, progress):
@@ -496,10 +557,11 @@ def _lora_for(config, model, tokenizer, corpus, out: Path, progress):
 
 def _with_relative(cells: list[dict], config: SweepConfig) -> list[dict]:
     base = {c["corpus"]: c for c in cells if c.get("method", "prior") == "prior" and c["lam"] == 0.0}
+    # The relative change of a variant is against the same unsteered cell as the prior's.
     order = {cell: i for i, cell in enumerate(config.cells())}
     rows = []
     for c in sorted(cells, key=lambda c: order.get(_key(c), 1e9)):
-        row = {"method": "prior", **c}
+        row = {"method": "prior", "knob": c["lam"], **c}
         for m in REL_METRICS:
             b = base.get(c["corpus"], {}).get(m, float("nan"))
             row[f"{m}_rel"] = M.relative_change(c[m], b)
@@ -508,14 +570,18 @@ def _with_relative(cells: list[dict], config: SweepConfig) -> list[dict]:
 
 
 def _write_results(out: Path, rows: list[dict], config: SweepConfig) -> None:
-    from steer.matched import MATCHED_COLUMNS, matched_table
+    from steer.matched import MATCHED_COLUMNS, VARIANT_COLUMNS, matched_table, matched_variants
 
-    matched = matched_table(rows, _read_jsonl(out / "samples.jsonl"))
-    with open(out / "matched.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=MATCHED_COLUMNS)
-        w.writeheader()
-        for r in matched:
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+    samples = _read_jsonl(out / "samples.jsonl")
+    tables = [("matched.csv", MATCHED_COLUMNS, matched_table(rows, samples))]
+    if config.methods:
+        tables.append(("matched_variants.csv", VARIANT_COLUMNS, matched_variants(rows, samples)))
+    for name, columns, matched in tables:
+        with open(out / name, "w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=columns)
+            w.writeheader()
+            for r in matched:
+                w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
     with open(out / "results.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS)
         w.writeheader()

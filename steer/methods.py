@@ -1,0 +1,151 @@
+"""The registry of steering methods a sweep can run: each turns (model, corpus, knob) into what to generate with.
+
+A method is one :class:`Method` entry: its name, what its knob means, the
+knob values a sweep tries by default, and ``build(context, knob)`` returning a
+:class:`Setup` (the model to generate with, a prompt prefix, logits
+processors, costs). The sweep never branches on method names; a new method is
+one :func:`register` call.
+
+Methods receive only a corpus's steer split (through ``context.corpus`` and the
+tables built from it); the judges never see them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+KL_MAX_LAM = 8.0  # the strength cap of KL-budgeted methods: the budget, not lam, binds
+PLAUSIBILITY = 0.1  # contrastive decoding's alpha
+
+
+@dataclass
+class Setup:
+    """What one cell generates with."""
+
+    model: object = None  # None: the frozen base model
+    prefix: str = ""
+    processors: list = field(default_factory=list)
+    costs: dict = field(default_factory=dict)
+    lam: float = 0.0  # the strength reported in the `lam` column (lam_max for budgeted methods)
+
+
+@dataclass
+class Context:
+    """What a method may use: the frozen model, the corpus's steer split and tables built from it.
+
+    ``table()``, ``background()`` and ``lora()`` build lazily and are cached by the sweep.
+    """
+
+    model: object
+    tokenizer: object
+    corpus: object  # steer.corpora.Corpus, or None for a corpus given as a saved table
+    config: object  # steer.sweep.SweepConfig
+    table: Callable[[], object]
+    background: Callable[[], object]
+    lora: Callable[[], tuple]
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered steering method.
+
+    Attributes:
+        name: the name results use (variants join their parts with "+").
+        knob: what the knob is ("lam", "eps" for a KL budget, "" for none).
+        knobs: default knob values of a sweep (None: the sweep's --lambdas).
+        build: (context, knob) -> Setup.
+        needs_text: needs the corpus's text (not just a table).
+        needs_background: needs the background table (contrastive methods).
+    """
+
+    name: str
+    knob: str
+    knobs: tuple | None
+    build: Callable[[Context, float], Setup]
+    needs_text: bool = False
+    needs_background: bool = False
+
+
+REGISTRY: dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+    """Add a method to the registry (a name may be registered once)."""
+    if method.name in REGISTRY:
+        raise ValueError(f"method {method.name!r} is already registered")
+    REGISTRY[method.name] = method
+    return method
+
+
+def get_method(name: str) -> Method:
+    if name not in REGISTRY:
+        raise ValueError(f"unknown method {name!r}: one of {sorted(REGISTRY)}")
+    return REGISTRY[name]
+
+
+# ---------------------------------------------------------------- the paper's prior and the baselines
+def _table_costs(table) -> dict:
+    return {"train_s": table.stats.get("build_seconds", float("nan")), "extra_mem_mb": table.nbytes / 2**20}
+
+
+def _prior(ctx: Context, lam: float) -> Setup:
+    from steer.style import NGramStylePrior
+
+    table = ctx.table()
+    # lam = 0 keeps the (identity) processor, so that the unsteered cell records JS = 0 like the others.
+    return Setup(processors=[NGramStylePrior(table, lam, ctx.tokenizer, **ctx.config.prior)],
+                 costs=_table_costs(table), lam=lam)
+
+
+def _prompt(ctx: Context, knob: float) -> Setup:
+    return Setup(prefix=ctx.config.prompt_style().prefix(ctx.corpus.steer), costs={"train_s": 0.0, "extra_mem_mb": 0.0})
+
+
+def _prior_prompt(ctx: Context, lam: float) -> Setup:
+    setup = _prior(ctx, lam)
+    setup.prefix = _prompt(ctx, 0.0).prefix
+    return setup
+
+
+def _lora(ctx: Context, knob: float) -> Setup:
+    model, meta, nbytes = ctx.lora()
+    return Setup(model=model, costs={"train_s": meta["wall_seconds"], "extra_mem_mb": nbytes / 2**20})
+
+
+register(Method("prior", "lam", None, _prior))
+register(Method("prompt", "", (0.0,), _prompt, needs_text=True))
+register(Method("prior+prompt", "lam", None, _prior_prompt, needs_text=True))
+register(Method("lora", "", (0.0,), _lora, needs_text=True))
+
+
+# ---------------------------------------------------------------- variants (steer.priors.GuidedStylePrior)
+def _guided(contrastive: bool, plausible: bool, strength: str) -> Callable[[Context, float], Setup]:
+    def build(ctx: Context, knob: float) -> Setup:
+        from steer.priors import GuidedStylePrior
+
+        table = ctx.table()
+        background = ctx.background() if contrastive else None
+        lam = KL_MAX_LAM if strength == "kl" else knob
+        prior = GuidedStylePrior(table, lam, background=background,
+                                 plausibility=PLAUSIBILITY if plausible else None, strength=strength,
+                                 kl_budget=knob if strength == "kl" else None, tokenizer=ctx.tokenizer)
+        costs = _table_costs(table)
+        if background is not None:
+            costs["extra_mem_mb"] += background.nbytes / 2**20
+        return Setup(processors=[prior], costs=costs, lam=lam)
+
+    return build
+
+
+for _name, _contrastive, _plausible, _strength, _knobs in [
+    ("contrastive", True, False, "constant", (0.25, 0.5, 1.0, 2.0)),
+    ("contrastive+plausible", True, True, "constant", (1.0, 2.0, 4.0, 8.0)),
+    ("contrastive+entropy", True, False, "entropy", (0.5, 1.0, 2.0, 4.0)),
+    ("contrastive+kl", True, False, "kl", (0.02, 0.04, 0.06, 0.1)),
+    ("contrastive+plausible+kl", True, True, "kl", (0.02, 0.04, 0.06, 0.1)),
+    ("plausible", False, True, "constant", (0.5, 1.0, 2.0, 4.0)),
+    ("kl", False, False, "kl", (0.02, 0.04, 0.06, 0.1)),
+]:
+    register(Method(_name, "eps" if _strength == "kl" else "lam", _knobs, _guided(_contrastive, _plausible, _strength),
+                    needs_background=_contrastive))

@@ -1,0 +1,68 @@
+"""The method registry: every method builds, the sweep runs any registered method over its knob."""
+
+from __future__ import annotations
+
+import pytest
+from transformers import LogitsProcessor
+
+from steer.methods import REGISTRY, Method, Setup, get_method, register
+from steer.sweep import SweepConfig, run_sweep
+
+
+def test_registry_holds_the_paper_baselines_and_the_variants():
+    for name in ["prior", "prompt", "prior+prompt", "lora", "contrastive", "contrastive+plausible",
+                 "contrastive+entropy", "contrastive+kl", "contrastive+plausible+kl", "plausible", "kl"]:
+        assert get_method(name).name == name
+    assert get_method("contrastive+plausible+kl").knob == "eps" and get_method("contrastive").needs_background
+    with pytest.raises(ValueError, match="unknown method"):
+        get_method("rag")
+    with pytest.raises(ValueError, match="already registered"):
+        register(Method("prior", "lam", None, lambda ctx, k: Setup()))
+
+
+@pytest.fixture
+def corpora(tmp_path):
+    style = tmp_path / "style.txt"
+    style.write_text("\n".join(f"the pixels dream of light {i} and the light dreams of pixels" for i in range(60)))
+    background = tmp_path / "background.txt"
+    background.write_text("\n".join(f"a robot walked to the market {i} and bought some bread" for i in range(60)))
+    return style, background
+
+
+def test_sweep_runs_registered_variants_over_their_knobs(aidreams, aidreams_path, corpora, tmp_path):
+    model, tok = aidreams
+    style, background = corpora
+    cfg = SweepConfig(model=str(aidreams_path), corpora=[str(style)], lambdas=[0.0],
+                      prompts=["Once upon a time", "The machine dreamed"], max_new_tokens=6, judges=["diversity"],
+                      methods=["contrastive+plausible+kl", "contrastive"],
+                      knobs={"contrastive+plausible+kl": [0.05, 0.02]}, background=str(background))
+    assert [c[1:] for c in cfg.cells()] == [("prior", 0.0), ("contrastive+plausible+kl", 0.02),
+                                             ("contrastive+plausible+kl", 0.05), ("contrastive", 0.25),
+                                             ("contrastive", 0.5), ("contrastive", 1.0), ("contrastive", 2.0)]
+    rows = run_sweep(cfg, tmp_path / "run", model=model, tokenizer=tok)
+    kl = [r for r in rows if r["method"] == "contrastive+plausible+kl"]
+    assert [r["knob"] for r in kl] == [0.02, 0.05] and all(r["lam"] == 8.0 for r in kl)
+    assert all(r["js_div"] > 0 for r in rows if r["method"] != "prior")
+    assert rows[0]["js_div"] < 1e-9  # lam = 0: the prior is the identity
+    with pytest.raises(ValueError, match="`knobs`"):
+        SweepConfig(model="m", corpora=["x"], knobs={"contrastive": [1.0]})
+    with pytest.raises(ValueError, match="unknown method"):
+        SweepConfig(model="m", corpora=["x"], methods=["nope"])
+
+
+def test_every_method_builds_processors(aidreams, corpora, tmp_path):
+    from steer.corpora import load_corpus
+    from steer.methods import Context
+    from steer.tables import table_for
+
+    model, tok = aidreams
+    style, background = corpora
+    corpus = load_corpus(style)
+    cfg = SweepConfig(model="m", corpora=[str(style)], judges=[], lora=dict(steps=1, batch_size=2, window=16))
+    ctx = Context(model, tok, corpus, cfg, lambda: table_for(corpus, tok),
+                  lambda: table_for(load_corpus(background), tok),
+                  lambda: (model, {"wall_seconds": 0.0}, 0))
+    for name, method in REGISTRY.items():
+        setup = method.build(ctx, 0.05)
+        assert all(isinstance(p, LogitsProcessor) for p in setup.processors), name
+        assert isinstance(setup.costs, dict) and setup.lam >= 0
