@@ -25,11 +25,13 @@ _EXPORTS = {
     # the engine and the prior
     "NGramTable": "ngram",
     "NGramStylePrior": "steer.style",
+    "GuidedStylePrior": "steer.priors",
     "table_for": "steer.tables",
     # loading
     "load_model": "steer.models",
     "load_corpus": "steer.corpora",
     "Corpus": "steer.corpora",
+    "split_steer_judge": "steer.corpora",
     "continue_prompts": "steer.generation",
     "DecodeConfig": "steer.generation",
     # metrics
@@ -39,9 +41,18 @@ _EXPORTS = {
     "ngram_overlap": "steer.metrics",
     "distinct_n": "steer.metrics",
     "relative_change": "steer.metrics",
+    # held-out judges
+    "JudgePanel": "steer.judges.panel",
+    "HeldoutStylePPL": "steer.judges.heldout",
+    "StyleClassifier": "steer.judges.classifier",
+    "DiversityJudge": "steer.judges.diversity",
+    "bootstrap_mean_ci": "steer.judges.stats",
+    "paired_diff_ci": "steer.judges.stats",
     # the study
     "SweepConfig": "steer.sweep",
     "run_sweep": "steer.sweep",
+    "register_method": "steer.methods",
+    "matched_table": "steer.matched",
     # baselines
     "StylePrompt": "steer.baselines.prompt",
     "LoraTrainConfig": "steer.baselines.lora",
@@ -67,9 +78,12 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 
+_RENAMED = {"register_method": "register"}
+
+
 def __getattr__(name: str):
     if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        value = getattr(importlib.import_module(_EXPORTS[name]), _RENAMED.get(name, name))
         globals()[name] = value  # later lookups skip this function
         return value
     raise AttributeError(f"module 'steer' has no attribute {name!r}")
