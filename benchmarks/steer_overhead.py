@@ -1,8 +1,9 @@
-"""Per-step cost of NGramStylePrior relative to the model's own decoding step (steady state).
+"""Per-step cost of NGramStylePrior and the steering variants relative to the model's own decoding step.
 
 Model: TinyLlama-1.1B's shape with random weights (22 layers, hidden 2048, 32
 heads, 4 KV heads, FFN 5632, vocab 32000); table: the shared style corpora in the
-real Llama-2 token space, N = 3. Greedy `generate` with the KV cache, batch 1 and
+real Llama-2 token space, N = 3; background table (contrastive variants): the
+shared base-model books, N = 3. Greedy `generate` with the KV cache, batch 1 and
 16; the processor is timed inside generate, the step from a run without it. On
 CUDA (when available) the same runs are repeated there. Last line: one JSON object.
 
@@ -26,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from ngram import NGramTable  # noqa: E402
 from steer.corpora import load_corpus  # noqa: E402
+from steer.priors import GuidedStylePrior  # noqa: E402
 from steer.style import NGramStylePrior  # noqa: E402
 
 CORPORA = ["don_quixote", "cnn_highlights", "arxiv_abstracts", "sherlock_holmes",
@@ -72,9 +74,22 @@ def generate(model, ids, steps, processors=()):
     return time.perf_counter() - t0
 
 
-def measure(device, table, prompt_ids, steps, batches, dtype):
+def processors(tab, bg):
+    """(name, processor) of every measured mode: the paper's injection and the variants."""
+    return [
+        ("logsum", NGramStylePrior(tab, 0.1, mode="logsum", weights=(0.2, 0.3, 0.5))),
+        ("kneser_ney", NGramStylePrior(tab, 0.1, smoothing="kneser_ney")),
+        ("contrastive", GuidedStylePrior(tab, 1.0, background=bg)),
+        ("contrastive_plausible", GuidedStylePrior(tab, 4.0, background=bg, plausibility=0.1)),
+        ("contrastive_entropy", GuidedStylePrior(tab, 2.0, background=bg, strength="entropy")),
+        ("contrastive_plausible_kl", GuidedStylePrior(tab, 8.0, background=bg, plausibility=0.1, strength="kl",
+                                                      kl_budget=0.05)),
+    ]
+
+
+def measure(device, table, background, prompt_ids, steps, batches, dtype):
     model = tinyllama_shape(device, dtype)
-    tab = table.to(device)
+    tab, bg = table.to(device), background.to(device)
     results = {}
     for b in batches:
         ids = prompt_ids[:1].repeat(b, 1).to(device)
@@ -82,9 +97,8 @@ def measure(device, table, prompt_ids, steps, batches, dtype):
         generate(model, ids, 2)  # warm-up
         plain = min(generate(model, ids, steps) for _ in range(2))
         step_s = plain / steps
-        for name, opts in [("logsum", dict(mode="logsum", weights=(0.2, 0.3, 0.5))),
-                           ("kneser_ney", dict(smoothing="kneser_ney"))]:
-            timed = Timed(NGramStylePrior(tab, 0.1, **opts))
+        for name, proc in processors(tab, bg):
+            timed = Timed(proc)
             generate(model, ids, 2, [timed])  # warm-up: lazy per-device caches are built here
             timed.seconds, timed.calls = 0.0, 0
             generate(model, ids, steps, [timed])
@@ -92,7 +106,7 @@ def measure(device, table, prompt_ids, steps, batches, dtype):
             key = f"{device}_b{b}_{name}"
             results[key] = dict(step_ms=round(step_s * 1e3, 2), processor_ms=round(proc_s * 1e3, 3),
                                 overhead_pct=round(100 * proc_s / step_s, 3))
-            print(f"{device} B={b:2d} {name:10s}: decode step {step_s * 1e3:8.2f} ms, processor "
+            print(f"{device} B={b:2d} {name:24s}: decode step {step_s * 1e3:8.2f} ms, processor "
                   f"{proc_s * 1e3:6.3f} ms -> {100 * proc_s / step_s:.3f} % of the step")
     del model
     return results
@@ -110,10 +124,12 @@ def main():
     os.environ.setdefault("STEER_CORPORA_DIR", str(Path(args.shared) / "corpora"))
     docs = []
     for name in CORPORA:
-        docs.extend(load_corpus(name).train)
+        docs.extend(load_corpus(name).steer)
     t0 = time.perf_counter()
     table = NGramTable.from_texts(docs, tok, 3)
     print(f"table: {table.stats['n_tokens']:,} tokens, N=3, built in {time.perf_counter() - t0:.1f} s")
+    background = NGramTable.from_texts(load_corpus("background").steer, tok, 3)
+    print(f"background table: {background.stats['n_tokens']:,} tokens, N=3")
     prompt = tok("It was a bright cold day in April, and the clocks were striking", return_tensors="pt")
     figures = {"threads": torch.get_num_threads(), "steps": args.steps,
                "table_tokens": table.stats["n_tokens"]}
@@ -122,7 +138,7 @@ def main():
         devices.append("cuda")
     for dev in devices:
         dtype = torch.float32 if dev == "cpu" else torch.bfloat16
-        figures.update(measure(dev, table, prompt["input_ids"], args.steps, (1, 16), dtype))
+        figures.update(measure(dev, table, background, prompt["input_ids"], args.steps, (1, 16), dtype))
     if "cuda" not in devices:
         print("cuda: not available on this machine; not measured")
     print(json.dumps(figures))
