@@ -155,6 +155,50 @@ def count_order(
     )
 
 
+def merge_order(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], k: int, vocab_size: int, hashed: bool,
+                seed: int = 0) -> OrderCounts:
+    """Order-k counts of several tables added up: the same CSR that counting their corpora together gives.
+
+    Args:
+        parts: per table, (context tokens int64 [n, k-1], next ids int64 [n], counts int64 [n])
+            of its order-k entries.
+        k, vocab_size, hashed, seed: as in :func:`count_order`.
+
+    Raises:
+        HashCollision: two distinct contexts got the same hashed key.
+    """
+    ctx_tok = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, k - 1), np.int64)
+    nxt = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
+    cnt = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0, np.int64)
+    if nxt.size == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return OrderCounts(ctx_keys=empty, offsets=np.zeros(1, dtype=np.int64), next_ids=empty, counts=empty,
+                           ctx_tokens=np.zeros((0, k - 1), dtype=np.int64) if hashed else None)
+    cols = [ctx_tok[:, j] for j in range(k - 1)]
+    ctx = keys.pack(cols, vocab_size, hashed, seed)
+    # Sorting by (context key, next id) puts every copy of an entry side by side;
+    # add.reduceat then sums the copies' counts in one pass.
+    order = np.lexsort((nxt, ctx))
+    s_ctx, s_next, s_cnt = ctx[order], nxt[order], cnt[order]
+    s_tok = ctx_tok[order]
+    if hashed:
+        run = _group_starts(s_ctx[1:] != s_ctx[:-1])
+        run_of = np.repeat(run, np.diff(np.append(run, s_ctx.size)))
+        if np.any(s_tok != s_tok[run_of]):
+            raise HashCollision(k, seed)
+    first = _group_starts((s_ctx[1:] != s_ctx[:-1]) | (s_next[1:] != s_next[:-1]))
+    counts = np.add.reduceat(s_cnt, first)
+    ent_ctx, ent_next = s_ctx[first], s_next[first]
+    cfirst = _group_starts(ent_ctx[1:] != ent_ctx[:-1])
+    return OrderCounts(
+        ctx_keys=ent_ctx[cfirst].astype(np.int64),
+        offsets=np.append(cfirst, ent_ctx.size).astype(np.int64),
+        next_ids=ent_next.astype(np.int64),
+        counts=counts.astype(np.int64),
+        ctx_tokens=s_tok[first][cfirst] if hashed else None,
+    )
+
+
 class HashCollision(Exception):
     """Two distinct contexts of one order share a hashed key (retry with another seed)."""
 

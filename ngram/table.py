@@ -145,8 +145,16 @@ class NGramTable:
                 continue
         else:  # pragma: no cover - needs MAX_HASH_ATTEMPTS 62-bit collisions in a row
             raise RuntimeError("context hash collided under every seed; report this corpus")
+        unigram = np.bincount(tokens, minlength=vocab_size)
+        stats = {"n_tokens": int(tokens.size), "n_docs": int(lengths.size)}
+        return cls._assemble(unigram, per_order, order, vocab_size, hashed, seed, tokenizer_fingerprint, stats,
+                             started)
 
-        tensors = {"unigram.counts": torch.from_numpy(np.bincount(tokens, minlength=vocab_size))}
+    @classmethod
+    def _assemble(cls, unigram: np.ndarray, per_order: dict, order: int, vocab_size: int, hashed: list,
+                  seed: int, tokenizer_fingerprint: str | None, stats: dict, started: float) -> NGramTable:
+        """The table from its counts: continuation counts derived, tensors packed, statistics filled in."""
+        tensors = {"unigram.counts": torch.from_numpy(np.asarray(unigram))}
         if order >= 2:
             tensors["unigram.cont"] = torch.from_numpy(
                 C.continuation_counts(None, per_order[2], 1, vocab_size, False, 2 in hashed, seed)
@@ -168,8 +176,7 @@ class NGramTable:
                 tensors[p + "ctx_tokens"] = torch.from_numpy(oc.ctx_tokens.astype(np.int32))
 
         stats = {
-            "n_tokens": int(tokens.size),
-            "n_docs": int(lengths.size),
+            **stats,
             "ngram_types": {"1": int(np.count_nonzero(tensors["unigram.counts"].numpy()))},
             "contexts": {},
         }
@@ -186,6 +193,69 @@ class NGramTable:
             "stats": stats,
         }
         return cls(tensors, meta)
+
+    @classmethod
+    def merge(cls, tables: Sequence[NGramTable]) -> NGramTable:
+        """One table holding the counts of several, exactly as if their corpora had been counted together.
+
+        Counts of every order add up; Kneser-Ney continuation counts and the
+        per-context statistics are recomputed from the merged counts, so the
+        result equals, tensor for tensor, :meth:`from_token_ids` on all the
+        tables' documents (n-grams never cross documents, so nothing is lost
+        at the seams). Hashed contexts are re-keyed together, rehashing with
+        another seed if two of them collide. This is the reduce step of a
+        sharded build: count shards separately, then merge.
+
+        Args:
+            tables: tables with one order, vocabulary size and tokenizer fingerprint.
+
+        Raises:
+            ValueError: no tables, or tables that do not fit together (the message says which).
+
+        Example:
+            >>> a = NGramTable.from_token_ids([[1, 2, 3]], vocab_size=5, order=2)
+            >>> b = NGramTable.from_token_ids([[2, 3, 4]], vocab_size=5, order=2)
+            >>> NGramTable.merge([a, b]).count([2, 3])
+            2
+        """
+        if isinstance(tables, NGramTable) or not tables:
+            raise ValueError("`tables` must be a non-empty sequence of NGramTable")
+        for i, t in enumerate(tables):
+            if not isinstance(t, NGramTable):
+                raise TypeError(f"`tables[{i}]` must be an NGramTable, got {type(t).__name__}")
+        first = tables[0]
+        for i, t in enumerate(tables[1:], start=1):
+            for name in ("order", "vocab_size", "fingerprint"):
+                if getattr(t, name) != getattr(first, name):
+                    raise ValueError(f"`tables[{i}]` has {name} {getattr(t, name)!r} but `tables[0]` has "
+                                     f"{getattr(first, name)!r}: only tables built alike can merge")
+        started = time.perf_counter()
+        order, vocab_size = first.order, first.vocab_size
+        hashed = [k for k in range(2, order + 1) if not keys.exact_packing(vocab_size, k - 1)]
+        parts = {k: [t._order_entries(k) for t in tables] for k in range(2, order + 1)}
+        for seed in range(C.MAX_HASH_ATTEMPTS):
+            try:
+                per_order = {k: C.merge_order(parts[k], k, vocab_size, k in hashed, seed)
+                             for k in range(2, order + 1)}
+                break
+            except C.HashCollision:
+                continue
+        else:  # pragma: no cover - needs MAX_HASH_ATTEMPTS 62-bit collisions in a row
+            raise RuntimeError("context hash collided under every seed; report these tables")
+        unigram = sum(t._stored["unigram.counts"].cpu().numpy().astype(np.int64) for t in tables)
+        stats = {"n_tokens": sum(int(t.stats.get("n_tokens", 0)) for t in tables),
+                 "n_docs": sum(int(t.stats.get("n_docs", 0)) for t in tables), "merged_from": len(tables)}
+        return cls._assemble(unigram, per_order, order, vocab_size, hashed, seed, first.fingerprint, stats, started)
+
+    def _order_entries(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(context tokens [n, k-1], next ids [n], counts [n]) of every order-k entry, int64 numpy."""
+        p = f"o{k}."
+        t = {n: v.cpu().numpy() for n, v in self._stored.items() if n.startswith(p)}
+        oc = C.OrderCounts(ctx_keys=t[p + "ctx_keys"].astype(np.int64), offsets=t[p + "offsets"].astype(np.int64),
+                           next_ids=t[p + "next_ids"].astype(np.int64), counts=t[p + "counts"].astype(np.int64),
+                           ctx_tokens=t[p + "ctx_tokens"].astype(np.int64) if p + "ctx_tokens" in t else None)
+        ctx = C.context_token_matrix(oc, k, self.vocab_size, k in self.hashed_orders)  # (n_ctx, k-1)
+        return np.repeat(ctx, np.diff(oc.offsets), axis=0), oc.next_ids, oc.counts
 
     @classmethod
     def from_texts(cls, texts: Iterable[str], tokenizer, order: int, *, batch_size: int = 1024):
