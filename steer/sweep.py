@@ -465,6 +465,10 @@ def _judge_corpora(config: SweepConfig, sources: dict) -> dict:
         judged["classes"] = {name: judged["targets"].get(name) or load_corpus(
             name, judge_fraction=config.judge_fraction) for name in style_names()}
         judged["neutral"] = load_corpus(config.neutral, judge_fraction=config.judge_fraction)
+    from steer.judges.panel import check_judge_text
+
+    # A continuation of T tokens has fewer than T words, so T bounds the chunk length.
+    check_judge_text(judged["targets"], judged.get("classes"), config.max_new_tokens, config.judges)
     return judged
 
 

@@ -80,9 +80,30 @@ class JudgePanel:
         return out
 
 
+def check_judge_text(targets: Mapping[str, Corpus], classes: Mapping[str, Corpus] | None, max_words: int,
+                     kinds: Sequence[str] = JUDGES) -> None:
+    """Refuse, before any model loads, judge splits too small for the judges (JudgeError naming the corpus).
+
+    The held-out perplexity needs 1,000 judge words per target; the
+    classifier needs 50 chunks of up to ``max_words`` words per class.
+    """
+    if "heldout_ppl" in kinds:
+        for name, c in targets.items():
+            n = sum(len(d.split()) for d in c.judge)
+            if n < 1000:
+                raise JudgeError(f"the judge split of {name!r} has about {n} words; the held-out perplexity needs "
+                                 "1,000 (a larger corpus, or --judge-fraction up to 0.5)")
+    if "classifier" in kinds:
+        for name, c in {**(classes or {}), **targets}.items():
+            n = sum(len(d.split()) for d in c.judge)
+            if n < 50 * max_words:
+                raise JudgeError(f"the judge split of {name!r} has about {n} words; the style classifier needs "
+                                 f"about {50 * max_words} (50 chunks as long as the continuations)")
+
+
 def word_lengths(texts: Sequence[str]) -> list[int]:
     """Word counts of texts (at least 1 each), for the classifier's chunk lengths."""
     return [max(1, len(words(t))) for t in texts]
 
 
-__all__ = ["JUDGES", "JudgeError", "JudgePanel", "word_lengths"]
+__all__ = ["JUDGES", "JudgeError", "JudgePanel", "check_judge_text", "word_lengths"]

@@ -174,3 +174,17 @@ def test_sweep_with_every_judge_writes_intervals_and_matched_table(tmp_path, sha
                                 "prior_hit_at_ppl", "prior_lam_low", "prior_lam_high", "diff", "diff_lo",
                                 "diff_hi", "n_prompts"]
     assert (tmp_path / "run" / "pareto.png").exists()
+
+
+def test_too_little_judge_text_fails_before_the_model_loads(aidreams_path, tmp_path, monkeypatch):
+    from steer.judges import JudgeError
+
+    def refuse(*a, **k):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr("steer.models.load_model", refuse)
+    path = tmp_path / "small.txt"
+    path.write_text("\n".join(f"a short line {i}" for i in range(50)))
+    with pytest.raises(JudgeError, match="held-out perplexity needs"):
+        run_sweep(_config(aidreams_path, path, judges=["heldout_ppl"]), tmp_path / "run")
+    assert not (tmp_path / "run" / "config.json").exists()
