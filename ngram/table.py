@@ -15,7 +15,7 @@ import torch
 
 from ngram import counts as C
 from ngram import keys
-from ngram.files import read_checked, write_atomic
+from ngram.files import read_checked, read_mapped, write_atomic
 from ngram.fingerprint import tokenizer_fingerprint
 from ngram.lookup import OrderMeta, find_contexts, gather_entries, prepare_tail
 from ngram.options import LookupOptions, resolve_options
@@ -86,24 +86,16 @@ class NGramTable:
         self.fingerprint = meta.get("tokenizer_fingerprint") or None
         self.stats = dict(meta.get("stats", {}))
         self._stored = dict(tensors)
-        self._metas = {}
-        for k in range(2, self.order + 1):
-            offsets = tensors[f"o{k}.offsets"]
-            fan = offsets[1:] - offsets[:-1]
-            self._metas[k] = OrderMeta(
-                k=k,
-                hashed=k in self.hashed_orders,
-                n_ctx=int(fan.numel()),
-                n_entries=int(tensors[f"o{k}.next_ids"].numel()),
-                max_fanout=int(fan.max()) if fan.numel() else 0,
-            )
+        self._order_metas: dict[int, OrderMeta] | None = None
         self.device = next(iter(tensors.values())).device
         self._cache: dict[torch.device, dict[str, torch.Tensor]] = {}
         # How CSR ranges are gathered: "auto" (ragged on CPU, padded on
         # accelerators, see ngram.lookup.gather_entries), "padded" or "ragged".
         self.lookup_layout = "auto"
         self._unigrams: dict[tuple, torch.Tensor] = {}
-        self._derive(self._stored)
+        # Per-context statistics and typed copies are derived on first use, not
+        # here: a memory-mapped table then costs nothing until it is queried.
+        self._derived = False
 
     # ------------------------------------------------------------------ build
     @classmethod
@@ -305,8 +297,24 @@ class NGramTable:
         )
 
     # ------------------------------------------------------------- derived
+    @property
+    def _metas(self) -> dict[int, OrderMeta]:
+        self._ensure_derived()
+        return self._order_metas
+
+    def _ensure_derived(self) -> None:
+        if not self._derived:
+            self._derive(self._stored)
+            self._derived = True
+
     def _derive(self, t: dict[str, torch.Tensor]) -> None:
-        """Per-context totals and type counts, from the stored CSR arrays."""
+        """Per-order lookup metadata, per-context totals and type counts, from the stored CSR arrays."""
+        self._order_metas = {}
+        for k in range(2, self.order + 1):
+            fan = t[f"o{k}.offsets"][1:] - t[f"o{k}.offsets"][:-1]
+            self._order_metas[k] = OrderMeta(k=k, hashed=k in self.hashed_orders, n_ctx=int(fan.numel()),
+                                             n_entries=int(t[f"o{k}.next_ids"].numel()),
+                                             max_fanout=int(fan.max()) if fan.numel() else 0)
         for k in range(2, self.order + 1):
             p = f"o{k}."
             off = t[p + "offsets"]
@@ -330,6 +338,7 @@ class NGramTable:
             ).float()  # (n_ctx, 4)
 
     def _on(self, device: torch.device) -> dict[str, torch.Tensor]:
+        self._ensure_derived()
         if device == self.device:
             return self._stored
         if device not in self._cache:
@@ -339,6 +348,7 @@ class NGramTable:
     def to(self, device) -> NGramTable:
         """This table with its arrays on ``device`` (a new object; self is unchanged)."""
         device = torch.device(device)
+        self._ensure_derived()
         table = object.__new__(NGramTable)
         table.__dict__.update(self.__dict__)
         table._stored = {n: v.to(device) for n, v in self._stored.items()}
@@ -360,6 +370,7 @@ class NGramTable:
         if len(ids) == 1:
             return int(self._stored["unigram.counts"][ids[0]])
         k = len(ids)
+        self._ensure_derived()
         t = self._stored
         ctx = torch.tensor([ids[:-1]], dtype=torch.long, device=self.device)
         tail = prepare_tail(ctx, self.order, self.vocab_size)
@@ -667,21 +678,37 @@ class NGramTable:
         write_atomic(tensors, path, meta)
 
     @classmethod
-    def load(cls, path, device=None, tokenizer=None) -> NGramTable:
+    def load(cls, path, device=None, tokenizer=None, mmap: bool = False, verify: bool | None = None) -> NGramTable:
         """Read a table written by :meth:`save`, refusing damaged or foreign files.
 
         Args:
             path: the ``.safetensors`` file.
-            device: where the arrays go (default CPU).
+            device: where the arrays go (default CPU). With ``mmap=True`` leave
+                it None and move the table explicitly later (``table.to("cuda")``).
             tokenizer: if given, the table must have been built with it.
+            mmap: map the file instead of reading it: opening takes a header
+                parse whatever the size, and memory grows only with the pages
+                lookups touch (``safetensors`` layout, ``torch.from_file``).
+            verify: check the contents' sha256 and every array's ranges, which
+                reads the whole file. Default: True when reading, False when
+                mapping (sizes and the header are always checked; call
+                :meth:`verify` to check a mapped table's contents later).
 
         Raises:
             FileNotFoundError: no such file.
             TableFileError: truncated, altered, or not a steer n-gram table.
             TokenizerMismatchError: built with another tokenizer.
+
+        Example:
+            >>> big = NGramTable.load("background.safetensors", mmap=True)  # doctest: +SKIP
+            >>> big = big.to("cuda")  # explicit: copies the arrays to the GPU  # doctest: +SKIP
         """
         path = os.fspath(path)
-        meta, tensors = read_checked(path, _REBUILD, TableFileError)
+        verify = (not mmap) if verify is None else bool(verify)
+        if mmap:
+            meta, tensors = read_mapped(path, _REBUILD, TableFileError)
+        else:
+            meta, tensors = read_checked(path, _REBUILD, TableFileError)
         if meta.get("format") != FORMAT_NAME:
             raise TableFileError(
                 f"{path!r} is not a steer n-gram table (format {meta.get('format')!r}); {_REBUILD}"
@@ -691,7 +718,7 @@ class NGramTable:
                 f"{path!r} has table format version {meta.get('format_version')!r}, this steer reads "
                 f"{FORMAT_VERSION!r}; {_REBUILD}"
             )
-        if _digest(tensors) != meta.get("content_sha256"):
+        if verify and _digest(tensors) != meta.get("content_sha256"):
             raise TableFileError(f"{path!r} is damaged: its contents do not match its checksum; {_REBUILD}")
         try:
             parsed = {
@@ -702,15 +729,34 @@ class NGramTable:
                 "tokenizer_fingerprint": meta.get("tokenizer_fingerprint", ""),
                 "stats": json.loads(meta.get("stats", "{}")),
             }
-            _check_structure(tensors, parsed)
+            _check_structure(tensors, parsed, scan=verify)
         except (KeyError, ValueError, TypeError) as err:
             raise TableFileError(f"{path!r} is inconsistent ({err}); {_REBUILD}") from err
         table = cls(tensors, parsed)
+        table._content_sha256 = meta.get("content_sha256")
+        table._source = path
         if device is not None:
             table = table.to(device)
         if tokenizer is not None:
             table.check_tokenizer(tokenizer)
         return table
+
+    def verify(self) -> None:
+        """Check the contents against the checksum and every array's ranges (reads the whole table).
+
+        Raises:
+            TableFileError: the contents differ from what was saved, or are out of range.
+        """
+        tensors = self._saved_tensors()
+        source = getattr(self, "_source", "this table")
+        expected = getattr(self, "_content_sha256", None)
+        if expected is not None and _digest(tensors) != expected:
+            raise TableFileError(f"{source!r} is damaged: its contents do not match its checksum; {_REBUILD}")
+        meta = {"order": self.order, "vocab_size": self.vocab_size, "hashed_orders": list(self.hashed_orders)}
+        try:
+            _check_structure(tensors, meta, scan=True)
+        except (KeyError, ValueError, TypeError) as err:
+            raise TableFileError(f"{source!r} is inconsistent ({err}); {_REBUILD}") from err
 
     @property
     def nbytes(self) -> int:
@@ -747,8 +793,12 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def _check_structure(t: dict[str, torch.Tensor], meta: dict) -> None:
-    """Shape and range checks, so a consistent-looking but wrong file is refused."""
+def _check_structure(t: dict[str, torch.Tensor], meta: dict, scan: bool = True) -> None:
+    """Shape and range checks, so a consistent-looking but wrong file is refused.
+
+    With ``scan=False`` only shapes and the ends of the offsets are checked,
+    which reads a few bytes per array (a memory-mapped table stays unread).
+    """
     order, v = meta["order"], meta["vocab_size"]
     if not 1 <= order <= MAX_ORDER or v < 1:
         raise ValueError(f"order {order} / vocab_size {v} out of range")
@@ -759,6 +809,13 @@ def _check_structure(t: dict[str, torch.Tensor], meta: dict) -> None:
         keys_, off, nxt, cnt = t[p + "ctx_keys"], t[p + "offsets"], t[p + "next_ids"], t[p + "counts"]
         if off.numel() != keys_.numel() + 1 or int(off[0]) != 0 or int(off[-1]) != nxt.numel():
             raise ValueError(f"order {k}: offsets do not match the entries")
+        hashed = k in meta["hashed_orders"]
+        if hashed and tuple(t[p + "ctx_tokens"].shape) != (keys_.numel(), k - 1):
+            raise ValueError(f"order {k}: context tokens do not match the keys")
+        if not scan:
+            if cnt.numel() != nxt.numel() or (k < order and t[p + "cont"].numel() != nxt.numel()):
+                raise ValueError(f"order {k}: count/id length mismatch")
+            continue
         if keys_.numel() > 1 and not bool((keys_[1:] > keys_[:-1]).all()):
             raise ValueError(f"order {k}: context keys are not strictly increasing")
         if bool((off[1:] <= off[:-1]).any()) or cnt.numel() != nxt.numel():
@@ -767,6 +824,3 @@ def _check_structure(t: dict[str, torch.Tensor], meta: dict) -> None:
             raise ValueError(f"order {k}: next ids or counts out of range")
         if k < order and t[p + "cont"].numel() != nxt.numel():
             raise ValueError(f"order {k}: continuation counts do not match the entries")
-        hashed = k in meta["hashed_orders"]
-        if hashed and tuple(t[p + "ctx_tokens"].shape) != (keys_.numel(), k - 1):
-            raise ValueError(f"order {k}: context tokens do not match the keys")
