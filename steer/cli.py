@@ -225,6 +225,16 @@ def cmd_sweep(args) -> int:
     return _run_sweep(config, args.out)
 
 
+def cmd_report(args) -> int:
+    from steer.sweep import report_sweep
+
+    rows, done, total = report_sweep(args.out)
+    _print_summary(rows)
+    state = "finished" if done == total else f"{total - done} still to run (rerun the sweep's command to resume)"
+    print(f"\n{done}/{total} cells: {state}; wrote {args.out}/results.csv, results.json, matched.csv and the figures")
+    return 0
+
+
 def cmd_train_lora(args) -> int:
     from tqdm import tqdm
 
@@ -347,6 +357,7 @@ EXAMPLES = {
                  "  steer edits make-data --pairs ../shared/data/edits/mrpc/msr_paraphrase_train.txt "
                  "--task paraphrase --out para.jsonl",
     "demo": "example:\n  steer demo --model ../shared/data/models/base-llama2tok",
+    "report": "example:\n  steer report runs/study",
 }
 MODEL_HELP = "model folder or hub id ($STEER_MODEL if set, else TinyLlama-1.1B from the hub)"
 
@@ -416,6 +427,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--judges", default="heldout_ppl,classifier,diversity",
                    help="comma-separated held-out judges (classifier needs steer[eval]); empty for none")
     _decode_args(p)
+
+    p = _add(sub, "report", "write a run folder's results from the cells finished so far (runs nothing)",
+             cmd_report)
+    p.add_argument("out", type=Path, help="the sweep's run folder")
 
     p = _add(sub, "train-lora", "train a LoRA adapter on a style corpus (needs steer[lora])", cmd_train_lora)
     p.add_argument("--model", default=default_model(), help=MODEL_HELP)

@@ -8,7 +8,7 @@ import math
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from steer import metrics as M
@@ -440,6 +440,32 @@ def run_sweep(config: SweepConfig, out_dir, model=None, tokenizer=None,
         rows = _with_relative(cells, config)
         _write_results(out, rows, config)
         return rows
+
+
+def report_sweep(out_dir) -> tuple[list[dict], int, int]:
+    """Write the results files of a run folder from the cells finished so far, running nothing.
+
+    For a long sweep that was stopped and will be resumed later (a sweep still
+    running holds the folder's lock, so this refuses until it stops). The
+    settings come from the folder's config.json.
+
+    Returns:
+        (rows, finished cells, all cells of the sweep).
+    """
+    out = Path(out_dir)
+    path = out / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{str(out)!r} holds no sweep (no config.json)")
+    stored = json.loads(path.read_text(encoding="utf-8")).get("sweep")
+    if not isinstance(stored, dict):
+        raise ValueError(f"{str(path)!r} is not a steer sweep config")
+    known = {f.name for f in fields(SweepConfig)}
+    config = SweepConfig(**{k: v for k, v in stored.items() if k in known})
+    with RunLock(out):
+        cells = _read_jsonl(out / "cells.jsonl")
+        rows = _with_relative(cells, config)
+        _write_results(out, rows, config)
+    return rows, len(cells), len(config.cells())
 
 
 def check_same_splits(out: Path, splits: dict) -> None:

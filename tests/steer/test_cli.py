@@ -124,6 +124,9 @@ def test_ctrl_c_says_how_far_it_got_and_the_rerun_resumes(aidreams_path, tmp_pat
     assert "interrupted after 1/3 cells; rerun the same command to resume" in err
     assert "Traceback" not in err
     assert len((out / "cells.jsonl").read_text().splitlines()) == 1
+    assert main(["report", str(out)]) == 0  # results of the finished cell, nothing run
+    assert "1/3 cells: 2 still to run" in capsys.readouterr().out
+    assert len((out / "results.csv").read_text().splitlines()) == 2
     monkeypatch.setattr(sweep._Runner, "cell", real_cell)
     assert main(_sweep_args(aidreams_path, out, two_prompts)) == 0
     assert len((out / "cells.jsonl").read_text().splitlines()) == 3
@@ -234,7 +237,7 @@ def test_every_option_has_help_a_default_and_every_command_an_example():
             assert action.help, f"{name} {action.option_strings}: no help"
             if action.default not in (None, False) and action.option_strings and action.dest != "help":
                 assert f"(default: {action.default})" in " ".join(text.split()), f"{name} {action.dest}"
-    assert seen == 7
+    assert seen == 8
     sweep_help = " ".join(dict(commands(parser))["sweep"].format_help().split())
     assert "don_quixote, cnn_highlights" in sweep_help
 
