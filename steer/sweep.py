@@ -25,8 +25,11 @@ PROMPTS_PATH = Path(__file__).with_name("data") / "prompts.txt"
 # so favour the prior by construction.
 JUDGE_METRICS = ["judge_hit", "judge_hit_lo", "judge_hit_hi", "judge_p_target", "heldout_style_ppl",
                  "degenerate_rate", "distinct_1", "distinct_2", "self_bleu"]
+# 95 % bootstrap intervals over prompts, computed from samples.jsonl when results are written.
+INTERVALS = ["judge_p_target", "heldout_style_ppl", "degenerate_rate", "base_ppl"]
 METRICS = [*JUDGE_METRICS, "base_ppl", "steer_table_ppl", "js_div", "overlap_1", "overlap_2", "overlap_3",
-           "jaccard_vs_unsteered", "prefix_vs_unsteered", "mean_len"]
+           "jaccard_vs_unsteered", "prefix_vs_unsteered", "mean_len",
+           *[f"{m}_{end}" for m in INTERVALS for end in ("lo", "hi")]]
 COSTS = ["train_s", "infer_ms_per_token", "extra_mem_mb"]
 # Relative change vs the unsteered cell. Not for JS divergence (0 at lam = 0 by
 # definition) nor for interval bounds.
@@ -599,10 +602,36 @@ def _with_relative(cells: list[dict], config: SweepConfig) -> list[dict]:
     return rows
 
 
+def _with_intervals(rows: list[dict], samples: list[dict]) -> list[dict]:
+    """Each row with 95 % bootstrap intervals over prompts of its judge and fluency figures (from its samples)."""
+    from steer.judges.stats import bootstrap_mean_ci, bootstrap_pooled_ppl_ci
+
+    by_cell: dict[tuple, list[dict]] = {}
+    for smp in samples:
+        by_cell.setdefault(_key(smp), []).append(smp)
+    for row in rows:
+        mine = by_cell.get(_key(row), [])
+        idx = [smp["prompt_index"] for smp in mine]
+        for m in INTERVALS:
+            row[f"{m}_lo"] = row[f"{m}_hi"] = float("nan")
+        if not mine:
+            continue
+        for m, key in [("judge_p_target", "judge_p_target"), ("degenerate_rate", "degenerate")]:
+            if key in mine[0]:
+                _, row[f"{m}_lo"], row[f"{m}_hi"] = bootstrap_mean_ci([smp[key] for smp in mine], idx)
+        for m, nll, n in [("heldout_style_ppl", "heldout_nll", "heldout_words"),
+                          ("base_ppl", "base_nll", "base_tokens")]:
+            if nll in mine[0]:
+                _, row[f"{m}_lo"], row[f"{m}_hi"] = bootstrap_pooled_ppl_ci(
+                    [smp[nll] for smp in mine], [smp[n] for smp in mine], idx)
+    return rows
+
+
 def _write_results(out: Path, rows: list[dict], config: SweepConfig) -> None:
     from steer.matched import MATCHED_COLUMNS, VARIANT_COLUMNS, matched_table, matched_variants
 
     samples = _read_jsonl(out / "samples.jsonl")
+    rows = _with_intervals(rows, samples)
     tables = [("matched.csv", MATCHED_COLUMNS, matched_table(rows, samples))]
     if config.methods:
         tables.append(("matched_variants.csv", VARIANT_COLUMNS, matched_variants(rows, samples)))

@@ -51,6 +51,39 @@ def bootstrap_mean_ci(values: Sequence[float], prompt_index: Sequence[int] | Non
     return mean, float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
+def bootstrap_pooled_ppl_ci(nll: Sequence[float], counts: Sequence[float], prompt_index: Sequence[int],
+                            confidence: float = CONFIDENCE, n_resamples: int = N_RESAMPLES,
+                            seed: int = 0) -> tuple[float, float, float]:
+    """(perplexity, low, high) of pooled perplexity exp(sum NLL / sum counts), bootstrapping prompts.
+
+    Each resample draws prompts with replacement and pools their samples'
+    NLL and token (or word) counts, as the point estimate does.
+    """
+    from scipy.stats import bootstrap
+
+    idx = np.asarray(prompt_index, dtype=int)
+    nll, n = np.asarray(nll, float), np.asarray(counts, float)
+    if nll.shape != idx.shape or n.shape != idx.shape:
+        raise ValueError("`nll`, `counts` and `prompt_index` must have one length")
+    if n.sum() <= 0:
+        return float("nan"), float("nan"), float("nan")
+    p_nll = np.bincount(idx, weights=nll)  # per prompt
+    p_n = np.bincount(idx, weights=n)
+    keep = np.bincount(idx) > 0
+    p_nll, p_n = p_nll[keep], p_n[keep]
+    point = float(np.exp(p_nll.sum() / p_n.sum()))
+    if p_n.size < 2:
+        return point, float("nan"), float("nan")
+
+    def stat(a, b, axis=-1):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.exp(a.sum(axis=axis) / b.sum(axis=axis))
+
+    res = bootstrap((p_nll, p_n), stat, paired=True, vectorized=True, confidence_level=confidence,
+                    n_resamples=n_resamples, method="percentile", random_state=np.random.default_rng(seed))
+    return point, float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
 def paired_diff_ci(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE,
                    n_resamples: int = N_RESAMPLES, seed: int = 0) -> tuple[float, float, float]:
     """(mean of a - b, low, high) over paired per-prompt values, bootstrapping prompts.

@@ -60,3 +60,17 @@ def test_interpolation_in_log_perplexity():
     # a curve that comes back: the first crossing in lambda order is used
     got, (i, j, _) = interpolate_at([10.0, 30.0, 15.0], [np.zeros(1), np.ones(1), np.zeros(1)], 20.0)
     assert (i, j) == (0, 1)
+
+
+def test_pooled_perplexity_interval_brackets_the_point_and_follows_prompts():
+    from steer.judges.stats import bootstrap_pooled_ppl_ci
+
+    rng = np.random.default_rng(3)
+    idx = np.repeat(np.arange(100), 2)
+    n = rng.integers(5, 40, size=200).astype(float)
+    nll = n * rng.normal(3.0, 0.3, size=200)
+    ppl, lo, hi = bootstrap_pooled_ppl_ci(nll, n, idx)
+    assert ppl == pytest.approx(math.exp(nll.sum() / n.sum()))
+    assert lo < ppl < hi and hi / lo < 1.3
+    with pytest.raises(ValueError, match="one length"):
+        bootstrap_pooled_ppl_ci([1.0], [1.0, 2.0], [0])
