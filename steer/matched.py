@@ -67,9 +67,9 @@ def matched_table(rows: list[dict], samples: list[dict], curve: str = "prior") -
                    "diff": math.nan, "diff_lo": math.nan, "diff_hi": math.nan, "n_prompts": int(n_prompts)}
             hit = interpolate_at(x, ys, r["base_ppl"]) if len(prior) >= 2 else None
             if hit is not None:
-                curve, (i, j, _) = hit
-                diff, lo, hi = paired_diff_ci(curve, base_hits)
-                row.update(prior_hit_at_ppl=float(np.nanmean(curve)), prior_lam_low=_knob(prior[i]),
+                at_ppl, (i, j, _) = hit
+                diff, lo, hi = paired_diff_ci(at_ppl, base_hits)
+                row.update(prior_hit_at_ppl=float(np.nanmean(at_ppl)), prior_lam_low=_knob(prior[i]),
                            prior_lam_high=_knob(prior[j]), diff=diff, diff_lo=lo, diff_hi=hi)
             out.append(row)
     return out

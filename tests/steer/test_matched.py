@@ -9,9 +9,9 @@ import pytest
 from steer.matched import MATCHED_COLUMNS, matched_table
 
 
-def _cell(method, lam, base_ppl, hits):
-    row = {"corpus": "c", "method": method, "lam": lam, "base_ppl": base_ppl}
-    samples = [{"corpus": "c", "method": method, "lam": lam, "prompt_index": i, "judge_hit": h}
+def _cell(method, lam, base_ppl, hits, corpus="c"):
+    row = {"corpus": corpus, "method": method, "lam": lam, "base_ppl": base_ppl}
+    samples = [{"corpus": corpus, "method": method, "lam": lam, "prompt_index": i, "judge_hit": h}
                for i, h in enumerate(hits)]
     return row, samples
 
@@ -21,10 +21,14 @@ def test_prior_is_read_at_the_baselines_perplexity_and_differences_are_paired():
     cells = [_cell("prior", 0.0, 10.0, [0.0] * n), _cell("prior", 0.5, 40.0, [1.0] * n),
              _cell("prompt", 0.0, 20.0, [1.0] * (n // 4) + [0.0] * (3 * n // 4)),
              _cell("lora", 0.0, 80.0, [0.5] * n)]
+    # a second corpus, after the first one's interpolation (regression: a name clash broke the next corpus)
+    cells += [_cell("prior", 0.0, 10.0, [0.0] * n, "d"), _cell("prior", 0.5, 40.0, [1.0] * n, "d"),
+              _cell("prompt", 0.0, 40.0, [0.0] * n, "d")]
     rows = [c[0] for c in cells]
     samples = [s for c in cells for s in c[1]]
     got = matched_table(rows, samples)
-    assert [m["baseline"] for m in got] == ["prompt", "lora"] and set(got[0]) == set(MATCHED_COLUMNS)
+    assert [m["baseline"] for m in got] == ["prompt", "lora", "prompt"] and set(got[0]) == set(MATCHED_COLUMNS)
+    assert got[2]["prior_hit_at_ppl"] == pytest.approx(1.0) and got[2]["diff"] == pytest.approx(1.0)
     prompt = got[0]
     # log(20) lies half way between log(10) and log(40): the prior's hit rate there is 0.5
     assert prompt["prior_hit_at_ppl"] == pytest.approx(0.5) and prompt["baseline_hit"] == pytest.approx(0.25)
