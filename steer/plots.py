@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator  # noqa: E402
 
 # (column, title, is it a change vs lam = 0 in percent, which direction is better)
 PANELS = [
@@ -141,8 +141,11 @@ def plot_pareto(rows: list[dict], path: Path, title: str | None = None) -> None:
                     ax.annotate(f"{r.get('knob', r['lam']):g}", (r["base_ppl"], r["judge_hit"]), fontsize=6.5,
                                 xytext=(3, 3), textcoords="offset points", color=colour)
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_title(corpus, fontsize=10)
-        ax.set_xlabel("base-model perplexity (lower = more fluent)", fontsize=8.5)
+        ax.set_xlabel("base-model perplexity of the continuations", fontsize=8.5)
         ax.set_ylabel("judged in-style (share)", fontsize=8.5)
         ax.set_ylim(-0.03, 1.03)
         ax.grid(alpha=0.3, which="both")
