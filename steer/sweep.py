@@ -603,7 +603,11 @@ def _with_relative(cells: list[dict], config: SweepConfig) -> list[dict]:
 
 
 def _with_intervals(rows: list[dict], samples: list[dict]) -> list[dict]:
-    """Each row with 95 % bootstrap intervals over prompts of its judge and fluency figures (from its samples)."""
+    """Each row's judge figures from its samples' per-sample values, with 95 % bootstrap intervals over prompts.
+
+    samples.jsonl is the single source of the judge figures: the point
+    estimates are recomputed here too, so results always match the samples.
+    """
     from steer.judges.stats import bootstrap_mean_ci, bootstrap_pooled_ppl_ci
 
     by_cell: dict[tuple, list[dict]] = {}
@@ -616,6 +620,7 @@ def _with_intervals(rows: list[dict], samples: list[dict]) -> list[dict]:
             row[f"{m}_lo"] = row[f"{m}_hi"] = float("nan")
         if not mine:
             continue
+        row.update({k: v for k, v in judge_columns(mine, {}).items() if v == v})
         for m, key in [("judge_p_target", "judge_p_target"), ("degenerate_rate", "degenerate")]:
             if key in mine[0]:
                 _, row[f"{m}_lo"], row[f"{m}_hi"] = bootstrap_mean_ci([smp[key] for smp in mine], idx)

@@ -134,7 +134,11 @@ class StyleClassifier:
 
 
 class TargetJudge:
-    """Scores continuations (without their prompts) by the classifier, for one target class."""
+    """Scores continuations (without their prompts) by the classifier, for one target class.
+
+    A continuation with no word in it (empty, or whitespace only) shows no
+    style: p(target) = 0 and no hit, whatever the classifier's prior says.
+    """
 
     def __init__(self, classifier: StyleClassifier, target: str):
         self.classifier, self.target = classifier, target
@@ -145,5 +149,7 @@ class TargetJudge:
             raise ValueError(f"{len(prompts)} prompts but {len(continuations)} continuations")
         proba = self.classifier.probabilities(continuations)
         col = self.classifier.classes.index(self.target)
-        hit = proba.argmax(1) == col
-        return {"judge_p_target": proba[:, col].tolist(), "judge_hit": hit.astype(float).tolist()}
+        has_words = np.array([bool(words(c)) for c in continuations])
+        hit = (proba.argmax(1) == col) & has_words
+        p_target = np.where(has_words, proba[:, col], 0.0)
+        return {"judge_p_target": p_target.tolist(), "judge_hit": hit.astype(float).tolist()}

@@ -54,6 +54,9 @@ def test_classifier_scores_by_style_and_refuses_when_it_cannot_tell_classes_apar
     assert clf.report["heldout_accuracy"] >= 0.95
     s = clf.for_target("pirate").score(["x", "x"], [" hoist the sails, matey, arr", " the court finds the costs"])
     assert s["judge_hit"] == [1.0, 0.0] and s["judge_p_target"][0] > 0.5 > s["judge_p_target"][1]
+    # Regression: an empty continuation was judged by the classifier's prior and could count as a hit.
+    empty = clf.for_target("pirate").score(["x", "x"], ["", "  \n"])
+    assert empty == {"judge_p_target": [0.0, 0.0], "judge_hit": [0.0, 0.0]}
     same = [f"the same words again and again {i % 7}" for i in range(600)]
     with pytest.raises(JudgeError, match="refuses to judge"):
         StyleClassifier({"a": same, "b": same}, lengths=[6])
