@@ -32,7 +32,8 @@ def matched_table(rows: list[dict], samples: list[dict], curve: str = "prior") -
     """One row per corpus and baseline cell: the ``curve`` method at the baseline's fluency, and the paired difference.
 
     For each corpus the curve method's cells (the prior by default; any
-    method with a knob), in increasing knob, trace a curve of
+    method with a knob, which then starts from the unsteered cell as its knob
+    0), in increasing knob, trace a curve of
     (base perplexity, per-prompt judge hit rate). At a baseline's base
     perplexity b the curve is interpolated linearly in log perplexity on the
     first lambda segment that spans b, per prompt; ``diff`` = prior's hit
@@ -52,8 +53,14 @@ def matched_table(rows: list[dict], samples: list[dict], curve: str = "prior") -
     for corpus in dict.fromkeys(r["corpus"] for r in rows):
         prior = sorted((r for r in rows if r["corpus"] == corpus and r.get("method", "prior") == curve
                         and (corpus, curve, _knob(r)) in by_cell), key=_knob)
+        cells = [by_cell[(corpus, curve, _knob(r))] for r in prior]
+        if curve != "prior":  # every method starts from the unsteered cell: knob 0 is the prior at lam = 0
+            start = [r for r in rows if r["corpus"] == corpus and r.get("method", "prior") == "prior"
+                     and r["lam"] == 0.0 and (corpus, "prior", 0.0) in by_cell]
+            prior = [{**r, "knob": 0.0} for r in start] + prior
+            cells = [by_cell[(corpus, "prior", 0.0)] for _ in start] + cells
         x = [r["base_ppl"] for r in prior]
-        ys = [_per_prompt(by_cell[(corpus, curve, _knob(r))], "judge_hit", n_prompts) for r in prior]
+        ys = [_per_prompt(cell, "judge_hit", n_prompts) for cell in cells]
         for r in rows:
             if r["corpus"] != corpus or r.get("method") not in BASELINE_METHODS:
                 continue

@@ -36,3 +36,17 @@ def test_prior_is_read_at_the_baselines_perplexity_and_differences_are_paired():
     assert (prompt["prior_lam_low"], prompt["prior_lam_high"]) == (0.0, 0.5)
     lora = got[1]  # the prior never gets that far: no matched value is made up
     assert math.isnan(lora["prior_hit_at_ppl"]) and math.isnan(lora["diff"])
+
+
+def test_a_variant_curve_starts_from_the_unsteered_cell():
+    from steer.matched import matched_variants
+
+    n = 20
+    cells = [_cell("prior", 0.0, 10.0, [0.0] * n), _cell("lora", 0.0, 20.0, [0.0] * n),
+             _cell("contrastive", 1.0, 40.0, [1.0] * n)]
+    for row, _ in cells:
+        row["knob"] = row["lam"]
+    rows = [c[0] for c in cells]
+    got = matched_variants(rows, [s for c in cells for s in c[1]])
+    assert len(got) == 1 and got[0]["method"] == "contrastive" and got[0]["baseline"] == "lora"
+    assert got[0]["method_hit_at_ppl"] == pytest.approx(0.5) and got[0]["knob_low"] == 0.0
