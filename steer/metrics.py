@@ -50,6 +50,12 @@ def style_nll(table: NGramTable, prompts: Sequence[Sequence[int]], conts: Sequen
     return [(n, len(c)) for n, c in zip(nll, conts, strict=True)]
 
 
+def pooled_perplexity(nll: Sequence[float], counts: Sequence[float]) -> float:
+    """exp(sum of NLL / sum of counts), tokens pooled over samples; NaN when nothing was scored."""
+    total = sum(counts)
+    return math.exp(sum(nll) / total) if total else float("nan")
+
+
 def style_perplexity(table: NGramTable, prompts, conts, smoothing: str = "kneser_ney", **options) -> float:
     """exp(mean over all generated tokens of -log p_style(y_t | context)).
 
@@ -59,8 +65,7 @@ def style_perplexity(table: NGramTable, prompts, conts, smoothing: str = "kneser
     NaN if no token was generated.
     """
     per = style_nll(table, prompts, conts, smoothing=smoothing, **options)
-    total, n = sum(p[0] for p in per), sum(p[1] for p in per)
-    return math.exp(total / n) if n else float("nan")
+    return pooled_perplexity([p[0] for p in per], [p[1] for p in per])
 
 
 @torch.no_grad()
@@ -89,8 +94,7 @@ def base_nll(model, prompts: Sequence[Sequence[int]], conts: Sequence[Sequence[i
 def base_perplexity(model, prompts, conts, batch_size: int = 16) -> float:
     """exp(mean -log p_model(y_t | prompt, y_<t)) over generated tokens, under the frozen, unsteered model."""
     per = base_nll(model, prompts, conts, batch_size)
-    total, n = sum(p[0] for p in per), sum(p[1] for p in per)
-    return math.exp(total / n) if n else float("nan")
+    return pooled_perplexity([p[0] for p in per], [p[1] for p in per])
 
 
 def js_divergence(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:

@@ -347,7 +347,7 @@ class _Runner:
         row = {
             "corpus": corpus, "method": method, "lam": setup.lam, "knob": knob, "n_samples": len(conts),
             **judge_columns(samples, self.panel.summary(user_prompts, texts) if self.panel else {}),
-            "base_ppl": pooled_ppl(values["base_nll"], values["base_tokens"]),
+            "base_ppl": M.pooled_perplexity(values["base_nll"], values["base_tokens"]),
             "steer_table_ppl": M.style_perplexity(table, prompt_ids, conts, smoothing=cfg.metric_smoothing),
             "js_div": _mean(js) if js else float("nan") if not setup.processors else 0.0,
             **{f"overlap_{n}": M.ngram_overlap(table, conts, n) for n in (1, 2, 3)},
@@ -357,12 +357,6 @@ class _Runner:
             **setup.costs,
         }
         return row, samples
-
-
-def pooled_ppl(nll, counts) -> float:
-    """exp(sum of NLL / sum of counts) (NaN for no tokens)."""
-    total = sum(counts)
-    return math.exp(sum(nll) / total) if total else float("nan")
 
 
 def judge_columns(samples: list[dict], summary: dict) -> dict:
@@ -377,7 +371,7 @@ def judge_columns(samples: list[dict], summary: dict) -> dict:
             [s["judge_hit"] for s in samples], idx)
         out["judge_p_target"] = _mean([s["judge_p_target"] for s in samples])
     if samples and "heldout_nll" in samples[0]:
-        out["heldout_style_ppl"] = pooled_ppl([s["heldout_nll"] for s in samples],
+        out["heldout_style_ppl"] = M.pooled_perplexity([s["heldout_nll"] for s in samples],
                                               [s["heldout_words"] for s in samples])
     if samples and "degenerate" in samples[0]:
         out["degenerate_rate"] = _mean([s["degenerate"] for s in samples])

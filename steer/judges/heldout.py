@@ -79,8 +79,3 @@ class HeldoutStylePPL:
         return {"heldout_nll": [n + unk_cost * ids.count(0) for (n, _), ids in zip(per, cont_ids, strict=True)],
                 "heldout_words": [float(k) for _, k in per]}
 
-
-def pooled_perplexity(nll: Sequence[float], n: Sequence[float]) -> float:
-    """exp(sum of NLL / sum of counts); NaN when nothing was scored."""
-    total = sum(n)
-    return math.exp(sum(nll) / total) if total else float("nan")

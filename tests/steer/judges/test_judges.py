@@ -10,9 +10,10 @@ from steer.corpora import Corpus, split_steer_judge
 from steer.judges import JudgeError
 from steer.judges.classifier import StyleClassifier, make_chunks
 from steer.judges.diversity import DiversityJudge, self_bleu
-from steer.judges.heldout import HeldoutStylePPL, pooled_perplexity, split_context
+from steer.judges.heldout import HeldoutStylePPL, split_context
 from steer.judges.panel import JudgePanel
 from steer.judges.text import normalise_text, words
+from steer.metrics import pooled_perplexity
 
 pytest.importorskip("sklearn")
 
