@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -189,11 +188,9 @@ def test_input_is_checked_before_the_model_loads(tmp_path, monkeypatch, capsys):
         (["--corpus", "don_quixote", "--lambdas", ""], "`lambdas`"),
         (["--corpus", "don_quixote", "--weights", "a,b"], "`weights`"),
     ]
-    for extra, message in cases:
-        t0 = time.perf_counter()
+    for extra, message in cases:  # the model loader refuses to run (above): every case fails before it
         assert main(["sweep", "--model", model, "--out", str(tmp_path / "r"), *extra]) == 2, extra
         assert message in capsys.readouterr().err, extra
-        assert time.perf_counter() - t0 < 30  # nothing heavy ran
     assert main(["generate", "--model", model, "--corpus", str(tmp_path / "empty.txt"), "x"]) == 2
     assert main(["generate", "--model", model, "--corpus", "don_quixote", "--lam", "nan", "x"]) == 2
     assert "`lam`" in capsys.readouterr().err

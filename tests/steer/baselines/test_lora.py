@@ -104,13 +104,20 @@ def test_early_stopping_ends_training_and_keeps_the_best_adapter(tok, tmp_path):
         LoraTrainConfig(eval_fraction=0.7)
 
 
-def test_cached_adapter_is_reused(tok, tmp_path):
+def test_cached_adapter_is_reused(tok, tmp_path, monkeypatch):
+    from steer.baselines import lora
     from steer.baselines.lora import cached_lora
 
     model = tiny_llama(len(tok))
     cfg = LoraTrainConfig(rank=2, steps=2, batch_size=2, window=16)
     _, meta, path = cached_lora(model, tok, DOCS, cfg, cache_dir=tmp_path)
-    _, meta2, path2 = cached_lora(model, tok, DOCS, cfg, cache_dir=tmp_path)
-    assert path == path2 and meta2["wall_seconds"] == meta["wall_seconds"]
+
+    def no_training(*a, **k):
+        raise AssertionError("trained again instead of loading the cached adapter")
+
+    with monkeypatch.context() as m:
+        m.setattr(lora, "train_lora", no_training)
+        _, meta2, path2 = cached_lora(model, tok, DOCS, cfg, cache_dir=tmp_path)
+    assert path == path2 and meta2["loss_curve"] == meta["loss_curve"]
     _, _, path3 = cached_lora(model, tok, DOCS[:20], cfg, cache_dir=tmp_path)
     assert path3 != path  # other text, other adapter
