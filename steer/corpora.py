@@ -63,7 +63,7 @@ class Corpus:
     @property
     def steer_digest(self) -> str:
         """sha256 of the steer split's documents (tables and adapters are cached under it)."""
-        return _docs_digest(self.steer)
+        return docs_digest(self.steer)
 
 
 def default_data_dirs() -> list[Path]:
@@ -142,7 +142,8 @@ N_BLOCKS = 20
 JUDGE_FRACTION = 0.2
 
 
-def _docs_digest(docs: list[str]) -> str:
+def docs_digest(docs: list[str]) -> str:
+    """sha256 (hex) of a list of documents, each followed by a NUL byte (order matters)."""
     h = hashlib.sha256()
     for d in docs:
         h.update(d.encode("utf-8"))
@@ -197,7 +198,7 @@ def split_steer_judge(docs: list[str], judge_fraction: float = JUDGE_FRACTION,
             "n_steer_docs": len(steer), "n_judge_docs": len(judge),
             "judge_docs_dropped_as_repeats": len(candidates) - len(judge),
             "judge_char_fraction": round(judge_chars / max(1, judge_chars + sum(len(d) for d in steer)), 4),
-            "steer_digest": _docs_digest(steer)[:16], "judge_digest": _docs_digest(judge)[:16]}
+            "steer_digest": docs_digest(steer)[:16], "judge_digest": docs_digest(judge)[:16]}
     return steer, judge, info
 
 

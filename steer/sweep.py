@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import platform
@@ -422,18 +423,22 @@ def run_sweep(config: SweepConfig, out_dir, model=None, tokenizer=None,
         if todo:
             from steer.methods import get_method
 
+            # Each extra corpus (classes, neutral, background) is read and split once per run.
+            extra = functools.lru_cache(maxsize=None)(
+                lambda name: load_corpus(name, judge_fraction=config.judge_fraction))
             if any(get_method(m).needs_background for m in config.methods):
-                load_corpus(config.background, judge_fraction=config.judge_fraction)  # fails before the model
+                extra(config.background)  # fails before the model
             judged = {}
             if config.judges:
-                judged = _judge_corpora(config, sources)
+                judged = _judge_corpora(config, sources, extra)
             if model is None:
                 from steer.models import load_model
 
                 model, tokenizer = load_model(config.model)
             (out / "config.json").write_text(json.dumps(
                 {"sweep": cfg_json, "versions": package_versions(), "splits": splits}, indent=2), encoding="utf-8")
-            _run_cells(config, out, model, tokenizer, sources, judged, todo, cells, done, note, lora_progress)
+            _run_cells(config, out, model, tokenizer, sources, judged, todo, cells, done, note, lora_progress,
+                       extra)
         rows = _with_relative(cells, config)
         _write_results(out, rows, config)
         return rows
@@ -479,15 +484,14 @@ def check_same_splits(out: Path, splits: dict) -> None:
                          "use another --out")
 
 
-def _judge_corpora(config: SweepConfig, sources: dict) -> dict:
+def _judge_corpora(config: SweepConfig, sources: dict, extra) -> dict:
     """Every corpus the judges need, loaded and split before the model: targets, classes, neutral."""
     from steer.catalog import style_names
 
     judged = {"targets": {name: src for name, src in sources.items() if isinstance(src, Corpus)}}
     if "classifier" in config.judges:
-        judged["classes"] = {name: judged["targets"].get(name) or load_corpus(
-            name, judge_fraction=config.judge_fraction) for name in style_names()}
-        judged["neutral"] = load_corpus(config.neutral, judge_fraction=config.judge_fraction)
+        judged["classes"] = {name: judged["targets"].get(name) or extra(name) for name in style_names()}
+        judged["neutral"] = extra(config.neutral)
     from steer.judges.panel import check_judge_text
 
     # A continuation of T tokens has fewer than T words, so T bounds the chunk length.
@@ -515,7 +519,8 @@ def _load_source(name: str, config: SweepConfig):
     return load_corpus(name, judge_fraction=config.judge_fraction, encoding=config.encoding)
 
 
-def _run_cells(config, out, model, tokenizer, sources, judged, todo, cells, done, note, lora_progress) -> None:
+def _run_cells(config, out, model, tokenizer, sources, judged, todo, cells, done, note, lora_progress,
+               extra) -> None:
     from ngram import NGramTable
     from steer.methods import Context, get_method
 
@@ -526,8 +531,7 @@ def _run_cells(config, out, model, tokenizer, sources, judged, todo, cells, done
     if judged:
         runner.panel = _build_panel(config, judged, runner)
         (out / "judge.json").write_text(json.dumps(runner.panel.report(), indent=1), encoding="utf-8")
-    background = _Lazy(lambda: table_for(load_corpus(config.background, judge_fraction=config.judge_fraction),
-                                         tokenizer, config.order))
+    background = _Lazy(lambda: table_for(extra(config.background), tokenizer, config.order))
     for corpus_name in config.corpora:
         mine = [cell for cell in todo if cell[0] == corpus_name]
         if not mine:

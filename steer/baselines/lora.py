@@ -230,10 +230,9 @@ def cached_lora(model, tokenizer, docs: list[str], config: LoraTrainConfig, corp
     Returns:
         (peft_model, meta, path).
     """
-    h = hashlib.sha256()
-    for d in docs:
-        h.update(d.encode("utf-8") + b"\x00")
-    key = f"{model_fingerprint(model).split(':')[1][:12]}-{h.hexdigest()[:12]}-{config.key()}"
+    from steer.corpora import docs_digest
+
+    key = f"{model_fingerprint(model).split(':')[1][:12]}-{docs_digest(docs)[:12]}-{config.key()}"
     path = Path(cache_dir) if cache_dir is not None else adapter_cache_dir()
     path = path / key
     if (path / META_FILE).exists():
