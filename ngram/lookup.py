@@ -1,17 +1,39 @@
-"""Batched device-side lookup: contexts [B, T] -> sparse next-token rows.
+"""The per-step path: contexts [B, T] -> next-token log-probabilities [B, V], in about twenty tensor ops.
 
-Everything here is torch on the contexts' device with static shapes: no Python
-loop over rows or vocabulary and no host-device sync, so it runs unchanged on
-CUDA next to the model.
+:class:`StepPlan` is built once per table, options and device from the
+coefficients of :mod:`ngram.estimators`, and then answers every decoding step
+with one fixed sequence of torch ops: no Python loop over rows or orders, no
+host-device sync and only static shapes, so the same code runs on CPU and
+CUDA and compiles with ``torch.compile(fullgraph=True)``.
+
+One step, top to bottom (B rows, c orders, F the widest context's fan-out):
+
+1. keys: the last N-1 ids of every row become one key per order with a
+   single matrix product (all orders' keys live in one sorted array);
+2. slots: one ``searchsorted`` finds each key's slot in a layout where seen
+   contexts sit at odd slots and "not seen" at even ones (see :func:`_interleave`);
+3. gathers: per slot, the context's entry range and its per-context numbers;
+   per order, a window of F entries (next ids, values), the slots past the
+   context's end reading a zero separator;
+4. one dense unigram row per batch row, one ``scatter_add`` of all entries
+   of all orders, and the estimator's finish (a log, or nothing).
+
+:func:`prepare_tail` and :func:`find_contexts` serve the table's count queries.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ngram import keys
+from ngram.estimators import Coefficients, context_tokens
+
+_INT63 = 2**63 - 1
+# float64 holds every integer up to 2**53 exactly.
+_FLOAT_EXACT = 2**53
 
 
 @dataclass(frozen=True)
@@ -21,120 +43,273 @@ class OrderMeta:
     k: int
     hashed: bool
     n_ctx: int
-    n_entries: int
-    max_fanout: int
 
 
-@dataclass
-class ContextHits:
-    """Where each row's context of one order sits in the table.
+def prepare_tail(contexts: torch.Tensor, order: int, vocab_size: int):
+    """The last N-1 ids of every row, clamped into [0, V), and where each suffix is entirely in range.
 
-    Attributes:
-        found: bool [B], the row has >= k-1 tokens and its context was seen.
-        idx: long [B], the context's index (clamped to a valid index where not found).
-        start: long [B], first entry of the context's CSR range.
-        length: long [B], its number of entries (0 where not found).
-        stats: float32 [B, 4], the context's (c(h), n(h), continuation c(h),
-            continuation n(h)); zeros where not found.
+    Returns:
+        (ids long [B, w], ok_from bool [B, w]) with w = min(T, N-1); ok_from[:, j]
+        says every id from column j to the end was in range.
     """
-
-    found: torch.Tensor
-    idx: torch.Tensor
-    start: torch.Tensor
-    length: torch.Tensor
-    stats: torch.Tensor
-
-
-@dataclass
-class Tail:
-    """The last N-1 tokens of every row, prepared once per lookup for all orders.
-
-    Attributes:
-        ids: long [B, w] with w = min(T, N-1), out-of-range ids clamped into [0, V).
-        ok_from: bool [B, w]; ok_from[:, j] says every id from column j to the end
-            was in range, so the context of order k (the last k-1 columns) may match.
-    """
-
-    ids: torch.Tensor
-    ok_from: torch.Tensor
-
-
-def prepare_tail(contexts: torch.Tensor, order: int, vocab_size: int) -> Tail:
-    """Slice, check and clamp the part of ``contexts`` that any order can use."""
     w = min(contexts.shape[1], order - 1)
     tail = contexts[:, contexts.shape[1] - w :].long()  # (B, w)
     ok = (tail >= 0) & (tail < vocab_size)
     # A suffix is valid when all of it is: cumulative product from the right.
     ok_from = ok.flip(1).cumprod(1).flip(1).bool()
-    return Tail(ids=tail.clamp(0, vocab_size - 1), ok_from=ok_from)
+    return tail.clamp(0, vocab_size - 1), ok_from
 
 
-def find_contexts(tensors: dict, meta: OrderMeta, tail: Tail, vocab_size: int,
-                  seed: int) -> ContextHits | None:
-    """Look up the last k-1 tokens of every row; None when no row can match.
-
-    Rows with fewer than k-1 tokens, or whose context holds an id outside
-    [0, V), never match.
-    """
+def find_contexts(tensors: dict, meta: OrderMeta, ids: torch.Tensor, ok_from: torch.Tensor, vocab_size: int,
+                  seed: int):
+    """(found bool [B], index long [B]) of every row's last k-1 ids among order k's contexts; None if none can match."""
     k = meta.k
-    w = tail.ids.shape[1]
+    w = ids.shape[1]
     if w < k - 1 or meta.n_ctx == 0:
         return None
     p = f"o{k}."
-    hist = tail.ids[:, w - (k - 1) :]  # (B, k-1)
+    hist = ids[:, w - (k - 1) :]  # (B, k-1)
     key = keys.pack(hist.unbind(1), vocab_size, meta.hashed, seed).contiguous()  # (B,)
     ctx_keys = tensors[p + "ctx_keys"]
     # Sorted keys: searchsorted gives the insertion point; a hit is where the
     # key stored there equals ours.
     idx = torch.searchsorted(ctx_keys, key).clamp_(max=meta.n_ctx - 1)
-    found = tail.ok_from[:, w - (k - 1)] & (ctx_keys[idx] == key)
+    found = ok_from[:, w - (k - 1)] & (ctx_keys[idx] == key)
     if meta.hashed:
         # A hashed key may belong to another context: compare the stored tokens.
         found &= (tensors[p + "ctx_tokens"][idx] == hist).all(dim=1)
-    # One gather each for the CSR span and the per-context statistics; a
-    # multiply by the hit mask zeroes the rows that did not match.
-    span = tensors[p + "span"][idx] * found[:, None]  # (B, 2)
-    stats = tensors[p + "rowstats"][idx] * found[:, None]  # (B, 4)
-    return ContextHits(found=found, idx=idx, start=span[:, 0], length=span[:, 1], stats=stats)
+    return found, idx
 
 
-def gather_entries(tensors: dict, meta: OrderMeta, hits: ContextHits, value_name: str,
-                   padded: bool | None = None):
-    """Every row's CSR range, flattened: the (row, next id, value) of each stored entry.
+def _interleave(sorted_keys: np.ndarray) -> np.ndarray:
+    """[2K_0, 2K_0+1, 2K_1, 2K_1+1, ...]: with a query 2q, ``searchsorted(right=True)`` is odd iff q is a key.
 
-    Two equivalent layouts. ``padded`` (the default on accelerators) gives every
-    row a static window as wide as the order's widest fan-out F, so shapes are
-    known on the host and nothing waits on the device; padding slots carry
-    value 0 and add nothing when scattered. The ragged layout (the default on
-    CPU, where reading a length costs nothing) gathers exactly the stored
-    entries, which is much less work when F is large.
-
-    Returns:
-        (rows long [L], cols long [L], vals float32 [L]).
+    If q = K_i the insertion point is just past 2K_i, slot 2i+1; if
+    K_{i-1} < q < K_i it is just past 2K_{i-1}+1, slot 2i. So one search both
+    finds a context and says whether it is there, and slot 2i+1 addresses
+    context i's data while every even slot addresses "not seen".
     """
-    p = f"o{meta.k}."
-    start, length = hits.start, hits.length  # (B,)
-    b = start.shape[0]
-    if padded is None:
-        padded = start.device.type != "cpu"
-    if padded:
-        ar = torch.arange(meta.max_fanout, device=start.device)  # (F,)
-        valid = ar[None, :] < length[:, None]  # (B, F)
-        pos = (start[:, None] + ar[None, :]).clamp(max=meta.n_entries - 1).reshape(-1)  # (B*F,)
-        rows = torch.arange(b, device=start.device).repeat_interleave(meta.max_fanout)
-        valid = valid.reshape(-1)
-        cols = torch.where(valid, tensors[p + "next_long"][pos], 0)
-        vals = torch.where(valid, tensors[p + value_name + "_f"][pos], 0.0)
-        return rows, cols, vals
-    if b == 1:  # one row: its range is a slice (views, no index arithmetic)
-        s0 = int(start[0])
-        s1 = s0 + int(length[0])
-        cols = tensors[p + "next_long"][s0:s1]
-        return torch.zeros_like(cols), cols, tensors[p + value_name + "_f"][s0:s1]
-    # Ragged: row r owns slots [cum[r] - len[r], cum[r]) of a flat array of
-    # length sum(len); slot j of row r reads entry start[r] + j.
-    total = int(length.sum())
-    rows = torch.repeat_interleave(torch.arange(b, device=start.device), length, output_size=total)
-    first_slot = (torch.cumsum(length, 0) - length)[rows]  # (L,)
-    pos = start[rows] + torch.arange(total, device=start.device) - first_slot
-    return rows, tensors[p + "next_long"][pos], tensors[p + value_name + "_f"][pos]
+    out = np.empty(2 * sorted_keys.size, dtype=np.int64)
+    out[0::2] = 2 * sorted_keys
+    out[1::2] = 2 * sorted_keys + 1
+    return out
+
+
+class StepPlan:
+    """One estimate of one table, laid out for the per-step path on one device.
+
+    Call it with contexts [B, T] (any T; ids outside [0, V) never match) to
+    get float32 [B, V]: natural-log probabilities (Kneser-Ney, mixture, a
+    single order) or the logsum score. Tables build theirs with :meth:`ngram.NGramTable.plan`.
+    """
+
+    def __init__(self, coeffs: Coefficients, stored: dict, order: int, vocab_size: int, hashed_orders,
+                 seed: int, device: torch.device, accelerator: bool | None = None):
+        self.kind = coeffs.kind
+        self.vocab_size = v = vocab_size
+        self.b1 = coeffs.b1
+        self.device = device
+        self.orders = coeffs.orders
+        self.width = max(self.orders) - 1 if self.orders else 0  # ids of context the plan reads
+        put = _mover(device)
+        self.p1 = put(coeffs.unigram)
+        self.dense = put(coeffs.dense)
+        # The accelerator layout (default off the CPU): float64 keys, and one
+        # dense log for Kneser-Ney (a kernel launch saved matters more there);
+        # on a CPU, integer keys and logs only where entries land (see step).
+        self.accelerator = device.type != "cpu" if accelerator is None else bool(accelerator)
+        self.sparse_log = coeffs.kind == "kneser_ney" and not self.accelerator
+        self.log_p1 = put(np.log(coeffs.unigram))
+        if not self.orders:
+            self.constant = put(_finish_np(coeffs))
+            return
+
+        tokens = [context_tokens(stored, k, v, hashed_orders) for k in self.orders]
+        sizes = [t.shape[0] for t in tokens]
+        n = sum(sizes)
+
+        # Keys. Exact: the context of suffix length m (order m+1), ids t (oldest
+        # first) made digits t+1 in base P = V+2 (so -1 and V, where out-of-range
+        # ids are clamped, are digits no stored context has), offset into a range
+        # of its own per order: off_m + sum_j (t_j+1) P^(m-1-j), off_1 = 0,
+        # off_{m+1} = off_m + P^m. All orders then share one sorted array.
+        base = v + 2
+        offs = [0]
+        for m in range(1, self.width + 1):
+            offs.append(offs[-1] + base**m)
+        self.exact = 2 * offs[-1] + 1 <= _INT63
+        perms, new_keys = [], []
+        for k, tok in zip(self.orders, tokens, strict=True):
+            if not self.exact:  # the table's own order
+                perms.append(np.arange(tok.shape[0]))
+                continue
+            key = np.zeros(tok.shape[0], np.int64)
+            for j in range(k - 1):
+                key = key * base + tok[:, j] + 1
+            perm = np.argsort(key, kind="stable")  # hashed orders are stored in hash order
+            perms.append(perm)
+            new_keys.append(key[perm] + offs[k - 2])
+
+        # Entries of all orders in one array: slot 0 and one slot after every
+        # context hold a zero separator (next id 0, value 0), so a window that
+        # runs past a context's end reads zeros and adds nothing.
+        fan = [np.diff(stored[f"o{k}.offsets"].numpy().astype(np.int64)) for k in self.orders]
+        fan_new = np.concatenate([f[perm] for f, perm in zip(fan, perms, strict=True)]) if n else np.zeros(0, np.int64)
+        start = 1 + np.concatenate([[0], np.cumsum(fan_new + 1)[:-1]]) if n else np.zeros(0, np.int64)
+        end = start + fan_new
+        total = 1 + int(fan_new.sum()) + n
+        cols = np.zeros(total, np.int64)
+        vals = np.zeros(total, np.float64)
+        first = 0
+        for k, f, perm, oc in zip(self.orders, fan, perms, coeffs.per_order, strict=True):
+            where = np.empty_like(perm)
+            where[perm] = np.arange(perm.size)  # stored context -> its place in the layout
+            ctx = np.repeat(np.arange(f.size), f)  # stored context of every entry
+            rank = np.arange(ctx.size) - (np.cumsum(f) - f)[ctx]  # entry's rank within its context
+            dest = start[first + where[ctx]] + rank
+            cols[dest] = stored[f"o{k}.next_ids"].numpy()
+            vals[dest] = oc.values
+            first += f.size
+        self.cols, self.vals = put(cols), put(vals)
+        self.window = torch.arange(max(int(fan_new.max()) if n else 0, 1), device=device)  # (F,)
+
+        # Per-slot data, 2n+1 slots: context i at slot 2i+1, "not seen" at even slots.
+        def slots(per_ctx: np.ndarray, missing) -> np.ndarray:
+            out = np.empty((2 * n + 1,) + per_ctx.shape[1:], per_ctx.dtype)
+            out[0::2] = missing
+            out[1::2] = per_ctx
+            return out
+
+        rows = (np.concatenate([oc.row[perm] for oc, perm in zip(coeffs.per_order, perms, strict=True)]) if n
+                else np.zeros((0, len(coeffs.missing_row))))
+        self.start = put(slots(start, 0)[:, None])  # (2n+1, 1)
+        self.end = put(slots(end, 0)[:, None])  # (2n+1, 1)
+        self.row = put(slots(rows, np.asarray(coeffs.missing_row)))  # (2n+1, r)
+
+        if self.exact:
+            # Query: 2 * key as a matrix product of the clamped ids [B, w] with
+            # W[r, col] = 2 P^(w-1-r) for the last m columns, plus a per-order
+            # bias that holds the +1 of every digit and the order offset.
+            weight = np.zeros((self.width, len(self.orders)), dtype=object)
+            bias = np.zeros(len(self.orders), dtype=object)
+            for col, k in enumerate(self.orders):
+                m = k - 1
+                for i in range(m):  # i-th id from the end
+                    weight[self.width - 1 - i, col] = 2 * base**i
+                bias[col] = 2 * (offs[m - 1] + sum(base**i for i in range(m)))
+            float_keys = self.accelerator and device.type != "mps" and 2 * offs[-1] + 1 <= _FLOAT_EXACT
+            self.matmul = device.type == "cpu" or float_keys
+            kdtype = torch.float64 if float_keys else torch.int64
+            self.q_weight = torch.tensor(weight.astype(np.float64 if float_keys else np.int64), dtype=kdtype,
+                                         device=device)
+            self.q_bias = torch.tensor(bias.astype(np.float64 if float_keys else np.int64), dtype=kdtype,
+                                       device=device)
+            keys_np = _interleave(np.concatenate(new_keys) if new_keys else np.zeros(0, np.int64))
+            self.keys = torch.from_numpy(keys_np).to(device=device, dtype=kdtype)
+        else:
+            # Orders whose contexts do not fit one int64 range: one search per order
+            # in the table's own keys (hashed ones check the stored tokens).
+            self.seed = seed
+            self.per_order = []
+            slot0 = 0
+            for k, size in zip(self.orders, sizes, strict=True):
+                p = f"o{k}."
+                tok = put(stored[p + "ctx_tokens"].numpy()) if k in hashed_orders else None
+                self.per_order.append((k, k in hashed_orders, put(stored[p + "ctx_keys"].numpy()), tok, slot0))
+                slot0 += 2 * size
+
+    # ------------------------------------------------------------------ step
+    def __call__(self, contexts: torch.Tensor) -> torch.Tensor:
+        if not self.orders:
+            return self.constant.expand(contexts.shape[0], -1).clone()
+        return self.step(self.tail(contexts))
+
+    def tail(self, contexts: torch.Tensor) -> torch.Tensor:
+        """The last N-1 ids of every row, [B, N-1]; rows shorter than that are padded with -1 (matches nothing)."""
+        t, w = contexts.shape[1], self.width
+        if t >= w:
+            return contexts[:, t - w :]
+        return torch.nn.functional.pad(contexts, (w - t, 0), value=-1)
+
+    def step(self, tail: torch.Tensor) -> torch.Tensor:
+        """The estimate from exactly the last N-1 ids of every row, ``tail`` [B, N-1] (static shapes)."""
+        b = tail.shape[0]
+        slot = self._slots(tail)  # (B, c): odd = seen context, even = not seen
+        start = self.start[slot]  # (B, c, 1)
+        end = self.end[slot]
+        # A window of F entries from each context's start; slots past its end
+        # all read its separator (value 0).
+        pos = torch.minimum(start + self.window, end)  # (B, c, F)
+        cols = self.cols[pos]
+        vals = self.vals[pos]
+        row = self.row[slot]  # (B, c, r)
+        n = cols.shape[1] * cols.shape[2]
+        cols = cols.view(b, n)  # every order's window, side by side
+        if self.kind == "kneser_ney":
+            # G(h_K) of the row's longest context is the smallest G it found
+            # (G = 1 where not seen); order k's entries weigh G(h_K) / G(h_k),
+            # so p = G(h_K) * (p_1 + sum_k vals_k / G(h_k)).
+            top = row.amin(dim=1)  # (B, 1)
+            vals = (vals / row).view(b, n)
+            inner = self.dense.expand(b, -1).scatter_add(1, cols, vals)  # (B, V)
+            if not self.sparse_log:
+                return inner.log() + top.log()
+            # Where no entry landed, log p = log p_1 + log G: a dense add, not
+            # a dense log (which costs more than the rest together on a CPU).
+            # Higher orders' next ids are a subset of the lowest order's (an
+            # n-gram's suffix was seen too), so only its window needs the log.
+            low = cols[:, : self.window.shape[0]]  # (B, F)
+            log_top = top.log()
+            fixed = inner.gather(1, low).log() + log_top
+            return (self.log_p1 + log_top).scatter(1, low, fixed)
+        vals = vals.view(b, n)
+        if self.kind == "logsum":
+            dense = self.dense + row.sum(dim=1)  # (B, V)
+            return dense.scatter_add(1, cols, vals)
+        # mixture: the matched orders' weights normalise the sum
+        s = row.sum(dim=1)  # (B, 2)
+        dense = self.dense + s[:, :1]
+        z = s[:, 1:] + self.b1
+        if self.b1 == 0:  # b_1 = 0 and nothing matched: fall back to p_1
+            none = z == 0
+            dense = torch.addcmul(dense, none.float(), self.p1)
+            z = z + none
+        out = dense.scatter_add(1, cols, vals)  # (B, V)
+        return (out / z).log()
+
+    def _slots(self, tail: torch.Tensor) -> torch.Tensor:
+        if self.exact:
+            digits = tail.clamp(-1, self.vocab_size).to(self.keys.dtype)  # (B, w)
+            if self.matmul:
+                q = torch.addmm(self.q_bias, digits, self.q_weight)  # (B, c)
+            else:  # integer keys where integer matmul is missing
+                q = (digits[:, :, None] * self.q_weight).sum(dim=1) + self.q_bias
+            return torch.searchsorted(self.keys, q, right=True)
+        ids, ok_from = prepare_tail(tail, self.width + 1, self.vocab_size)
+        out = []
+        for k, hashed, ctx_keys, tok, slot0 in self.per_order:
+            meta = OrderMeta(k=k, hashed=hashed, n_ctx=ctx_keys.numel())
+            hit = find_contexts({f"o{k}.ctx_keys": ctx_keys, f"o{k}.ctx_tokens": tok}, meta, ids, ok_from,
+                                self.vocab_size, self.seed)
+            if hit is None:
+                out.append(torch.zeros(tail.shape[0], dtype=torch.long, device=tail.device))
+                continue
+            found, idx = hit
+            out.append(torch.where(found, slot0 + 2 * idx + 1, 0))
+        return torch.stack(out, dim=1)
+
+
+def _mover(device: torch.device):
+    """numpy -> torch on ``device``: floats as float32, integers as int64."""
+    def put(a: np.ndarray) -> torch.Tensor:
+        a = np.ascontiguousarray(a)
+        dtype = torch.float32 if a.dtype.kind == "f" else torch.int64
+        return torch.from_numpy(a).to(device=device, dtype=dtype)
+    return put
+
+
+def _finish_np(coeffs: Coefficients) -> np.ndarray:
+    """The row every context gets when no order above 1 takes part."""
+    if coeffs.kind == "logsum":
+        return coeffs.dense
+    return np.log(coeffs.unigram)  # Kneser-Ney, or a mixture of p_1 alone

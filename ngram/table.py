@@ -17,7 +17,8 @@ from ngram import counts as C
 from ngram import keys
 from ngram.files import read_checked, read_mapped, write_atomic
 from ngram.fingerprint import tokenizer_fingerprint
-from ngram.lookup import OrderMeta, find_contexts, gather_entries, prepare_tail
+from ngram import estimators
+from ngram.lookup import OrderMeta, StepPlan, find_contexts, prepare_tail
 from ngram.options import LookupOptions, resolve_options
 
 MAX_ORDER = 10
@@ -47,12 +48,6 @@ def _check_int(name: str, value, lo: int, hi: int | None = None) -> int:
         rng = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
         raise ValueError(f"`{name}` must be {rng}, got {value}")
     return value
-
-
-def _segment_sum(values: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-    """Sum of values[offsets[i]:offsets[i+1]] for every i, via one cumsum."""
-    cs = torch.cat([values.new_zeros(1), values.cumsum(0)])
-    return cs[offsets[1:]] - cs[offsets[:-1]]
 
 
 class NGramTable:
@@ -89,12 +84,9 @@ class NGramTable:
         self._order_metas: dict[int, OrderMeta] | None = None
         self.device = next(iter(tensors.values())).device
         self._cache: dict[torch.device, dict[str, torch.Tensor]] = {}
-        # How CSR ranges are gathered: "auto" (ragged on CPU, padded on
-        # accelerators, see ngram.lookup.gather_entries), "padded" or "ragged".
-        self.lookup_layout = "auto"
-        self._unigrams: dict[tuple, torch.Tensor] = {}
-        # Per-context statistics and typed copies are derived on first use, not
-        # here: a memory-mapped table then costs nothing until it is queried.
+        # One StepPlan per (device, options), built on first use: a
+        # memory-mapped table then costs nothing until it is queried.
+        self._plans: dict[tuple, StepPlan] = {}
         self._derived = False
 
     # ------------------------------------------------------------------ build
@@ -308,34 +300,11 @@ class NGramTable:
             self._derived = True
 
     def _derive(self, t: dict[str, torch.Tensor]) -> None:
-        """Per-order lookup metadata, per-context totals and type counts, from the stored CSR arrays."""
-        self._order_metas = {}
-        for k in range(2, self.order + 1):
-            fan = t[f"o{k}.offsets"][1:] - t[f"o{k}.offsets"][:-1]
-            self._order_metas[k] = OrderMeta(k=k, hashed=k in self.hashed_orders, n_ctx=int(fan.numel()),
-                                             n_entries=int(t[f"o{k}.next_ids"].numel()),
-                                             max_fanout=int(fan.max()) if fan.numel() else 0)
-        for k in range(2, self.order + 1):
-            p = f"o{k}."
-            off = t[p + "offsets"]
-            t[p + "totals"] = _segment_sum(t[p + "counts"].long(), off)
-            t[p + "types"] = off[1:] - off[:-1]
-            if p + "cont" in t:
-                cont = t[p + "cont"].long()
-                cont_totals = _segment_sum(cont, off)
-                cont_types = _segment_sum((cont > 0).long(), off)
-            else:
-                cont_totals = cont_types = torch.zeros_like(t[p + "types"])
-            # Typed copies, so that a lookup gathers without converting.
-            t[p + "next_long"] = t[p + "next_ids"].long()
-            t[p + "counts_f"] = t[p + "counts"].float()
-            if p + "cont" in t:
-                t[p + "cont_f"] = t[p + "cont"].float()
-            # Per-context lookups read these packed rows with one gather each.
-            t[p + "span"] = torch.stack([off[:-1], t[p + "types"]], dim=1)  # (n_ctx, 2)
-            t[p + "rowstats"] = torch.stack(
-                [t[p + "totals"], t[p + "types"], cont_totals, cont_types], dim=1
-            ).float()  # (n_ctx, 4)
+        """Per-order lookup metadata from the stored CSR arrays."""
+        self._order_metas = {
+            k: OrderMeta(k=k, hashed=k in self.hashed_orders, n_ctx=int(t[f"o{k}.ctx_keys"].numel()))
+            for k in range(2, self.order + 1)
+        }
 
     def _on(self, device: torch.device) -> dict[str, torch.Tensor]:
         self._ensure_derived()
@@ -354,7 +323,7 @@ class NGramTable:
         table._stored = {n: v.to(device) for n, v in self._stored.items()}
         table.device = device
         table._cache = {}
-        table._unigrams = {}
+        table._plans = {}
         return table
 
     # ------------------------------------------------------------- queries
@@ -373,11 +342,12 @@ class NGramTable:
         self._ensure_derived()
         t = self._stored
         ctx = torch.tensor([ids[:-1]], dtype=torch.long, device=self.device)
-        tail = prepare_tail(ctx, self.order, self.vocab_size)
-        hits = find_contexts(t, self._metas[k], tail, self.vocab_size, self.hash_seed)
-        if hits is None or not bool(hits.found[0]):
+        hits = find_contexts(t, self._metas[k], *prepare_tail(ctx, self.order, self.vocab_size), self.vocab_size,
+                             self.hash_seed)
+        if hits is None or not bool(hits[0][0]):
             return 0
-        lo, hi = int(t[f"o{k}.offsets"][hits.idx[0]]), int(t[f"o{k}.offsets"][hits.idx[0] + 1])
+        idx = int(hits[1][0])
+        lo, hi = int(t[f"o{k}.offsets"][idx]), int(t[f"o{k}.offsets"][idx + 1])
         nxt = t[f"o{k}.next_ids"][lo:hi].long()
         pos = int(torch.searchsorted(nxt, torch.tensor(ids[-1], device=self.device)))
         if pos < nxt.numel() and int(nxt[pos]) == ids[-1]:
@@ -401,23 +371,24 @@ class NGramTable:
         w = g[:, -1].clamp(0, self.vocab_size - 1)
         if k == 1:
             return torch.where(ok, t["unigram.counts"][w].long(), 0)
-        tail = prepare_tail(g[:, :-1], self.order, self.vocab_size)
-        hits = find_contexts(t, self._metas[k], tail, self.vocab_size, self.hash_seed)
+        hits = find_contexts(t, self._metas[k], *prepare_tail(g[:, :-1], self.order, self.vocab_size),
+                             self.vocab_size, self.hash_seed)
         if hits is None:
             return torch.zeros(m, dtype=torch.long, device=g.device)
         # Entries are sorted by (context index, next id), so ctx_index * V + next
         # is a sorted global key: one searchsorted finds every n-gram at once.
         keys_ = self._entry_keys(t, k)
-        want = hits.idx * self.vocab_size + w  # (M,)
+        want = hits[1] * self.vocab_size + w  # (M,)
         pos = torch.searchsorted(keys_, want).clamp(max=keys_.numel() - 1)
-        found = hits.found & ok & (keys_[pos] == want)
+        found = hits[0] & ok & (keys_[pos] == want)
         return torch.where(found, t[f"o{k}.counts"][pos].long(), 0)
 
     def _entry_keys(self, t, k: int) -> torch.Tensor:
         name = f"o{k}.entry_keys"
         if name not in t:
-            span = t[f"o{k}.span"]
-            ctx_index = torch.repeat_interleave(torch.arange(span.shape[0], device=span.device), span[:, 1])
+            off = t[f"o{k}.offsets"]
+            fan = off[1:] - off[:-1]
+            ctx_index = torch.repeat_interleave(torch.arange(fan.shape[0], device=off.device), fan)
             t[name] = ctx_index * self.vocab_size + t[f"o{k}.next_ids"].long()
         return t[name]
 
@@ -508,13 +479,34 @@ class NGramTable:
     def logprobs_with(self, contexts: torch.Tensor, opts: LookupOptions, validate: bool = True):
         """:meth:`logprobs` with options already validated by :meth:`options`."""
         self._check_contexts(contexts, validate)
-        t = self._on(contexts.device)
-        if opts.kind == "kneser_ney":
-            return self._kneser_ney(t, contexts, opts.discount)
-        if opts.kind == "order":
-            weights = tuple(1.0 if k == opts.order else 0.0 for k in range(1, self.order + 1))
-            return self._add_alpha(t, contexts, weights, opts.alpha, "logsum", single=opts.order)
-        return self._add_alpha(t, contexts, opts.weights, opts.alpha, opts.mode)
+        return self.plan(opts, contexts.device)(contexts)
+
+    def plan(self, opts: LookupOptions, device, accelerator: bool | None = None) -> StepPlan:
+        """The per-step lookup of ``opts`` on ``device`` (built on first use, then cached).
+
+        ``plan(opts, device)(contexts)`` equals ``logprobs_with(contexts, opts,
+        validate=False)``; ``plan(...).step(tail)`` takes exactly the last N-1
+        ids of every row and has static shapes (what ``torch.compile`` wants).
+        ``accelerator`` picks the layout (default: by device type); forcing it
+        on a CPU checks the accelerator path there.
+        """
+        device = torch.device(device)
+        key = (device, opts, accelerator)
+        if key not in self._plans:
+            stored = {n: v.cpu() for n, v in self._stored.items()}
+            if opts.kind == "kneser_ney":
+                coeffs = estimators.kneser_ney(stored, self.order, self.vocab_size, self.hashed_orders,
+                                               self.hash_seed, opts.discount)
+            elif opts.kind == "order":
+                weights = tuple(1.0 if k == opts.order else 0.0 for k in range(1, self.order + 1))
+                coeffs = estimators.add_alpha(stored, self.order, self.vocab_size, weights, opts.alpha, "logsum",
+                                              single=True)
+            else:
+                coeffs = estimators.add_alpha(stored, self.order, self.vocab_size, opts.weights, opts.alpha,
+                                              opts.mode)
+            self._plans[key] = StepPlan(coeffs, stored, self.order, self.vocab_size, self.hashed_orders,
+                                        self.hash_seed, device, accelerator)
+        return self._plans[key]
 
     def _check_contexts(self, contexts, validate: bool) -> None:
         if not isinstance(contexts, torch.Tensor):
@@ -528,104 +520,6 @@ class NGramTable:
             if bool(bad.any()):
                 value = int(contexts[bad][0])
                 raise ValueError(f"`contexts` holds id {value}, outside [0, vocab_size={self.vocab_size})")
-
-    def _entries(self, t, k, hits, value_name):
-        padded = {"auto": None, "padded": True, "ragged": False}[self.lookup_layout]
-        return gather_entries(t, self._metas[k], hits, value_name, padded=padded)
-
-    def _unigram(self, t, device, kind: str, param: float) -> torch.Tensor:
-        """The order-1 distribution (the same for every row), cached per device and parameter."""
-        key = (device, kind, param)
-        if key not in self._unigrams:
-            v = self.vocab_size
-            if kind == "kneser_ney":
-                c1 = t["unigram.cont" if self.order >= 2 else "unigram.counts"].double()
-                total, n1 = c1.sum(), (c1 > 0).sum()
-                p1 = torch.clamp(c1 - param, min=0) / total + param * n1 / (total * v)
-                p1 = torch.where(total > 0, p1, torch.full_like(p1, 1.0 / v))
-            else:
-                c1 = t["unigram.counts"].double()
-                p1 = (c1 + param) / (c1.sum() + param * v)
-                if kind == "log_add_alpha":
-                    p1 = torch.log(p1)
-            self._unigrams[key] = p1.float()
-        return self._unigrams[key]
-
-    def _add_alpha(self, t, contexts, weights, alpha, mode, single: int | None = None):
-        b = contexts.shape[0]
-        v = self.vocab_size
-        ctx = contexts
-        tail = prepare_tail(contexts, self.order, v)
-        p1 = self._unigram(t, ctx.device, "add_alpha", alpha)  # (V,)
-        av = alpha * v
-        log_a = math.log(alpha)
-        const = torch.zeros(b, device=ctx.device)  # per-row dense term
-        z = torch.full((b,), weights[0], device=ctx.device)  # sum of matching weights
-        flat, vals, row_ids = [], [], []
-        for k in range(2, self.order + 1):
-            bk = weights[k - 1]
-            if bk == 0:
-                continue
-            hits = find_contexts(t, self._metas[k], tail, v, self.hash_seed)
-            if hits is None:
-                if single == k:  # no row can match: uniform
-                    const = const - math.log(v)
-                continue
-            tot = hits.stats[:, 0]  # c(h), (B,)
-            m = hits.found.float()
-            rows, cols, cnt = self._entries(t, k, hits, "counts")  # (L,) each
-            if mode == "logsum":
-                # log p_k = log(alpha) - log(c(h) + aV) for unseen w, plus
-                # log(c(h,w) + alpha) - log(alpha) on the seen ones (sparse).
-                row_k = log_a - torch.log(tot + av)
-                const = const + bk * (row_k if single == k else m * row_k)
-                vals.append(bk * (torch.log(cnt + alpha) - log_a))
-            else:
-                const = const + bk * m * (alpha / (tot + av))
-                vals.append(bk * cnt / (tot + av)[rows])
-                row_ids.append(rows)
-                z = z + bk * m
-            flat.append(rows * v + cols)
-        if mode == "logsum":
-            log_p1 = self._unigram(t, ctx.device, "log_add_alpha", alpha)
-            dense = torch.add(const[:, None], log_p1[None, :], alpha=weights[0])  # (B, V)
-            return _scatter(dense, flat, vals)
-        none = z == 0  # b_1 = 0 and nothing matched: fall back to p_1
-        inv_z = 1.0 / torch.where(none, torch.ones_like(z), z)  # (B,)
-        # Fold the normalisation 1/z into every term so that the dense work is
-        # one addcmul, the scatter and the log.
-        coef = (weights[0] + none.float()) * inv_z
-        dense = torch.addcmul((const * inv_z)[:, None], coef[:, None], p1[None, :])  # (B, V)
-        vals = [val * inv_z[rows] for val, rows in zip(vals, row_ids, strict=True)]
-        return torch.log(_scatter(dense, flat, vals))
-
-    def _kneser_ney(self, t, contexts, d):
-        b = contexts.shape[0]
-        v = self.vocab_size
-        ctx = contexts
-        tail = prepare_tail(contexts, self.order, v)
-        p1 = self._unigram(t, ctx.device, "kneser_ney", d)  # (V,)
-        # Unrolled interpolation: p_N = sum_k (prod_{j>k} g_j) a_k + (prod_j g_j) p_1,
-        # with a_k(w) = max(c_k(h,w) - D, 0)/c_k(h) sparse and g_k = D n_k(h)/c_k(h)
-        # (a_k = 0, g_k = 1 where c_k(h) = 0). One dense op, one scatter.
-        g_above = torch.ones(b, device=ctx.device)  # prod of g_j for j above k
-        flat, vals = [], []
-        for k in range(self.order, 1, -1):
-            raw = k == self.order
-            hits = find_contexts(t, self._metas[k], tail, v, self.hash_seed)
-            if hits is None:
-                continue
-            stats = hits.stats if raw else hits.stats[:, 2:]  # raw or continuation (c, n)
-            tot, types = stats[:, 0], stats[:, 1]  # (B,)
-            has = tot > 0
-            safe_tot = torch.where(has, tot, torch.ones_like(tot))
-            rows, cols, cnt = self._entries(t, k, hits, "counts" if raw else "cont")  # (L,)
-            # cnt = 0 (padding, or a zero continuation count) contributes 0.
-            vals.append(torch.clamp(cnt - d, min=0) * (g_above / safe_tot)[rows])
-            flat.append(rows * v + cols)
-            g_above = g_above * torch.where(has, d * types / safe_tot, torch.ones_like(tot))
-        dense = g_above[:, None] * p1[None, :]  # (B, V)
-        return torch.log(_scatter(dense, flat, vals))
 
     # ------------------------------------------------------------ tokenizer
     def check_tokenizer(self, tokenizer) -> None:
@@ -650,7 +544,7 @@ class NGramTable:
 
     # ----------------------------------------------------------- save/load
     def _saved_tensors(self) -> dict[str, torch.Tensor]:
-        derived = ("totals", "types", "span", "rowstats", "entry_keys", "next_long", "counts_f", "cont_f")
+        derived = ("entry_keys",)
         return {
             n: v.detach().cpu().contiguous()
             for n, v in self._stored.items()
@@ -768,15 +662,6 @@ class NGramTable:
             f"NGramTable(order={self.order}, vocab_size={self.vocab_size}, "
             f"tokens={self.stats.get('n_tokens')}, device={self.device})"
         )
-
-
-def _scatter(dense: torch.Tensor, flat: list, vals: list) -> torch.Tensor:
-    """dense + the sparse entries: flat indices row * V + col into the (B, V) rows."""
-    if not flat:
-        return dense
-    b, v = dense.shape
-    out = dense.reshape(-1).index_add(0, torch.cat(flat), torch.cat(vals))  # out of place
-    return out.reshape(b, v)
 
 
 def _narrow(a: np.ndarray) -> np.ndarray:

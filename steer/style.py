@@ -50,6 +50,9 @@ class NGramStylePrior(LogitsProcessor):
         lam: weight of the prior, finite and >= 0 (the seed paper sweeps [0, 1]);
             0 leaves the scores unchanged.
         tokenizer: if given, the table must have been built with it.
+        compile: run the table lookup through ``torch.compile(fullgraph=True)``
+            (compiled once per device and batch size, on first use; needs a C++
+            compiler on a CPU). Same values; fewer kernel launches per step.
         **prior_options: ``weights``, ``alpha``, ``mode``, ``order``,
             ``smoothing``, ``discount``, as in :meth:`ngram.NGramTable.logprobs`.
 
@@ -61,18 +64,28 @@ class NGramStylePrior(LogitsProcessor):
         then falls back to lower orders for those rows (no error).
     """
 
-    def __init__(self, table: NGramTable, lam: float, tokenizer=None, **prior_options):
+    def __init__(self, table: NGramTable, lam: float, tokenizer=None, compile: bool = False, **prior_options):
         if not isinstance(table, NGramTable):
             raise TypeError(f"`table` must be an ngram.NGramTable, got {type(table).__name__}")
+        if not isinstance(compile, bool):
+            raise TypeError(f"`compile` must be True or False, got {compile!r}")
         self.table = table
         self.lam = check_lam(lam)
         self.options = table.options(**prior_options)
+        self.compile = compile
+        self._compiled = {}
         if tokenizer is not None:
             table.check_tokenizer(tokenizer)
 
     def prior(self, input_ids: torch.LongTensor, width: int) -> torch.Tensor:
         """The style log-prior for every row, float32 [B, width] (zeros past the table's vocab)."""
         check_width(width, self.table.vocab_size)
+        if self.compile:
+            plan = self.table.plan(self.options, input_ids.device)
+            if plan.orders:
+                if plan.device not in self._compiled:
+                    self._compiled[plan.device] = torch.compile(plan.step, fullgraph=True, dynamic=False)
+                return pad_columns(self._compiled[plan.device](plan.tail(input_ids)), width)
         # validate=False: no host sync per step; out-of-range ids never match.
         prior = self.table.logprobs_with(input_ids, self.options, validate=False)  # (B, V_table)
         return pad_columns(prior, width)

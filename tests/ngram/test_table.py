@@ -312,19 +312,6 @@ def test_bad_count(small_table, ngram):
         small_table.count(ngram)
 
 
-@pytest.mark.parametrize("opts", [dict(), dict(mode="logsum"), dict(order=2), dict(smoothing="kneser_ney")])
-def test_padded_and_ragged_layouts_agree(opts):
-    rng = np.random.default_rng(5)
-    docs = [rng.integers(0, 12, size=80) for _ in range(3)]
-    table = NGramTable.from_token_ids(docs, 12, 3)
-    ctx = torch.from_numpy(rng.integers(0, 12, size=(9, 4)))
-    table.lookup_layout = "ragged"
-    ragged = table.logprobs(ctx, **opts)
-    table.lookup_layout = "padded"
-    padded = table.logprobs(ctx, **opts)
-    torch.testing.assert_close(ragged, padded)
-
-
 @SETTINGS
 @given(docs=_docs_strategy(), order=st.integers(1, 4), seed=st.integers(0, 1000))
 def test_count_many_matches_count(docs, order, seed):

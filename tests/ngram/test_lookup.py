@@ -1,0 +1,123 @@
+"""The per-step path: op budget, layouts that agree, compilation, and the slot trick."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from ngram import NGramTable
+from ngram.lookup import _interleave
+from steer.style import NGramStylePrior
+
+MODES = [dict(mode="logsum", weights=(0.2, 0.3, 0.5)), dict(mode="mixture"), dict(smoothing="kneser_ney")]
+ALL_OPTIONS = MODES + [dict(order=1), dict(order=2), dict(order=3), dict(mode="mixture", weights=(0, 1, 1)),
+                       dict(mode="logsum", weights=(1, 0, 1))]
+# Ops of one prior call, views included (each is a dispatch; on a GPU most are a
+# kernel launch).
+MAX_OPS = 25
+
+
+class CountOps(TorchDispatchMode):
+    """Every ATen op dispatched inside the block."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.fixture(scope="module")
+def table():
+    rng = np.random.default_rng(0)
+    # Zipf-like ids so that contexts have fan-outs of very different sizes.
+    docs = [np.minimum(rng.zipf(1.3, size=400), 300) - 1 for _ in range(6)]
+    return NGramTable.from_token_ids(docs, 300, 3)
+
+
+def _contexts(b=6, t=7, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    ctx = torch.randint(0, 12, (b, t), generator=g)  # frequent ids: seen contexts
+    ctx[-1, -1] = 299  # a rare one
+    return ctx
+
+
+@pytest.mark.parametrize("opts", MODES, ids=lambda o: o.get("smoothing", o.get("mode")))
+def test_one_prior_call_stays_within_the_op_budget(table, opts):
+    prior = NGramStylePrior(table, 0.5, **opts)
+    ids, scores = _contexts(), torch.randn(6, 300)
+    prior(ids, scores)  # the plan is built on first use
+    with CountOps() as count:
+        prior(ids, scores)
+    assert len(count.ops) <= MAX_OPS, count.ops
+    assert not any("item" in op or "_local_scalar_dense" in op or "nonzero" in op for op in count.ops)
+
+
+@pytest.mark.parametrize("opts", MODES, ids=lambda o: o.get("smoothing", o.get("mode")))
+def test_accelerator_layout_stays_within_the_op_budget_and_never_syncs(table, opts):
+    plan = table.plan(table.options(**opts), "cpu", accelerator=True)
+    tail = plan.tail(_contexts())
+    with CountOps() as count:
+        plan.step(tail)
+    assert len(count.ops) + 1 <= MAX_OPS, count.ops  # + the processor's add
+    assert not any("_local_scalar_dense" in op or "nonzero" in op for op in count.ops)
+
+
+@pytest.mark.parametrize("opts", ALL_OPTIONS, ids=str)
+def test_cpu_and_accelerator_layouts_agree(table, opts):
+    ctx = torch.cat([_contexts(), torch.tensor([[-1, 5, 2, 1, 300, 1, 2]])])
+    o = table.options(**opts)
+    cpu = table.plan(o, "cpu")(ctx)
+    acc = table.plan(o, "cpu", accelerator=True)(ctx)
+    torch.testing.assert_close(acc, cpu, rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(cpu, table.logprobs(ctx, validate=False, **opts))
+
+
+@pytest.mark.parametrize("accelerator", [False, True])
+@pytest.mark.parametrize("opts", MODES, ids=lambda o: o.get("smoothing", o.get("mode")))
+def test_step_compiles_without_graph_breaks(table, opts, accelerator):
+    torch._dynamo.reset()
+    plan = table.plan(table.options(**opts), "cpu", accelerator=accelerator)
+    tail = plan.tail(_contexts())
+    compiled = torch.compile(plan.step, fullgraph=True, dynamic=False, backend="eager")
+    torch.testing.assert_close(compiled(tail), plan.step(tail))
+
+
+def test_compiled_prior_matches_the_eager_one(table):
+    torch._dynamo.reset()
+    ids, scores = _contexts(), torch.randn(6, 300)
+    eager = NGramStylePrior(table, 0.5, mode="logsum")(ids, scores)
+    compiled = NGramStylePrior(table, 0.5, mode="logsum", compile=True)
+    torch.testing.assert_close(compiled(ids, scores), eager, rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(compiled(ids[:, :1], scores), NGramStylePrior(table, 0.5, mode="logsum")(
+        ids[:, :1], scores), rtol=1e-6, atol=1e-5)  # shorter than N-1: padded, same answer
+
+
+def test_compile_flag_is_checked(table):
+    with pytest.raises(TypeError, match="`compile`"):
+        NGramStylePrior(table, 0.5, compile="yes")
+
+
+@settings(max_examples=60, deadline=None)
+@given(keys=st.sets(st.integers(0, 2**40), max_size=30), queries=st.lists(st.integers(-5, 2**40 + 5), max_size=30))
+def test_one_search_finds_and_says_whether_found(keys, queries):
+    sorted_keys = np.array(sorted(keys), dtype=np.int64)
+    doubled = torch.from_numpy(_interleave(sorted_keys))
+    q = torch.tensor(queries + sorted(keys), dtype=torch.long)
+    slot = torch.searchsorted(doubled, 2 * q, right=True)
+    for query, s in zip(q.tolist(), slot.tolist(), strict=True):
+        assert (s % 2 == 1) == (query in keys)
+        if s % 2:
+            assert sorted_keys[(s - 1) // 2] == query
+
+
+def test_plans_are_cached_per_device_and_options(table):
+    o = table.options(smoothing="kneser_ney")
+    assert table.plan(o, "cpu") is table.plan(o, "cpu")
+    assert table.plan(o, "cpu") is not table.plan(table.options(smoothing="kneser_ney", discount=0.5), "cpu")
