@@ -14,10 +14,9 @@ import numpy as np
 import torch
 
 from ngram import counts as C
-from ngram import keys
+from ngram import estimators, keys
 from ngram.files import read_checked, read_mapped, write_atomic
 from ngram.fingerprint import tokenizer_fingerprint
-from ngram import estimators
 from ngram.lookup import OrderMeta, StepPlan, find_contexts, prepare_tail
 from ngram.options import LookupOptions, resolve_options
 
