@@ -37,21 +37,28 @@ class NoNgramLoop(LogitsProcessor):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         cont = input_ids[:, self.prompt_length :]  # (B, L)
-        b, length = cont.shape
-        n = self.n
+        length = cont.shape[1]
+        n, v = self.n, scores.shape[-1]
         if length < max(n - 1, 1) or length < n - 1 + (self.r - 1):
             return scores.clone()
+        # Work on the continuation's n-grams (B x L small tensors), never on a
+        # dense [B, V] count table: a step costs one copy of the scores.
         if n == 1:
-            counts = torch.zeros_like(scores, dtype=torch.long)
-            counts.scatter_add_(1, cont, torch.ones_like(cont))
+            nxt = cont  # (B, L): every token so far follows the empty context
+            match = torch.ones_like(cont, dtype=torch.bool)
         else:
             win = cont.unfold(1, n, 1)  # (B, W, n): every n-gram so far
             tail = cont[:, length - (n - 1) :]  # (B, n-1): the context of the next token
-            match = (win[:, :, : n - 1] == tail[:, None, :]).all(-1)  # (B, W)
-            # Count, per row, how often each token followed this context.
-            counts = torch.zeros(b, scores.shape[-1], dtype=torch.long, device=scores.device)
-            counts.scatter_add_(1, win[:, :, n - 1].clamp(max=scores.shape[-1] - 1), match.long())
-        return scores.masked_fill(counts >= self.r - 1, float("-inf"))
+            match = (win[:, :, : n - 1] == tail[:, None, :]).all(-1)  # (B, W): followed this context
+            nxt = win[:, :, n - 1]  # (B, W): the token that followed
+        nxt = nxt.clamp(max=v - 1)
+        if self.r > 2:
+            # How often each next token followed the context: pairwise over the W positions.
+            times = ((nxt[:, :, None] == nxt[:, None, :]) & match[:, None, :]).sum(-1)  # (B, W)
+            match = match & (times >= self.r - 1)
+        # amin with -inf where banned and +inf elsewhere: duplicates agree, other scores stay.
+        ban = torch.where(match, float("-inf"), float("inf")).to(scores.dtype)
+        return scores.scatter_reduce(1, nxt, ban, reduce="amin")
 
 
 def hard_constraints(degeneracy: Degeneracy, prompt_length: int, eos_token_id) -> list[LogitsProcessor]:

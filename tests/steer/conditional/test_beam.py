@@ -177,3 +177,33 @@ def test_train_on_real_model_and_generate(aidreams, tmp_path):
         train_attribute_model(model, tok, ["ok prompt", ""], cfg)
     with pytest.raises(ValueError, match="`beams`"):
         AttrTrainConfig(beams=[0])
+
+
+def _dense_reference_bans(input_ids, scores, n, r, prompt_length):
+    """The bans written plainly: count every (context, next) pair of the continuation in a dense table."""
+    cont = input_ids[:, prompt_length:]
+    b, length = cont.shape
+    if length < max(n - 1, 1) or length < n - 1 + (r - 1):
+        return scores.clone()
+    counts = torch.zeros(b, scores.shape[-1], dtype=torch.long)
+    if n == 1:
+        counts.scatter_add_(1, cont.clamp(max=scores.shape[-1] - 1), torch.ones_like(cont))
+    else:
+        win = cont.unfold(1, n, 1)
+        tail = cont[:, length - (n - 1):]
+        match = (win[:, :, : n - 1] == tail[:, None, :]).all(-1)
+        counts.scatter_add_(1, win[:, :, n - 1].clamp(max=scores.shape[-1] - 1), match.long())
+    return scores.masked_fill(counts >= r - 1, float("-inf"))
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+@pytest.mark.parametrize("r", [2, 3, 4])
+def test_no_ngram_loop_bans_exactly_what_a_dense_count_bans(n, r):
+    g = torch.Generator().manual_seed(n * 10 + r)
+    for trial in range(25):
+        length = int(torch.randint(0, 30, (1,), generator=g))
+        ids = torch.randint(0, 4 + trial % 5, (6, 3 + length), generator=g)  # small vocab: many repeats
+        scores = torch.randn(6, 12, generator=g)
+        scores[0, 2] = float("-inf")
+        got = NoNgramLoop(n, r, prompt_length=3)(ids, scores)
+        torch.testing.assert_close(got, _dense_reference_bans(ids, scores, n, r, 3))
