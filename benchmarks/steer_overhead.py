@@ -1,11 +1,14 @@
 """Per-step cost of NGramStylePrior and the steering variants relative to the model's own decoding step.
 
-Model: TinyLlama-1.1B's shape with random weights (22 layers, hidden 2048, 32
-heads, 4 KV heads, FFN 5632, vocab 32000); table: the shared style corpora in the
-real Llama-2 token space, N = 3; background table (contrastive variants): the
-shared base-model books, N = 3. Greedy `generate` with the KV cache, batch 1 and
-16; the processor is timed inside generate, the step from a run without it. On
-CUDA (when available) the same runs are repeated there. Last line: one JSON object.
+Two models: the shared 11M model with its real weights (``small_*`` keys, one
+thread, where a cheap prior matters most), and TinyLlama-1.1B's shape with random
+weights (``cpu_*`` keys: 22 layers, hidden 2048, 32 heads, 4 KV heads, FFN 5632,
+vocab 32000). Table: the shared style corpora in the real Llama-2 token space,
+N = 3; background table (contrastive variants): the shared base-model books.
+Greedy ``generate`` with the KV cache, batch 1 and 16; the processor is timed
+inside generate, the step from a run without it. ``ops_per_call`` counts the
+ATen ops one processor call dispatches (batch 16, warm). ``--device cuda`` runs
+the same on a GPU (keys ``cuda_*`` and ``small_cuda_*``). Last line: one JSON object.
 
     python benchmarks/steer_overhead.py [--steps 16] [--shared ../shared/data] [--device cpu|cuda|all]
 """
@@ -24,6 +27,8 @@ from transformers import LlamaConfig, LlamaForCausalLM, LogitsProcessor, LogitsP
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 from ngram import NGramTable  # noqa: E402
 from steer.corpora import load_corpus  # noqa: E402
@@ -52,6 +57,23 @@ class Timed(LogitsProcessor):
         return out
 
 
+class CountOps(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.n = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.n += 1
+        return func(*args, **(kwargs or {}))
+
+
+def small_model(shared, device, dtype):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(Path(shared) / "models" / "base-llama2tok", dtype=dtype)
+    return model.to(device).eval().requires_grad_(False)
+
+
 def tinyllama_shape(device, dtype):
     cfg = LlamaConfig(vocab_size=32000, hidden_size=2048, intermediate_size=5632, num_hidden_layers=22,
                       num_attention_heads=32, num_key_value_heads=4, max_position_embeddings=2048,
@@ -78,7 +100,9 @@ def processors(tab, bg):
     """(name, processor) of every measured mode: the paper's injection and the variants."""
     return [
         ("logsum", NGramStylePrior(tab, 0.1, mode="logsum", weights=(0.2, 0.3, 0.5))),
+        ("mixture", NGramStylePrior(tab, 0.1, mode="mixture")),
         ("kneser_ney", NGramStylePrior(tab, 0.1, smoothing="kneser_ney")),
+        ("kneser_ney_compiled", NGramStylePrior(tab, 0.1, smoothing="kneser_ney", compile=True)),
         ("contrastive", GuidedStylePrior(tab, 1.0, background=bg)),
         ("contrastive_plausible", GuidedStylePrior(tab, 4.0, background=bg, plausibility=0.1)),
         ("contrastive_entropy", GuidedStylePrior(tab, 2.0, background=bg, strength="entropy")),
@@ -87,8 +111,21 @@ def processors(tab, bg):
     ]
 
 
-def measure(device, table, background, prompt_ids, steps, batches, dtype):
-    model = tinyllama_shape(device, dtype)
+def count_ops(tab, bg, device, vocab):
+    """ATen ops of one warm call of every processor, batch 16."""
+    ids = torch.randint(0, vocab, (16, 12), device=device)
+    scores = torch.randn(16, vocab, device=device)
+    out = {}
+    for name, proc in processors(tab, bg):
+        proc(ids, scores)
+        with CountOps() as c:
+            proc(ids, scores)
+        out[name] = c.n
+    return out
+
+
+def measure(prefix, model, table, background, prompt_ids, steps, batches):
+    device = model.device.type
     tab, bg = table.to(device), background.to(device)
     results = {}
     for b in batches:
@@ -103,12 +140,11 @@ def measure(device, table, background, prompt_ids, steps, batches, dtype):
             timed.seconds, timed.calls = 0.0, 0
             generate(model, ids, steps, [timed])
             proc_s = timed.seconds / timed.calls
-            key = f"{device}_b{b}_{name}"
+            key = f"{prefix}_b{b}_{name}"
             results[key] = dict(step_ms=round(step_s * 1e3, 2), processor_ms=round(proc_s * 1e3, 3),
                                 overhead_pct=round(100 * proc_s / step_s, 3))
-            print(f"{device} B={b:2d} {name:24s}: decode step {step_s * 1e3:8.2f} ms, processor "
+            print(f"{prefix} B={b:2d} {name:24s}: decode step {step_s * 1e3:8.2f} ms, processor "
                   f"{proc_s * 1e3:6.3f} ms -> {100 * proc_s / step_s:.3f} % of the step")
-    del model
     return results
 
 
@@ -138,7 +174,19 @@ def main():
         devices.append("cuda")
     for dev in devices:
         dtype = torch.float32 if dev == "cpu" else torch.bfloat16
-        figures.update(measure(dev, table, background, prompt["input_ids"], args.steps, (1, 16), dtype))
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # small models: one thread, the regime of a cheap decode step
+        small = small_model(args.shared, dev, dtype)
+        prefix = "small" if dev == "cpu" else "small_cuda"
+        figures.update(measure(prefix, small, table, background, prompt["input_ids"], args.steps, (1, 16)))
+        del small
+        torch.set_num_threads(threads)
+        big = tinyllama_shape(dev, dtype)
+        figures.update(measure(dev, big, table, background, prompt["input_ids"], args.steps, (1, 16)))
+        del big
+        ops = count_ops(table.to(dev), background.to(dev), dev, table.vocab_size)
+        figures["ops_per_call" if dev == "cpu" else "ops_per_call_cuda"] = ops
+        print(f"{dev} ATen ops per processor call: {ops}")
     if "cuda" not in devices:
         print("cuda: not available on this machine; not measured")
     print(json.dumps(figures))

@@ -6,15 +6,15 @@ with one fixed sequence of torch ops: no Python loop over rows or orders, no
 host-device sync and only static shapes, so the same code runs on CPU and
 CUDA and compiles with ``torch.compile(fullgraph=True)``.
 
-One step, top to bottom (B rows, c orders, F the widest context's fan-out):
+One step, top to bottom (B rows, c orders, F_k the widest fan-out of order k):
 
 1. keys: the last N-1 ids of every row become one key per order with a
    single matrix product (all orders' keys live in one sorted array);
 2. slots: one ``searchsorted`` finds each key's slot in a layout where seen
    contexts sit at odd slots and "not seen" at even ones (see :func:`_interleave`);
-3. gathers: per slot, the context's entry range and its per-context numbers;
-   per order, a window of F entries (next ids, values), the slots past the
-   context's end reading a zero separator;
+3. gathers: each order's context contributes a window of F_k entries (next
+   ids, values), all windows side by side, the slots past a context's end
+   reading a zero separator; plus one or two numbers per context;
 4. one dense unigram row per batch row, one ``scatter_add`` of all entries
    of all orders, and the estimator's finish (a log, or nothing).
 
@@ -171,7 +171,13 @@ class StepPlan:
             vals[dest] = oc.values
             first += f.size
         self.cols, self.vals = put(cols), put(vals)
-        self.window = torch.arange(max(int(fan_new.max()) if n else 0, 1), device=device)  # (F,)
+        # Each order gets a window as wide as its widest context, F_k; the
+        # windows of all orders sit side by side in one row of S = sum_k F_k
+        # slots: slot j reads order column[j] at offset window[j].
+        widths = [max(int(f.max()) if f.size else 0, 1) for f in fan]
+        self.low_width = widths[0]  # the lowest order's window comes first
+        self.column = torch.tensor(np.repeat(np.arange(len(widths)), widths), device=device)  # (S,)
+        self.window = torch.from_numpy(np.concatenate([np.arange(w) for w in widths])).to(device)  # (S,)
 
         # Per-slot data, 2n+1 slots: context i at slot 2i+1, "not seen" at even slots.
         def slots(per_ctx: np.ndarray, missing) -> np.ndarray:
@@ -182,9 +188,10 @@ class StepPlan:
 
         rows = (np.concatenate([oc.row[perm] for oc, perm in zip(coeffs.per_order, perms, strict=True)]) if n
                 else np.zeros((0, len(coeffs.missing_row))))
-        self.start = put(slots(start, 0)[:, None])  # (2n+1, 1)
-        self.end = put(slots(end, 0)[:, None])  # (2n+1, 1)
+        self.start = put(slots(start, 0))  # (2n+1,)
+        self.end = put(slots(end, 0))
         self.row = put(slots(rows, np.asarray(coeffs.missing_row)))  # (2n+1, r)
+        self.row_1d = self.row[:, 0].contiguous()  # (2n+1,)
 
         if self.exact:
             # Query: 2 * key as a matrix product of the clamped ids [B, w] with
@@ -235,34 +242,30 @@ class StepPlan:
         """The estimate from exactly the last N-1 ids of every row, ``tail`` [B, N-1] (static shapes)."""
         b = tail.shape[0]
         slot = self._slots(tail)  # (B, c): odd = seen context, even = not seen
-        start = self.start[slot]  # (B, c, 1)
-        end = self.end[slot]
-        # A window of F entries from each context's start; slots past its end
-        # all read its separator (value 0).
-        pos = torch.minimum(start + self.window, end)  # (B, c, F)
+        slot_s = slot[:, self.column]  # (B, S): each window slot's context
+        # A window from each context's start; slots past its end all read its
+        # separator (value 0).
+        pos = torch.minimum(self.start[slot_s] + self.window, self.end[slot_s])  # (B, S)
         cols = self.cols[pos]
         vals = self.vals[pos]
-        row = self.row[slot]  # (B, c, r)
-        n = cols.shape[1] * cols.shape[2]
-        cols = cols.view(b, n)  # every order's window, side by side
         if self.kind == "kneser_ney":
             # G(h_K) of the row's longest context is the smallest G it found
             # (G = 1 where not seen); order k's entries weigh G(h_K) / G(h_k),
             # so p = G(h_K) * (p_1 + sum_k vals_k / G(h_k)).
-            top = row.amin(dim=1)  # (B, 1)
-            vals = (vals / row).view(b, n)
-            inner = self.dense.expand(b, -1).scatter_add(1, cols, vals)  # (B, V)
+            g = self.row_1d[slot_s]  # (B, S): G of each slot's context
+            top = g.amin(dim=1, keepdim=True)  # (B, 1)
+            inner = self.dense.expand(b, -1).scatter_add(1, cols, vals / g)  # (B, V)
             if not self.sparse_log:
                 return inner.log() + top.log()
             # Where no entry landed, log p = log p_1 + log G: a dense add, not
             # a dense log (which costs more than the rest together on a CPU).
             # Higher orders' next ids are a subset of the lowest order's (an
             # n-gram's suffix was seen too), so only its window needs the log.
-            low = cols[:, : self.window.shape[0]]  # (B, F)
+            low = cols[:, : self.low_width]  # (B, F_low)
             log_top = top.log()
             fixed = inner.gather(1, low).log() + log_top
             return (self.log_p1 + log_top).scatter(1, low, fixed)
-        vals = vals.view(b, n)
+        row = self.row[slot]  # (B, c, r)
         if self.kind == "logsum":
             dense = self.dense + row.sum(dim=1)  # (B, V)
             return dense.scatter_add(1, cols, vals)
