@@ -27,6 +27,43 @@ START, NUM_S, AFTER_S, NUM_E, REPL, SEP, SEP_SP, NONE_SEQ, DONE, FINISHED, INVAL
 # Token classes: banned, digits, " "+digits, " ", ";", " ;", word piece, " "+word piece, EOS.
 BAN, D, SD, SP, SC, SSC, WN, WS, EOS = range(9)
 _MAX_DIGITS = 6
+# What makes a transition succeed, and what it does to the number being typed.
+ALWAYS, END_S, END_E, NOT_LEAD0, V_NONZERO, END_S_NOT_LEAD0 = range(6)
+V_CLEAR, V_TOKEN, V_EXTEND = range(3)
+
+
+def _transitions():
+    """The automaton on token classes: (mode, class) -> (next mode, condition, value update, sets start, sets end).
+
+    Each entry is what the character loop of :func:`parse_state` does with a
+    token of that class; a failed condition (or a missing entry) is INVALID.
+    Conditions: END_S, " " may end the start number (prev_end < v <= n, or the
+    0-0 span); END_E, start <= v <= n; NOT_LEAD0, the token's digits have no
+    leading zero; V_NONZERO, the number typed so far is not 0.
+    """
+    t = {}
+    for m in (START, SEP_SP):
+        t[m, D] = (NUM_S, NOT_LEAD0, V_TOKEN, False, False)
+    for m in (NUM_S, NUM_E):
+        t[m, D] = (m, V_NONZERO, V_EXTEND, False, False)
+    t[AFTER_S, D] = (NUM_E, NOT_LEAD0, V_TOKEN, False, False)
+    for m in (START, SEP):
+        t[m, SD] = (NUM_S, NOT_LEAD0, V_TOKEN, False, False)
+        t[m, SP] = (SEP_SP, ALWAYS, V_CLEAR, False, False)
+    t[NUM_S, SD] = (NUM_E, END_S_NOT_LEAD0, V_TOKEN, True, False)
+    t[NUM_S, SP] = (AFTER_S, END_S, V_CLEAR, True, False)
+    for k in (SD, SP, WS):
+        t[NUM_E, k] = (REPL, END_E, V_CLEAR, False, True)
+    for k in (SC, SSC):
+        t[NUM_E, k] = (SEP, END_E, V_CLEAR, False, True)
+        t[REPL, k] = (SEP, ALWAYS, V_CLEAR, False, False)
+    for k in (D, SD, SP, WN, WS, BAN):  # BAN: only texts without ";", "\\" or newlines get here
+        t[REPL, k] = (REPL, ALWAYS, V_CLEAR, False, False)
+    table = torch.zeros(11 * 9, 5, dtype=torch.long)
+    table[:, 0] = INVALID
+    for (m, k), entry in t.items():
+        table[m * 9 + k] = torch.tensor([int(e) for e in entry])
+    return table
 
 
 def token_surfaces(tokenizer) -> list[str]:
@@ -74,12 +111,25 @@ class _Classes:
                     cls_id[i] = WS if (k == WN and ws[i]) else k
         if self.eos is not None:
             cls_id[self.eos] = EOS
+        # Tokens whose effect on a row's state the vectorised step does not
+        # model (text outside the classes, or a word that starts with a digit):
+        # a row that emitted one is re-read from its text.
+        complex_ = [cls_id[i] == BAN or (cls_id[i] in (WN, WS) and (t[1:] if ws[i] else t)[:1].isdigit())
+                    for i, t in enumerate(texts)]
+        # Inside a replacement, any text without ";", a backslash or a newline stays a replacement.
+        repl_safe = [bool(t) and i not in special and not any(ch in t for ch in ";\\\n\r")
+                     for i, t in enumerate(texts)]
         self.cpu = dict(cls_id=as_t(cls_id, torch.long), digit_idx=as_t(digit_idx, torch.long),
+                        tok_val=as_t(val, torch.long), tok_ndig=as_t(ndig, torch.long), tok_lead0=as_t(lead0),
+                        complex=as_t(complex_), repl_safe=as_t(repl_safe),
+                        present=as_t(sorted({k for k in cls_id if k != BAN}), torch.long),
+                        transitions=_transitions(),
                         digit_sd=as_t([sd[i] for i in digit_idx]),
                         val=as_t([val[i] for i in digit_idx], torch.long),
                         ndig=as_t([ndig[i] for i in digit_idx], torch.long),
                         lead0=as_t([lead0[i] for i in digit_idx]))
         self.none_ids = list(tokenizer(NO_EDITS, add_special_tokens=False)["input_ids"])
+        self.cpu["none_ids"] = as_t(self.none_ids + [-1], torch.long)  # -1: nothing continues "NONE"
         self._dev: dict = {}
 
     def on(self, device) -> dict:
@@ -162,39 +212,102 @@ class EditSpanGrammar(LogitsProcessor):
         self.cls = _classes(tokenizer)
         self.n_words = [len(s.split()) for s in sources]
         self.prompt_length = prompt_length
+        self._last = None  # the previous step's rows and their states, for the incremental step
 
-    def states(self, input_ids: torch.LongTensor):
-        """Per row: (mode, value, lo, hi, none_progress) as lists."""
+    def _rows(self, input_ids: torch.LongTensor) -> torch.Tensor:
+        """The source length n of every row (rows of a beam search map to ``row // num_beams``)."""
         rows = input_ids.shape[0]
         per = max(rows // len(self.n_words), 1)
+        src = (torch.arange(rows) // per).clamp(max=len(self.n_words) - 1)
+        return torch.tensor(self.n_words)[src].to(input_ids.device), src.to(input_ids.device)
+
+    def states(self, input_ids: torch.LongTensor) -> dict:
+        """Every row's state read off its generated text (the reference; O(length) Python per row).
+
+        Returns a dict of [B] tensors: ``mode`` (parse mode), ``val``, ``start``,
+        ``prev_end`` (see :func:`parse_state`), ``in_none`` / ``k_none`` (the row
+        is the first k tokens of "NONE"), ``fin`` (EOS emitted).
+        """
+        n_words, _ = self._rows(input_ids)
         gen = input_ids[:, self.prompt_length :].tolist()
-        out = []
         none = self.cls.none_ids
-        for r, ids in enumerate(gen):
-            n = self.n_words[min(r // per, len(self.n_words) - 1)]
-            if self.cls.eos in ids:
-                out.append((FINISHED, -1, 0, n, 0))
-                continue
+        cols = {k: [] for k in ("mode", "val", "start", "prev_end", "in_none", "k_none", "fin")}
+        for ids, n in zip(gen, n_words.tolist(), strict=True):
             k = len(ids)
-            if k and ids == none[:k]:
-                out.append((NONE_SEQ if k < len(none) else DONE, -1, 0, n, k))
-                continue
-            mode, v, lo, _, _ = parse_state("".join(self.cls.texts[i] for i in ids), n)
-            out.append((mode, v, lo, n, 0))
-        return out
+            mode, v, _, start, prev_end = parse_state("".join(self.cls.texts[i] for i in ids), n)
+            for key, value in (("mode", mode), ("val", v), ("start", start), ("prev_end", prev_end),
+                               ("in_none", ids == none[:k]), ("k_none", k), ("fin", self.cls.eos in ids)):
+                cols[key].append(value)
+        dev = input_ids.device
+        return {key: torch.tensor(v, device=dev, dtype=torch.bool if key in ("in_none", "fin") else torch.long)
+                for key, v in cols.items()}
+
+    def _step_states(self, input_ids: torch.LongTensor, c: dict) -> dict | None:
+        """The states from the previous call's by one token per row, with tensor ops; None if not derivable.
+
+        Each row's parent is a row of the previous call (same source) whose
+        text is this row's text minus its last token: beams may be reordered or
+        duplicated freely. The last token moves the parent's state as the
+        character loop of :func:`parse_state` would.
+        """
+        last = self._last
+        gen = input_ids[:, self.prompt_length :]
+        if last is None or gen.shape[0] != last["gen"].shape[0] or gen.shape[1] != last["gen"].shape[1] + 1:
+            return None
+        _, src = self._rows(input_ids)
+        same = (gen[:, None, :-1] == last["gen"][None, :, :]).all(-1) & (src[:, None] == src[None, :])  # (B, B)
+        if not bool(same.any(1).all()):
+            return None
+        old = {k: v[same.long().argmax(1)] for k, v in last["state"].items()}  # each row's parent's state
+        x = gen[:, -1]
+        m = old["mode"]
+        in_repl = (m == REPL) & c["repl_safe"][x]
+        if bool((c["complex"][x] & ~old["fin"] & (m != INVALID) & ~in_repl).any()):
+            return None
+        n, _ = self._rows(input_ids)
+        cls, tv, nd, l0 = c["cls_id"][x], c["tok_val"][x], c["tok_ndig"][x], c["tok_lead0"][x]
+        v, st, pe = old["val"], old["start"], old["prev_end"]
+        nxt, cond, update, sets_start, sets_end = c["transitions"][m * 9 + cls].unbind(1)  # (B,) each
+        end_s = ((pe < v) & (v <= n)) | ((pe == -1) & (v == 0))
+        end_e = (st <= v) & (v <= n)
+        ok = torch.stack([torch.ones_like(end_s), end_s, end_e, ~l0, v != 0, end_s & ~l0], 1)
+        ok = ok.gather(1, cond[:, None])[:, 0]
+        values = torch.stack([torch.full_like(v, -1), tv, v * 10**nd + tv], 1).gather(1, update[:, None])[:, 0]
+        mode2 = torch.where(ok, nxt, INVALID)
+        val2 = torch.where(ok, values, -1)
+        st2 = torch.where(ok & (sets_start == 1), v, st)
+        pe2 = torch.where(ok & (sets_end == 1), v, pe)
+        k_old = old["k_none"]
+        none = c["none_ids"]
+        in_none = old["in_none"] & (x == none[k_old.clamp(max=none.shape[0] - 1)])
+        return dict(mode=mode2, val=val2, start=st2, prev_end=pe2, in_none=in_none, k_none=k_old + 1,
+                    fin=old["fin"] | (cls == EOS))
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        st = self.states(input_ids)
         dev = scores.device
         c = self.cls.on(dev)
+        state = self._step_states(input_ids, c)
+        if state is None:
+            state = self.states(input_ids)
+        self._last = dict(gen=input_ids[:, self.prompt_length :], state=state)
         v_sz = scores.shape[-1]
-        mode = torch.tensor([s[0] for s in st], device=dev)[:, None]  # (B, 1)
-        val = torch.tensor([s[1] for s in st], device=dev)[:, None]
-        lo = torch.tensor([s[2] for s in st], device=dev)[:, None]
-        hi = torch.tensor([s[3] for s in st], device=dev)[:, None]
-        k_none = torch.tensor([s[4] for s in st], device=dev)
+        hi, _ = self._rows(input_ids)
+        hi = hi[:, None]
+        # The row's mode for the mask: finished, spelling "NONE", or its parse mode.
+        none_seq = state["in_none"] & (state["k_none"] > 0)
+        k_none = torch.where(none_seq, state["k_none"], 0)
+        full = state["k_none"] >= len(self.cls.none_ids)
+        m = torch.where(none_seq, torch.where(full, DONE, NONE_SEQ), state["mode"])
+        m = torch.where(state["fin"], FINISHED, m)
+        pm, pe, st = state["mode"], state["prev_end"], state["start"]
+        lo = torch.where((pm == AFTER_S) | (pm == NUM_E), st, torch.where(
+            (pm == NUM_S) | (pm == SEP_SP) | (pm == SEP) | (pm == REPL), pe + 1, 0))
+        parse = ~none_seq & ~state["fin"]
+        mode = m[:, None]  # (B, 1)
+        val = torch.where(parse, state["val"], -1)[:, None]
+        lo = torch.where(parse, lo, 0)[:, None]
 
-        b = len(st)
+        b = mode.shape[0]
         m = mode[:, 0]
         # Number checks run on the digit tokens only ([B, Vd], Vd << V). A digit
         # token extends the number typed so far (or starts one); the result
@@ -239,14 +352,21 @@ class EditSpanGrammar(LogitsProcessor):
         cls_id = c["cls_id"]
         if cls_id.shape[0] < v_sz:  # scores wider than the tokenizer: padding ids are banned
             cls_id = torch.nn.functional.pad(cls_id, (0, v_sz - cls_id.shape[0]), value=BAN)
-        allowed = table.gather(1, cls_id[:v_sz].expand(b, -1))  # (B, V)
-        allowed.index_copy_(1, c["digit_idx"], allowed[:, c["digit_idx"]] | digits)
+        # The mask as an additive penalty (0 allowed, -inf banned): one gather
+        # of the per-row class table and one add, the cheapest [B, V] passes.
+        inf = torch.tensor(float("-inf"), dtype=scores.dtype, device=dev)
+        zero = torch.zeros((), dtype=scores.dtype, device=dev)
+        digit_idx = c["digit_idx"]
+        penalty = torch.where(table, zero, inf).gather(1, cls_id[:v_sz].expand(b, -1))  # (B, V)
+        penalty[:, digit_idx] = torch.where(table.gather(1, cls_id[digit_idx].expand(b, -1)) | digits, zero, inf)
         none = self.cls.none_ids
+        want = torch.zeros(b, dtype=torch.bool, device=dev)
         if none:
             nxt = torch.tensor(none + [none[-1]], device=dev)[k_none.clamp(max=len(none))]  # (B,)
             want = (m == NONE_SEQ) | ((m == START) & (k_none == 0))
-            allowed[torch.arange(b, device=dev)[want], nxt[want]] = True
+            penalty[torch.arange(b, device=dev)[want], nxt[want]] = 0
         # Never leave a row without a token: a row in no valid state may only end.
-        stuck = ~allowed.any(1)
-        allowed[stuck, self.cls.eos] = True
-        return scores.masked_fill(~allowed, float("-inf"))
+        # (Decided on the small tables, not by scanning the [B, V] mask.)
+        stuck = ~(table[:, c["present"]].any(1) | digits.any(1) | want)
+        penalty[stuck, self.cls.eos] = 0
+        return scores + penalty

@@ -77,3 +77,31 @@ def test_bad_arguments(llama2_tokenizer):
         EditSpanGrammar(llama2_tokenizer, [], prompt_length=0)
     with pytest.raises(ValueError, match="`prompt_length`"):
         EditSpanGrammar(llama2_tokenizer, ["a"], prompt_length=-1)
+
+
+@pytest.mark.parametrize("which", ["llama2_tokenizer", "gpt2_tokenizer"])
+def test_incremental_states_give_the_same_masks_as_reading_the_text(which, request):
+    """Beam-like decoding (rows reordered and duplicated within a source): every step's
+    output equals that of a fresh grammar, which reads every row's text."""
+    tok = request.getfixturevalue(which)
+    rng = random.Random(3)
+    g = torch.Generator().manual_seed(3)
+    sources = ["the cat sat on the mat", "a b", "", "one two three four five six seven eight nine ten eleven"]
+    beams, prompt = 3, [1, 5, 6]
+    grammar = EditSpanGrammar(tok, sources, prompt_length=len(prompt))
+    read = []
+    grammar.states = lambda ids, f=grammar.states: read.append(1) or f(ids)
+    structural = torch.tensor([i for i, t in enumerate(grammar.cls.texts) if t.strip().isdigit() or t.strip() == ";"])
+    ids = torch.tensor([prompt] * (len(sources) * beams))
+    for step in range(30):
+        scores = torch.randn(ids.shape[0], len(tok), generator=g) * 3
+        scores[:, structural] += 5 * (step % 3 != 2)
+        scores[:, tok.eos_token_id] += 4 * (step > 15)
+        got = grammar(ids, scores)
+        want = EditSpanGrammar(tok, sources, prompt_length=len(prompt))(ids, scores)
+        torch.testing.assert_close(got, want)
+        nxt = torch.multinomial(torch.softmax(got, -1), 1, generator=g)
+        # Beam reordering: each row continues some row of its own source.
+        parents = torch.tensor([s * beams + rng.randrange(beams) for s in range(len(sources)) for _ in range(beams)])
+        ids = torch.cat([ids[parents], nxt[parents]], 1)
+    assert len(read) == 1  # only the first step read the texts
