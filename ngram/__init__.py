@@ -4,7 +4,8 @@ Knows token ids, counts and tensors; knows nothing of models or steering.
 """
 
 from ngram.fingerprint import tokenizer_fingerprint
-from ngram.table import MAX_ORDER, NGramTable, TableFileError, TokenizerMismatchError
+from ngram.persist import MAX_ORDER, TableFileError
+from ngram.table import NGramTable, TokenizerMismatchError
 
 __all__ = [
     "MAX_ORDER",

@@ -1,9 +1,11 @@
-"""NGramTable: CSR n-gram storage, smoothing, batched lookup, save/load and fingerprint."""
+"""NGramTable: CSR n-gram storage and its verbs (build, merge, count, logprobs, save/load).
+
+The estimators' maths live in :mod:`ngram.estimators`, the per-step lookup in
+:mod:`ngram.lookup`, the file format and its checks in :mod:`ngram.persist`.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 import time
@@ -15,24 +17,14 @@ import torch
 
 from ngram import counts as C
 from ngram import estimators, keys
-from ngram.files import read_checked, read_mapped, write_atomic
 from ngram.fingerprint import tokenizer_fingerprint
 from ngram.lookup import OrderMeta, StepPlan, find_contexts, prepare_tail
 from ngram.options import LookupOptions, resolve_options
+from ngram.persist import MAX_ORDER, REBUILD, read_table, verify_contents, write_table
 
-MAX_ORDER = 10
 # Below this many tokens from_texts warns that the table barely steers.
 SMALL_CORPUS_TOKENS = 1000
-FORMAT_NAME = "steer-ngram"
-FORMAT_VERSION = "1"
-_REBUILD = (
-    "rebuild it with `NGramTable.from_texts(texts, tokenizer, order).save(path)` "
-    "(or `steer build-table`) in the token space of the model you steer"
-)
 
-
-class TableFileError(ValueError):
-    """A table file that is missing parts, damaged, truncated or of another format."""
 
 
 class TokenizerMismatchError(ValueError):
@@ -531,17 +523,22 @@ class NGramTable:
             if len(tokenizer) != self.vocab_size:
                 raise TokenizerMismatchError(
                     f"table has vocab_size {self.vocab_size} but the tokenizer has {len(tokenizer)} "
-                    f"tokens; {_REBUILD}"
+                    f"tokens; {REBUILD}"
                 )
             return
         fp = tokenizer_fingerprint(tokenizer)
         if fp != self.fingerprint:
             raise TokenizerMismatchError(
                 f"table was built for tokenizer {self.fingerprint[:19]}..., not for this one "
-                f"({fp[:19]}...): its ids mean other tokens; {_REBUILD}"
+                f"({fp[:19]}...): its ids mean other tokens; {REBUILD}"
             )
 
     # ----------------------------------------------------------- save/load
+    def _meta(self) -> dict:
+        return {"order": self.order, "vocab_size": self.vocab_size, "hash_seed": self.hash_seed,
+                "hashed_orders": list(self.hashed_orders), "tokenizer_fingerprint": self.fingerprint,
+                "stats": self.stats}
+
     def _saved_tensors(self) -> dict[str, torch.Tensor]:
         derived = ("entry_keys",)
         return {
@@ -556,19 +553,7 @@ class NGramTable:
         Metadata holds the format version, order, vocab size, tokenizer
         fingerprint, corpus statistics and a sha256 of the tensor contents.
         """
-        tensors = self._saved_tensors()
-        meta = {
-            "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
-            "order": str(self.order),
-            "vocab_size": str(self.vocab_size),
-            "hash_seed": str(self.hash_seed),
-            "hashed_orders": json.dumps(list(self.hashed_orders)),
-            "tokenizer_fingerprint": self.fingerprint or "",
-            "stats": json.dumps(self.stats),
-            "content_sha256": _digest(tensors),
-        }
-        write_atomic(tensors, path, meta)
+        write_table(path, self._saved_tensors(), self._meta())
 
     @classmethod
     def load(cls, path, device=None, tokenizer=None, mmap: bool = False, verify: bool | None = None) -> NGramTable:
@@ -598,35 +583,9 @@ class NGramTable:
         """
         path = os.fspath(path)
         verify = (not mmap) if verify is None else bool(verify)
-        if mmap:
-            meta, tensors = read_mapped(path, _REBUILD, TableFileError)
-        else:
-            meta, tensors = read_checked(path, _REBUILD, TableFileError)
-        if meta.get("format") != FORMAT_NAME:
-            raise TableFileError(
-                f"{path!r} is not a steer n-gram table (format {meta.get('format')!r}); {_REBUILD}"
-            )
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise TableFileError(
-                f"{path!r} has table format version {meta.get('format_version')!r}, this steer reads "
-                f"{FORMAT_VERSION!r}; {_REBUILD}"
-            )
-        if verify and _digest(tensors) != meta.get("content_sha256"):
-            raise TableFileError(f"{path!r} is damaged: its contents do not match its checksum; {_REBUILD}")
-        try:
-            parsed = {
-                "order": int(meta["order"]),
-                "vocab_size": int(meta["vocab_size"]),
-                "hash_seed": int(meta["hash_seed"]),
-                "hashed_orders": json.loads(meta["hashed_orders"]),
-                "tokenizer_fingerprint": meta.get("tokenizer_fingerprint", ""),
-                "stats": json.loads(meta.get("stats", "{}")),
-            }
-            _check_structure(tensors, parsed, scan=verify)
-        except (KeyError, ValueError, TypeError) as err:
-            raise TableFileError(f"{path!r} is inconsistent ({err}); {_REBUILD}") from err
+        tensors, parsed, sha256 = read_table(path, mmap=mmap, verify=verify)
         table = cls(tensors, parsed)
-        table._content_sha256 = meta.get("content_sha256")
+        table._content_sha256 = sha256
         table._source = path
         if device is not None:
             table = table.to(device)
@@ -640,16 +599,8 @@ class NGramTable:
         Raises:
             TableFileError: the contents differ from what was saved, or are out of range.
         """
-        tensors = self._saved_tensors()
-        source = getattr(self, "_source", "this table")
-        expected = getattr(self, "_content_sha256", None)
-        if expected is not None and _digest(tensors) != expected:
-            raise TableFileError(f"{source!r} is damaged: its contents do not match its checksum; {_REBUILD}")
-        meta = {"order": self.order, "vocab_size": self.vocab_size, "hashed_orders": list(self.hashed_orders)}
-        try:
-            _check_structure(tensors, meta, scan=True)
-        except (KeyError, ValueError, TypeError) as err:
-            raise TableFileError(f"{source!r} is inconsistent ({err}); {_REBUILD}") from err
+        verify_contents(self._saved_tensors(), self._meta(), getattr(self, "_source", "this table"),
+                        getattr(self, "_content_sha256", None))
 
     @property
     def nbytes(self) -> int:
@@ -666,45 +617,3 @@ class NGramTable:
 def _narrow(a: np.ndarray) -> np.ndarray:
     """int32 when every value fits, else int64 (halves the bytes of most tables)."""
     return a.astype(np.int32) if a.size == 0 or a.max() < 2**31 else a.astype(np.int64)
-
-
-def _digest(tensors: dict[str, torch.Tensor]) -> str:
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        v = tensors[name].contiguous()
-        h.update(f"{name}:{v.dtype}:{tuple(v.shape)}\n".encode())
-        h.update(v.view(torch.uint8).numpy().tobytes() if v.numel() else b"")
-    return h.hexdigest()
-
-
-def _check_structure(t: dict[str, torch.Tensor], meta: dict, scan: bool = True) -> None:
-    """Shape and range checks, so a consistent-looking but wrong file is refused.
-
-    With ``scan=False`` only shapes and the ends of the offsets are checked,
-    which reads a few bytes per array (a memory-mapped table stays unread).
-    """
-    order, v = meta["order"], meta["vocab_size"]
-    if not 1 <= order <= MAX_ORDER or v < 1:
-        raise ValueError(f"order {order} / vocab_size {v} out of range")
-    if tuple(t["unigram.counts"].shape) != (v,):
-        raise ValueError("unigram counts do not match vocab_size")
-    for k in range(2, order + 1):
-        p = f"o{k}."
-        keys_, off, nxt, cnt = t[p + "ctx_keys"], t[p + "offsets"], t[p + "next_ids"], t[p + "counts"]
-        if off.numel() != keys_.numel() + 1 or int(off[0]) != 0 or int(off[-1]) != nxt.numel():
-            raise ValueError(f"order {k}: offsets do not match the entries")
-        hashed = k in meta["hashed_orders"]
-        if hashed and tuple(t[p + "ctx_tokens"].shape) != (keys_.numel(), k - 1):
-            raise ValueError(f"order {k}: context tokens do not match the keys")
-        if not scan:
-            if cnt.numel() != nxt.numel() or (k < order and t[p + "cont"].numel() != nxt.numel()):
-                raise ValueError(f"order {k}: count/id length mismatch")
-            continue
-        if keys_.numel() > 1 and not bool((keys_[1:] > keys_[:-1]).all()):
-            raise ValueError(f"order {k}: context keys are not strictly increasing")
-        if bool((off[1:] <= off[:-1]).any()) or cnt.numel() != nxt.numel():
-            raise ValueError(f"order {k}: empty context or count/id length mismatch")
-        if nxt.numel() and (int(nxt.min()) < 0 or int(nxt.max()) >= v or int(cnt.min()) < 1):
-            raise ValueError(f"order {k}: next ids or counts out of range")
-        if k < order and t[p + "cont"].numel() != nxt.numel():
-            raise ValueError(f"order {k}: continuation counts do not match the entries")
