@@ -26,7 +26,6 @@ from ngram.persist import MAX_ORDER, REBUILD, read_table, verify_contents, write
 SMALL_CORPUS_TOKENS = 1000
 
 
-
 class TokenizerMismatchError(ValueError):
     """A table used with a tokenizer other than the one it was built with."""
 
