@@ -85,7 +85,8 @@ class NGramStylePrior(LogitsProcessor):
             if plan.orders:
                 if plan.device not in self._compiled:
                     self._compiled[plan.device] = torch.compile(plan.step, fullgraph=True, dynamic=False)
-                return pad_columns(self._compiled[plan.device](plan.tail(input_ids)), width)
+                # contiguous: the slice's strides change with the length, which would recompile
+                return pad_columns(self._compiled[plan.device](plan.tail(input_ids).contiguous()), width)
         # validate=False: no host sync per step; out-of-range ids never match.
         prior = self.table.logprobs_with(input_ids, self.options, validate=False)  # (B, V_table)
         return pad_columns(prior, width)

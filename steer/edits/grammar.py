@@ -123,7 +123,7 @@ class _Classes:
                         tok_val=as_t(val, torch.long), tok_ndig=as_t(ndig, torch.long), tok_lead0=as_t(lead0),
                         complex=as_t(complex_), repl_safe=as_t(repl_safe),
                         present=as_t(sorted({k for k in cls_id if k != BAN}), torch.long),
-                        transitions=_transitions(),
+                        transitions=_transitions(), pow10=as_t([10**j for j in range(_MAX_DIGITS + 1)], torch.long),
                         digit_sd=as_t([sd[i] for i in digit_idx]),
                         val=as_t([val[i] for i in digit_idx], torch.long),
                         ndig=as_t([ndig[i] for i in digit_idx], torch.long),
@@ -213,13 +213,17 @@ class EditSpanGrammar(LogitsProcessor):
         self.n_words = [len(s.split()) for s in sources]
         self.prompt_length = prompt_length
         self._last = None  # the previous step's rows and their states, for the incremental step
+        self._row_cache: dict = {}
 
-    def _rows(self, input_ids: torch.LongTensor) -> torch.Tensor:
-        """The source length n of every row (rows of a beam search map to ``row // num_beams``)."""
-        rows = input_ids.shape[0]
-        per = max(rows // len(self.n_words), 1)
-        src = (torch.arange(rows) // per).clamp(max=len(self.n_words) - 1)
-        return torch.tensor(self.n_words)[src].to(input_ids.device), src.to(input_ids.device)
+    def _rows(self, input_ids: torch.LongTensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(source length n, source index) of every row; rows of a beam search map to ``row // num_beams``."""
+        key = (input_ids.shape[0], input_ids.device)
+        if key not in self._row_cache:
+            rows = input_ids.shape[0]
+            per = max(rows // len(self.n_words), 1)
+            src = (torch.arange(rows) // per).clamp(max=len(self.n_words) - 1)
+            self._row_cache[key] = (torch.tensor(self.n_words)[src].to(input_ids.device), src.to(input_ids.device))
+        return self._row_cache[key]
 
     def states(self, input_ids: torch.LongTensor) -> dict:
         """Every row's state read off its generated text (the reference; O(length) Python per row).
@@ -317,12 +321,13 @@ class EditSpanGrammar(LogitsProcessor):
         is_sd = c["digit_sd"][None, :]
         typing = val >= 0
 
+        scale = c["pow10"]  # (J,): 10**j for j = 0.._MAX_DIGITS more digits
+
         def can_end(prefix, low_bound):  # (B, Vd): some completion of `prefix` lies in [low_bound, hi]
-            ok = torch.zeros(prefix.shape, dtype=torch.bool, device=dev)
-            for j in range(_MAX_DIGITS + 1):
-                low = prefix * 10**j
-                ok |= (low <= hi) & (low + 10**j - 1 >= low_bound) & ((prefix > 0) | (j == 0))
-            return ok & (prefix >= 0)
+            low = prefix[..., None] * scale  # (B, Vd, J): smallest number with j more digits
+            ok = (low <= hi[..., None]) & (low + scale - 1 >= low_bound[..., None])
+            ok &= (prefix[..., None] > 0) | (scale == 1)  # no digits after a leading 0
+            return ok.any(-1) & (prefix >= 0)
 
         start_digits = torch.where(lead0, -1, tval).expand(b, -1)
         extend = can_end(torch.where(typing, val * (10**tdig) + tval, -1), lo) & (val != 0)

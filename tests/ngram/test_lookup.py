@@ -97,6 +97,9 @@ def test_compiled_prior_matches_the_eager_one(table):
     torch.testing.assert_close(compiled(ids, scores), eager, rtol=1e-6, atol=1e-5)
     torch.testing.assert_close(compiled(ids[:, :1], scores), NGramStylePrior(table, 0.5, mode="logsum")(
         ids[:, :1], scores), rtol=1e-6, atol=1e-5)  # shorter than N-1: padded, same answer
+    longer = torch.cat([ids, ids, ids], 1)
+    for t in range(3, longer.shape[1]):  # as in generate: one more token per step, no recompilation
+        compiled(longer[:, :t], scores)
 
 
 def test_compile_flag_is_checked(table):
