@@ -85,8 +85,10 @@ class NGramStylePrior(LogitsProcessor):
             if plan.orders:
                 if plan.device not in self._compiled:
                     self._compiled[plan.device] = torch.compile(plan.step, fullgraph=True, dynamic=False)
-                # contiguous: the slice's strides change with the length, which would recompile
-                return pad_columns(self._compiled[plan.device](plan.tail(input_ids).contiguous()), width)
+                # A fresh [B, N-1] copy: the slice's stride and offset change with the length
+                # (even when a single row makes it "contiguous"), which would recompile.
+                tail = plan.tail(input_ids).clone(memory_format=torch.contiguous_format)
+                return pad_columns(self._compiled[plan.device](tail), width)
         # validate=False: no host sync per step; out-of-range ids never match.
         prior = self.table.logprobs_with(input_ids, self.options, validate=False)  # (B, V_table)
         return pad_columns(prior, width)
