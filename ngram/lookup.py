@@ -32,6 +32,9 @@ from ngram import keys
 from ngram.estimators import Coefficients, context_tokens
 
 _INT63 = 2**63 - 1
+# On a CPU, batches whose windows would hold more slots than this gather each
+# context's actual entries instead (reading their lengths costs no sync there).
+RAGGED_MIN_SLOTS = 32768
 # float64 holds every integer up to 2**53 exactly.
 _FLOAT_EXACT = 2**53
 
@@ -119,6 +122,7 @@ class StepPlan:
         # on a CPU, integer keys and logs only where entries land (see step).
         self.accelerator = device.type != "cpu" if accelerator is None else bool(accelerator)
         self.sparse_log = coeffs.kind == "kneser_ney" and not self.accelerator
+        self.ragged_min_slots = None if self.accelerator else RAGGED_MIN_SLOTS
         self.log_p1 = put(np.log(coeffs.unigram))
         if not self.orders:
             self.constant = put(_finish_np(coeffs))
@@ -242,6 +246,9 @@ class StepPlan:
         """The estimate from exactly the last N-1 ids of every row, ``tail`` [B, N-1] (static shapes)."""
         b = tail.shape[0]
         slot = self._slots(tail)  # (B, c): odd = seen context, even = not seen
+        if (self.ragged_min_slots is not None and b * self.window.shape[0] > self.ragged_min_slots
+                and not torch.compiler.is_compiling()):
+            return self._ragged_step(slot)
         slot_s = slot.index_select(1, self.column)  # (B, S): each window slot's context
         # A window from each context's start; slots past its end all read its
         # separator (value 0).
@@ -280,6 +287,41 @@ class StepPlan:
             z = z + none
         out = dense.scatter_add(1, cols, vals)  # (B, V)
         return (out / z).log()
+
+    def _ragged_step(self, slot: torch.Tensor) -> torch.Tensor:
+        """The same estimate from each context's actual entries (CPU, large batches): more ops, less work."""
+        b, c = slot.shape
+        v = self.vocab_size
+        start = torch.take(self.start, slot).view(-1)  # (P,) one per (row, order)
+        length = torch.take(self.end, slot).view(-1) - start
+        total = int(length.sum())
+        # Pair p owns slots [first_p, first_p + length_p) of a flat array of all
+        # entries; slot j of pair p reads entry start_p + j - first_p.
+        pair = torch.repeat_interleave(length, output_size=total)  # (L,): each entry's pair
+        shift = start - (torch.cumsum(length, 0) - length)
+        pos = shift[pair] + torch.arange(total)
+        rows = pair // c
+        flat = rows * v + torch.take(self.cols, pos)  # (L,) into the [B, V] rows
+        vals = torch.take(self.vals, pos)
+        if self.kind == "kneser_ney":
+            g = torch.take(self.row_1d, slot)  # (B, c)
+            log_top = g.amin(dim=1, keepdim=True).log()  # (B, 1)
+            inner = self.dense.repeat(b).index_add(0, flat, vals / g.view(-1)[pair])  # (B*V,)
+            low = pair % c == 0  # the lowest order's entries cover every column that moved
+            fixed = inner[flat[low]].log() + log_top.view(-1)[rows[low]]
+            return (self.log_p1 + log_top).view(-1).scatter(0, flat[low], fixed).view(b, v)
+        row = self.row[slot]  # (B, c, r)
+        if self.kind == "logsum":
+            dense = self.dense + row.sum(dim=1)  # (B, V)
+            return dense.view(-1).index_add(0, flat, vals).view(b, v)
+        s = row.sum(dim=1)  # (B, 2)
+        dense = self.dense + s[:, :1]
+        z = s[:, 1:] + self.b1
+        if self.b1 == 0:
+            none = z == 0
+            dense = torch.addcmul(dense, none.float(), self.p1)
+            z = z + none
+        return (dense.view(-1).index_add(0, flat, vals).view(b, v) / z).log()
 
     def _slots(self, tail: torch.Tensor) -> torch.Tensor:
         if self.exact:

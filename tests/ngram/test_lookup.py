@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from ngram import NGramTable
+from ngram import lookup as ngram_lookup
 from ngram.lookup import _interleave
 from steer.style import NGramStylePrior
 
@@ -128,3 +129,17 @@ def test_plans_are_cached_per_device_and_options(table):
     o = table.options(smoothing="kneser_ney")
     assert table.plan(o, "cpu") is table.plan(o, "cpu")
     assert table.plan(o, "cpu") is not table.plan(table.options(smoothing="kneser_ney", discount=0.5), "cpu")
+
+
+@pytest.mark.parametrize("opts", ALL_OPTIONS, ids=str)
+def test_exact_cpu_gather_for_large_batches_agrees_with_the_windows(table, opts):
+    ctx = torch.cat([_contexts(), torch.tensor([[-1, 5, 2, 1, 300, 1, 2]]), _contexts(seed=4), _contexts(seed=5)])
+    plan = table.plan(table.options(**opts), "cpu")
+    windows = plan(ctx)
+    plan.ragged_min_slots = 0  # every batch takes the exact gather
+    try:
+        ragged = plan(ctx)
+    finally:
+        plan.ragged_min_slots = ngram_lookup.RAGGED_MIN_SLOTS
+    torch.testing.assert_close(ragged, windows, rtol=1e-6, atol=1e-5)
+    assert torch.isfinite(ragged).all() or opts.get("mode") == "logsum"
