@@ -299,17 +299,18 @@ class StepPlan:
         # entries; slot j of pair p reads entry start_p + j - first_p.
         pair = torch.repeat_interleave(length, output_size=total)  # (L,): each entry's pair
         shift = start - (torch.cumsum(length, 0) - length)
-        pos = shift[pair] + torch.arange(total)
+        pos = torch.take(shift, pair) + torch.arange(total)
         rows = pair // c
         flat = rows * v + torch.take(self.cols, pos)  # (L,) into the [B, V] rows
         vals = torch.take(self.vals, pos)
         if self.kind == "kneser_ney":
             g = torch.take(self.row_1d, slot)  # (B, c)
             log_top = g.amin(dim=1, keepdim=True).log()  # (B, 1)
-            inner = self.dense.repeat(b).index_add(0, flat, vals / g.view(-1)[pair])  # (B*V,)
-            low = pair % c == 0  # the lowest order's entries cover every column that moved
-            fixed = inner[flat[low]].log() + log_top.view(-1)[rows[low]]
-            return (self.log_p1 + log_top).view(-1).scatter(0, flat[low], fixed).view(b, v)
+            inner = self.dense.repeat(b).index_add(0, flat, vals / torch.take(g, pair))  # (B*V,)
+            # Logs only where entries landed; an entry that several orders share
+            # writes the same value each time.
+            fixed = torch.take(inner, flat).log() + torch.take(log_top, rows)
+            return (self.log_p1 + log_top).view(-1).scatter(0, flat, fixed).view(b, v)
         row = self.row[slot]  # (B, c, r)
         if self.kind == "logsum":
             dense = self.dense + row.sum(dim=1)  # (B, V)
