@@ -18,6 +18,11 @@ One step, top to bottom (B rows, c orders, F_k the widest fan-out of order k):
 4. one dense unigram row per batch row, one ``scatter_add`` of all entries
    of all orders, and the estimator's finish (a log, or nothing).
 
+On a CPU, a batch whose windows would hold many slots (most of them past
+their contexts' ends) gathers each context's actual entries instead
+(:meth:`StepPlan._ragged_step`): a dozen more ops and one read of the
+lengths, which costs no sync there, for a fraction of the work.
+
 :func:`prepare_tail` and :func:`find_contexts` serve the table's count queries.
 """
 
