@@ -18,27 +18,16 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList
+from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessorList
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.steer_overhead import Timed  # noqa: E402
 from steer.edits.data import load_edit_set  # noqa: E402
 from steer.edits.grammar import EditSpanGrammar  # noqa: E402
 from steer.edits.prompts import make_prompt  # noqa: E402
 from steer.models import encode_prompts  # noqa: E402
-
-
-class Timed(LogitsProcessor):
-    def __init__(self, inner):
-        self.inner, self.seconds, self.calls = inner, 0.0, 0
-
-    def __call__(self, input_ids, scores):
-        t0 = time.perf_counter()
-        out = self.inner(input_ids, scores)
-        self.seconds += time.perf_counter() - t0
-        self.calls += 1
-        return out
 
 
 class ReadingGrammar(EditSpanGrammar):

@@ -230,8 +230,10 @@ class StepPlan:
             slot0 = 0
             for k, size in zip(self.orders, sizes, strict=True):
                 p = f"o{k}."
-                tok = put(stored[p + "ctx_tokens"].numpy()) if k in hashed_orders else None
-                self.per_order.append((k, k in hashed_orders, put(stored[p + "ctx_keys"].numpy()), tok, slot0))
+                arrays = {p + "ctx_keys": put(stored[p + "ctx_keys"].numpy())}
+                if k in hashed_orders:
+                    arrays[p + "ctx_tokens"] = put(stored[p + "ctx_tokens"].numpy())
+                self.per_order.append((OrderMeta(k=k, hashed=k in hashed_orders, n_ctx=size), arrays, slot0))
                 slot0 += 2 * size
 
     # ------------------------------------------------------------------ step
@@ -278,10 +280,15 @@ class StepPlan:
             log_top = top.log()
             fixed = inner.gather(1, low).log() + log_top
             return (self.log_p1 + log_top).scatter(1, low, fixed)
+        dense, z = self._add_alpha_base(slot)
+        out = dense.scatter_add(1, cols, vals)  # (B, V)
+        return out if z is None else (out / z).log()
+
+    def _add_alpha_base(self, slot: torch.Tensor):
+        """(dense row [B, V], normaliser [B, 1] or None) of logsum / mixture before the entries land."""
         row = self.row[slot]  # (B, c, r)
         if self.kind == "logsum":
-            dense = self.dense + row.sum(dim=1)  # (B, V)
-            return dense.scatter_add(1, cols, vals)
+            return self.dense + row.sum(dim=1), None
         # mixture: the matched orders' weights normalise the sum
         s = row.sum(dim=1)  # (B, 2)
         dense = self.dense + s[:, :1]
@@ -290,8 +297,7 @@ class StepPlan:
             none = z == 0
             dense = torch.addcmul(dense, none.float(), self.p1)
             z = z + none
-        out = dense.scatter_add(1, cols, vals)  # (B, V)
-        return (out / z).log()
+        return dense, z
 
     def _ragged_step(self, slot: torch.Tensor) -> torch.Tensor:
         """The same estimate from each context's actual entries (CPU, large batches): more ops, less work."""
@@ -316,18 +322,9 @@ class StepPlan:
             # writes the same value each time.
             fixed = torch.take(inner, flat).log() + torch.take(log_top, rows)
             return (self.log_p1 + log_top).view(-1).scatter(0, flat, fixed).view(b, v)
-        row = self.row[slot]  # (B, c, r)
-        if self.kind == "logsum":
-            dense = self.dense + row.sum(dim=1)  # (B, V)
-            return dense.view(-1).index_add(0, flat, vals).view(b, v)
-        s = row.sum(dim=1)  # (B, 2)
-        dense = self.dense + s[:, :1]
-        z = s[:, 1:] + self.b1
-        if self.b1 == 0:
-            none = z == 0
-            dense = torch.addcmul(dense, none.float(), self.p1)
-            z = z + none
-        return (dense.view(-1).index_add(0, flat, vals).view(b, v) / z).log()
+        dense, z = self._add_alpha_base(slot)
+        out = dense.view(-1).index_add(0, flat, vals).view(b, v)
+        return out if z is None else (out / z).log()
 
     def _slots(self, tail: torch.Tensor) -> torch.Tensor:
         if self.exact:
@@ -339,10 +336,8 @@ class StepPlan:
             return torch.searchsorted(self.keys, q, right=True)
         ids, ok_from = prepare_tail(tail, self.width + 1, self.vocab_size)
         out = []
-        for k, hashed, ctx_keys, tok, slot0 in self.per_order:
-            meta = OrderMeta(k=k, hashed=hashed, n_ctx=ctx_keys.numel())
-            hit = find_contexts({f"o{k}.ctx_keys": ctx_keys, f"o{k}.ctx_tokens": tok}, meta, ids, ok_from,
-                                self.vocab_size, self.seed)
+        for meta, arrays, slot0 in self.per_order:
+            hit = find_contexts(arrays, meta, ids, ok_from, self.vocab_size, self.seed)
             if hit is None:
                 out.append(torch.zeros(tail.shape[0], dtype=torch.long, device=tail.device))
                 continue

@@ -200,7 +200,9 @@ class EditSpanGrammar(LogitsProcessor):
             ``row // num_beams``, inferred from the batch size).
         prompt_length: width of the (left-padded) prompt batch; generated text starts there.
 
-    State is read from ``input_ids`` every step, so beams can be reordered freely.
+    Each step follows every row from its parent of the previous step, found by
+    content (its text minus the last token), so beams can be reordered and
+    duplicated freely; where that is not possible the rows' texts are read.
     Rows that have emitted EOS are left unconstrained (generate pads them).
     """
 
@@ -258,17 +260,15 @@ class EditSpanGrammar(LogitsProcessor):
         gen = input_ids[:, self.prompt_length :]
         if last is None or gen.shape[0] != last["gen"].shape[0] or gen.shape[1] != last["gen"].shape[1] + 1:
             return None
-        _, src = self._rows(input_ids)
+        n, src = self._rows(input_ids)
         same = (gen[:, None, :-1] == last["gen"][None, :, :]).all(-1) & (src[:, None] == src[None, :])  # (B, B)
-        if not bool(same.any(1).all()):
-            return None
         old = {k: v[same.long().argmax(1)] for k, v in last["state"].items()}  # each row's parent's state
         x = gen[:, -1]
         m = old["mode"]
         in_repl = (m == REPL) & c["repl_safe"][x]
-        if bool((c["complex"][x] & ~old["fin"] & (m != INVALID) & ~in_repl).any()):
+        modelled = ~(c["complex"][x] & ~old["fin"] & (m != INVALID) & ~in_repl)
+        if not bool((same.any(1) & modelled).all()):  # one host read: every row has a parent and a known token
             return None
-        n, _ = self._rows(input_ids)
         cls, tv, nd, l0 = c["cls_id"][x], c["tok_val"][x], c["tok_ndig"][x], c["tok_lead0"][x]
         v, st, pe = old["val"], old["start"], old["prev_end"]
         nxt, cond, update, sets_start, sets_end = c["transitions"][m * 9 + cls].unbind(1)  # (B,) each
