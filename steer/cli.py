@@ -69,11 +69,16 @@ def cmd_build_table(args) -> int:
     from ngram import NGramTable
     from steer.corpora import load_corpus
 
-    corpus = load_corpus(args.corpus, judge_fraction=args.judge_fraction, encoding=args.encoding)
-    _print_corpus(corpus)
-    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
-    table = NGramTable.from_texts(corpus.steer, tokenizer, args.order)
-    table.save(args.out)
+    if args.memory_gb is not None:
+        table = _build_table_bounded(args)
+    else:
+        if args.workers != 1:
+            raise ValueError("`--workers` applies to bounded-memory builds: give --memory-gb too")
+        corpus = load_corpus(args.corpus, judge_fraction=args.judge_fraction, encoding=args.encoding)
+        _print_corpus(corpus)
+        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+        table = NGramTable.from_texts(corpus.steer, tokenizer, args.order)
+        table.save(args.out)
     st = table.stats
     size = Path(args.out).stat().st_size
     print(f"wrote {args.out} ({size / 2**20:.1f} MiB): order {table.order}, vocabulary {table.vocab_size:,}, "
@@ -81,6 +86,19 @@ def cmd_build_table(args) -> int:
     print("n-gram types per order: " + ", ".join(f"{k}: {v:,}" for k, v in st["ngram_types"].items()))
     print(f"use it with: steer generate --table {args.out} ...  or  steer sweep --corpus {args.out} ...")
     return 0
+
+
+def _build_table_bounded(args):
+    from tqdm import tqdm
+
+    from steer.tables import build_table_bounded
+
+    if not args.out.parent.is_dir():
+        raise ValueError(f"`out` folder {str(args.out.parent)!r} does not exist")
+    with tqdm(desc="counting", unit="tok", unit_scale=True, file=sys.stderr) as bar:
+        return build_table_bounded(args.corpus, args.tokenizer, args.order, args.out, memory_gb=args.memory_gb,
+                                   workers=args.workers, judge_fraction=args.judge_fraction, encoding=args.encoding,
+                                   spill_dir=args.spill_dir, progress=bar.update)
 
 
 def _print_corpus(corpus) -> None:
@@ -206,6 +224,12 @@ def _parse_knobs(items: list[str]) -> dict:
     return out
 
 
+def _guided_options(args) -> dict:
+    """The variants' options given on the command line (those left out keep their defaults)."""
+    given = {"plausibility": args.plausibility, "clip": args.clip, "kl_max_lam": args.kl_max_lam}
+    return {k: v for k, v in given.items() if v is not None}
+
+
 class Interrupted(Exception):
     """Ctrl-C, with what was kept and how to go on."""
 
@@ -221,7 +245,7 @@ def cmd_sweep(args) -> int:
         prior=_prior_options(args), baselines=args.baseline or [], encoding=args.encoding,
         judge_fraction=args.judge_fraction, judges=[j for j in args.judges.split(",") if j.strip()],
         methods=args.method or [], knobs=_parse_knobs(args.knob or []), background=args.background,
-        lora=dict(steps=args.lora_steps, rank=args.lora_rank),
+        guided=_guided_options(args), lora=dict(steps=args.lora_steps, rank=args.lora_rank),
     )
     return _run_sweep(config, args.out)
 
@@ -389,6 +413,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of the corpus held out for judging, never counted (0: use all of it)")
     p.add_argument("--encoding", default="utf-8", help="text encoding of corpus files")
     p.add_argument("--out", required=True, type=Path, help="output .safetensors file")
+    p.add_argument("--memory-gb", type=float, default=None, metavar="G",
+                   help="build within G GiB, counting the corpus file by file into sorted runs on disk and "
+                        "merging them (for corpora bigger than memory; orders up to 4 at a 32,000-token vocabulary)")
+    p.add_argument("--workers", type=int, default=1, metavar="K",
+                   help="processes counting corpus files at once (with --memory-gb)")
+    p.add_argument("--spill-dir", type=Path, default=None,
+                   help="where a bounded build keeps its temporary runs (default: the system's temporary folder)")
 
     p = _add(sub, "generate", "one steered continuation, printed beside the unsteered one", cmd_generate)
     p.add_argument("prompt", help="text to continue")
@@ -420,6 +451,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="knob values of a --method (λ, or ε for the KL-budget methods), instead of its defaults")
     p.add_argument("--background", default="background",
                    help="corpus whose table contrastive methods subtract (ordinary text)")
+    p.add_argument("--plausibility", type=float, default=None, metavar="ALPHA",
+                   help="alpha of the plausible methods: the bonus applies where p >= alpha max p (default: 0.1)")
+    p.add_argument("--clip", type=float, default=None, metavar="C",
+                   help="clip the variants' bonus to [-C, C] (default: no clipping)")
+    p.add_argument("--kl-max-lam", type=float, default=None, metavar="LAM",
+                   help="strength cap of the KL-budgeted methods (default: 8)")
     p.add_argument("--lora-steps", type=int, default=1000,
                    help="step budget of each LoRA baseline (training stops earlier when a held-out loss stalls)")
     p.add_argument("--lora-rank", type=int, default=8, help="LoRA rank r")

@@ -12,11 +12,31 @@ tables built from it); the judges never see them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-KL_MAX_LAM = 8.0  # the strength cap of KL-budgeted methods: the budget, not lam, binds
-PLAUSIBILITY = 0.1  # contrastive decoding's alpha
+# Options of the steering variants a sweep may set (SweepConfig.guided): alpha of the plausible
+# methods (contrastive decoding's 0.1), an optional clip c of the bonus, and the strength cap of the
+# KL-budgeted methods (the budget, not lam, binds).
+GUIDED_DEFAULTS = {"plausibility": 0.1, "clip": None, "kl_max_lam": 8.0}
+
+
+def guided_options(options: dict) -> dict:
+    """The variants' options: GUIDED_DEFAULTS updated by ``options``, validated."""
+    unknown = sorted(set(options) - set(GUIDED_DEFAULTS))
+    if unknown:
+        raise ValueError(f"`guided` has unknown options {unknown}; known: {sorted(GUIDED_DEFAULTS)}")
+    out = {**GUIDED_DEFAULTS, **options}
+    alpha, clip, cap = out["plausibility"], out["clip"], out["kl_max_lam"]
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha <= 1:
+        raise ValueError(f"`guided['plausibility']` must lie in (0, 1], got {alpha!r}")
+    for name, value in (("clip", clip), ("kl_max_lam", cap)):
+        if value is None and name == "clip":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise ValueError(f"`guided[{name!r}]` must be a finite number > 0, got {value!r}")
+    return out
 
 
 @dataclass
@@ -124,11 +144,12 @@ def _guided(contrastive: bool, plausible: bool, strength: str) -> Callable[[Cont
     def build(ctx: Context, knob: float) -> Setup:
         from steer.priors import GuidedStylePrior
 
+        options = guided_options(ctx.config.guided)
         table = ctx.table()
         background = ctx.background() if contrastive else None
-        lam = KL_MAX_LAM if strength == "kl" else knob
-        prior = GuidedStylePrior(table, lam, background=background,
-                                 plausibility=PLAUSIBILITY if plausible else None, strength=strength,
+        lam = options["kl_max_lam"] if strength == "kl" else knob
+        prior = GuidedStylePrior(table, lam, background=background, clip=options["clip"],
+                                 plausibility=options["plausibility"] if plausible else None, strength=strength,
                                  kl_budget=knob if strength == "kl" else None, tokenizer=ctx.tokenizer)
         costs = _table_costs(table)
         if background is not None:

@@ -96,6 +96,10 @@ class SweepConfig:
             e.g. "contrastive+plausible+kl".
         knobs: method name -> knob values, overriding the method's defaults.
         background: the corpus whose table contrastive methods subtract.
+        guided: options of the steering variants (steer.methods.GUIDED_DEFAULTS):
+            ``plausibility`` (alpha of the plausible methods), ``clip`` (c, or None:
+            clip the bonus to [-c, c]) and ``kl_max_lam`` (the strength cap of the
+            KL-budgeted methods).
         style_prompt: fields of steer.baselines.prompt.StylePrompt.
         lora: fields of steer.baselines.lora.LoraTrainConfig.
     """
@@ -124,6 +128,7 @@ class SweepConfig:
     methods: list[str] = field(default_factory=list)
     knobs: dict = field(default_factory=dict)
     background: str = NEUTRAL_CORPUS
+    guided: dict = field(default_factory=dict)
     style_prompt: dict = field(default_factory=dict)
     lora: dict = field(default_factory=dict)
 
@@ -151,6 +156,9 @@ class SweepConfig:
             if not values or any(not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v)
                                  or v < 0 for v in values):
                 raise ValueError(f"`knobs[{name!r}]` must be finite numbers >= 0, got {values!r}")
+        from steer.methods import guided_options
+
+        guided_options(self.guided)  # validates
         if not 0.15 <= self.judge_fraction <= 0.5:
             raise ValueError(f"`judge_fraction` must lie in [0.15, 0.5], got {self.judge_fraction}")
         from steer.judges.panel import JUDGES

@@ -66,3 +66,27 @@ def test_every_method_builds_processors(aidreams, corpora, tmp_path):
         setup = method.build(ctx, 0.05)
         assert all(isinstance(p, LogitsProcessor) for p in setup.processors), name
         assert isinstance(setup.costs, dict) and setup.lam >= 0
+
+
+def test_guided_options_reach_the_variants_and_bad_ones_are_refused(aidreams, corpora):
+    from steer.corpora import load_corpus
+    from steer.methods import GUIDED_DEFAULTS, Context, guided_options
+    from steer.tables import table_for
+
+    model, tok = aidreams
+    style, background = corpora
+    corpus = load_corpus(style)
+    cfg = SweepConfig(model="m", corpora=[str(style)], judges=[],
+                      guided={"plausibility": 0.02, "clip": 1.5, "kl_max_lam": 4.0})
+    ctx = Context(model, tok, corpus, cfg, lambda: table_for(corpus, tok),
+                  lambda: table_for(load_corpus(background), tok), lambda: None)
+    (prior,) = get_method("contrastive+plausible+kl").build(ctx, 0.1).processors
+    assert (prior.plausibility, prior.clip, prior.lam, prior.kl_budget) == (0.02, 1.5, 4.0, 0.1)
+    (plain,) = get_method("contrastive").build(ctx, 0.5).processors
+    assert (plain.plausibility, plain.clip, plain.lam) == (None, 1.5, 0.5)
+    assert guided_options({}) == GUIDED_DEFAULTS
+    for bad, match in [({"plausibility": 0}, "plausibility"), ({"plausibility": 1.5}, "plausibility"),
+                       ({"clip": -1.0}, "clip"), ({"kl_max_lam": float("inf")}, "kl_max_lam"),
+                       ({"alpha": 0.1}, "unknown options")]:
+        with pytest.raises(ValueError, match=match):
+            SweepConfig(model="m", corpora=["x"], judges=[], guided=bad)
