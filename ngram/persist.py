@@ -32,7 +32,12 @@ class TableFileError(ValueError):
 def write_table(path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
     """Write ``tensors`` and the table's ``meta`` (order, vocab_size, hash_seed, hashed_orders,
     tokenizer_fingerprint, stats) atomically, with the format header and a content checksum."""
-    header = {
+    write_atomic(tensors, path, header_fields(meta, digest(tensors)))
+
+
+def header_fields(meta: dict, content_sha256: str) -> dict[str, str]:
+    """The file header of a table: format, version, its ``meta`` and the sha256 of its contents."""
+    return {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "order": str(meta["order"]),
@@ -41,9 +46,8 @@ def write_table(path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
         "hashed_orders": json.dumps(list(meta["hashed_orders"])),
         "tokenizer_fingerprint": meta["tokenizer_fingerprint"] or "",
         "stats": json.dumps(meta["stats"]),
-        "content_sha256": digest(tensors),
+        "content_sha256": content_sha256,
     }
-    write_atomic(tensors, path, header)
 
 
 def read_table(path, mmap: bool, verify: bool) -> tuple[dict, dict, str | None]:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 import time
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -220,6 +221,72 @@ class NGramTable:
         stats = {"n_tokens": sum(int(t.stats.get("n_tokens", 0)) for t in tables),
                  "n_docs": sum(int(t.stats.get("n_docs", 0)) for t in tables), "merged_from": len(tables)}
         return cls._assemble(unigram, per_order, order, vocab_size, hashed, seed, first.fingerprint, stats, started)
+
+    @classmethod
+    def from_token_shards(
+        cls,
+        shards: Sequence,
+        vocab_size: int,
+        order: int,
+        *,
+        memory_gb: float = 2.0,
+        workers: int = 1,
+        out=None,
+        spill_dir=None,
+        tokenizer_fingerprint: str | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> NGramTable:
+        """Count a corpus too big for memory: shard by shard into sorted runs on disk, merged block by block.
+
+        Working memory stays within ``memory_gb`` whatever the corpus size (a
+        chunk of each shard is counted at a time, and the merge reads one block
+        of the key space at a time); the table is written straight to ``out``
+        and memory-mapped from there. The result equals :meth:`from_token_ids`
+        on all the shards' documents, array for array. See :mod:`ngram.sharded`.
+
+        Args:
+            shards: a sequence of shards; a shard is an iterable of documents
+                (1-D token-id sequences) or a callable returning one. With
+                ``workers > 1`` shards are counted in worker processes and must
+                pickle (a list of arrays, or a ``functools.partial`` that reads
+                a file): a generator does not.
+            vocab_size: V (every id in [0, V)).
+            order: N; whole n-grams must pack into 63 bits (N <= 4 at V = 32,000).
+            memory_gb: the budget for the build's processes together, in GiB.
+            workers: processes counting shards at once.
+            out: the table file to write; None: a temporary file, read into
+                memory and removed (the table then occupies memory).
+            spill_dir: where the temporary runs go (default: the system's
+                temporary folder); they are removed at the end, also on errors
+                and Ctrl-C. They take about 16 bytes per distinct n-gram of
+                each chunk.
+            tokenizer_fingerprint: recorded in the table.
+            progress: called with the number of tokens counted, as counting goes.
+
+        Example:
+            >>> shards = [functools.partial(read_ids, f) for f in files]  # doctest: +SKIP
+            >>> table = NGramTable.from_token_shards(shards, 32000, 3, memory_gb=2, workers=2,
+            ...                                      out="books.safetensors")  # doctest: +SKIP
+        """
+        from ngram import sharded
+
+        vocab_size = _check_int("vocab_size", vocab_size, 1)
+        order = _check_int("order", order, 1, MAX_ORDER)
+        workers = _check_int("workers", workers, 1)
+        if isinstance(memory_gb, bool) or not isinstance(memory_gb, (int, float)) or not math.isfinite(memory_gb) \
+                or memory_gb <= 0:
+            raise ValueError(f"`memory_gb` must be a finite number > 0, got {memory_gb!r}")
+        if isinstance(shards, (str, bytes)) or not isinstance(shards, Sequence) or not shards:
+            raise ValueError(f"`shards` must be a non-empty sequence of shards, got {type(shards).__name__}")
+        if out is not None:
+            sharded.build(shards, vocab_size, order, out, memory_bytes=int(memory_gb * 2**30), workers=workers,
+                          spill_dir=spill_dir, tokenizer_fingerprint=tokenizer_fingerprint, progress=progress)
+            return cls.load(out, mmap=True)
+        with tempfile.TemporaryDirectory(prefix="steer-table-", dir=spill_dir) as tmp:
+            path = os.path.join(tmp, "table.safetensors")
+            sharded.build(shards, vocab_size, order, path, memory_bytes=int(memory_gb * 2**30), workers=workers,
+                          spill_dir=spill_dir, tokenizer_fingerprint=tokenizer_fingerprint, progress=progress)
+            return cls.load(path)
 
     def _order_entries(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(context tokens [n, k-1], next ids [n], counts [n]) of every order-k entry, int64 numpy."""

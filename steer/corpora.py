@@ -177,18 +177,7 @@ def split_steer_judge(docs: list[str], judge_fraction: float = JUDGE_FRACTION,
         raise ValueError(f"`judge_fraction` must lie in [0, 1), got {judge_fraction}")
     if isinstance(n_blocks, bool) or not isinstance(n_blocks, int) or n_blocks < 2:
         raise ValueError(f"`n_blocks` must be an int >= 2, got {n_blocks!r}")
-    n = min(n_blocks, len(docs))
-    k = int(round(judge_fraction * n))
-    if judge_fraction > 0 and n >= 2:
-        k = min(max(k, 1), n - 1)
-    # Block b holds the documents whose first character lies in [b/n, (b+1)/n) of the text.
-    sizes = [len(d) + 1 for d in docs]
-    total = sum(sizes)
-    block, start = [], 0
-    for size in sizes:
-        block.append(min(n - 1, start * n // total) if total else 0)
-        start += size
-    judged = {int((i + 0.5) * n / k) for i in range(k)} if k else set()
+    block, judged, n = _judged_blocks([len(d) for d in docs], judge_fraction, n_blocks)
     steer = [d for d, b in zip(docs, block, strict=True) if b not in judged]
     seen = set(steer)
     candidates = [d for d, b in zip(docs, block, strict=True) if b in judged]
@@ -200,6 +189,82 @@ def split_steer_judge(docs: list[str], judge_fraction: float = JUDGE_FRACTION,
             "judge_char_fraction": round(judge_chars / max(1, judge_chars + sum(len(d) for d in steer)), 4),
             "steer_digest": docs_digest(steer)[:16], "judge_digest": docs_digest(judge)[:16]}
     return steer, judge, info
+
+
+def _corpus_layout(name_or_path, data_dir, fetch: bool) -> tuple[Path, str, list[Path], list[Path]]:
+    """(path, document format, .txt files read, files skipped) of a corpus; no .txt file is an error."""
+    path = resolve_corpus(name_or_path, data_dir, fetch)
+    fmt = manifest().get(str(name_or_path), {}).get("format", "auto")
+    files, skipped = corpus_files(path)
+    if not files:
+        shown = ", ".join(f.name for f in skipped[:5]) or "nothing"
+        raise ValueError(f"corpus folder {str(path)!r} holds no .txt files (found {shown})")
+    return path, fmt, files, skipped
+
+
+def _judged_blocks(lengths: list[int], judge_fraction: float, n_blocks: int) -> tuple[list[int], set[int], int]:
+    """(block of every document, the judged blocks, number of blocks) from the documents' lengths."""
+    n = min(n_blocks, len(lengths))
+    k = int(round(judge_fraction * n))
+    if judge_fraction > 0 and n >= 2:
+        k = min(max(k, 1), n - 1)
+    # Block b holds the documents whose first character lies in [b/n, (b+1)/n) of the text.
+    sizes = [length + 1 for length in lengths]
+    total = sum(sizes)
+    block, start = [], 0
+    for size in sizes:
+        block.append(min(n - 1, start * n // total) if total else 0)
+        start += size
+    judged = {int((i + 0.5) * n / k) for i in range(k)} if k else set()
+    return block, judged, n
+
+
+@dataclass(frozen=True)
+class FileSteerDocs:
+    """The steer documents of one corpus file, read when called (picklable: a worker process can read it).
+
+    ``keep`` marks, per document of the file, whether it belongs to the steer split.
+    """
+
+    path: Path
+    fmt: str
+    encoding: str
+    keep: tuple[bool, ...]
+
+    def __call__(self) -> list[str]:
+        docs = split_documents(clean_gutenberg(decode_text(self.path.read_bytes(), self.path, self.encoding)),
+                               self.fmt)
+        if len(docs) != len(self.keep):
+            raise RuntimeError(f"corpus file {str(self.path)!r} changed while it was read")
+        return [d for d, k in zip(docs, self.keep, strict=True) if k]
+
+
+def steer_split_by_file(name_or_path, data_dir=None, judge_fraction: float = JUDGE_FRACTION, fetch: bool = False,
+                        encoding: str = "utf-8") -> list[FileSteerDocs]:
+    """The steer split of a corpus as one lazy reader per file, for corpora too big to hold in memory.
+
+    Reads every file once to lay out the judge split (only the documents'
+    lengths are kept); calling the readers gives exactly
+    ``load_corpus(...).steer`` (same documents, in order), one file at a time.
+    """
+    if not 0 <= judge_fraction < 1:
+        raise ValueError(f"`judge_fraction` must lie in [0, 1), got {judge_fraction}")
+    path, fmt, files, skipped = _corpus_layout(name_or_path, data_dir, fetch)
+    lengths: list[list[int]] = []
+    for f in files:
+        text = clean_gutenberg(decode_text(f.read_bytes(), f, encoding))
+        lengths.append([len(d) for d in split_documents(text, fmt)])
+    flat = [n for per_file in lengths for n in per_file]
+    if not flat:
+        raise ValueError(f"corpus {str(name_or_path)!r} has no text (read {len(files)} file(s), all empty)")
+    block, judged, _ = _judged_blocks(flat, judge_fraction, N_BLOCKS)
+    readers, i = [], 0
+    for f, per_file in zip(files, lengths, strict=True):
+        keep = tuple(block[j] not in judged for j in range(i, i + len(per_file)))
+        i += len(per_file)
+        if any(keep):
+            readers.append(FileSteerDocs(f, fmt, encoding, keep))
+    return readers
 
 
 def check_disjoint(judge_docs: list[str], steer_docs: list[str]) -> None:
@@ -253,12 +318,7 @@ def load_corpus(name_or_path, data_dir=None, judge_fraction: float = JUDGE_FRACT
         >>> corpus = load_corpus("don_quixote")         # doctest: +SKIP
         >>> len(corpus.steer), corpus.judge[0][:40]    # doctest: +SKIP
     """
-    path = resolve_corpus(name_or_path, data_dir, fetch)
-    fmt = manifest().get(str(name_or_path), {}).get("format", "auto")
-    files, skipped = corpus_files(path)
-    if not files:
-        shown = ", ".join(f.name for f in skipped[:5]) or "nothing"
-        raise ValueError(f"corpus folder {str(path)!r} holds no .txt files (found {shown})")
+    path, fmt, files, skipped = _corpus_layout(name_or_path, data_dir, fetch)
     h = hashlib.sha256()
     docs: list[str] = []
     for f in files:

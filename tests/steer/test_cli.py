@@ -25,6 +25,24 @@ def test_build_table(tmp_path, shared_data, capsys):
     assert out.exists()
 
 
+def test_bounded_build_table_equals_the_in_memory_one(tmp_path, shared_data, monkeypatch, capsys):
+    """`--memory-gb`: the background books (25 files, 4.1M tokens) counted file by file in two workers,
+    in many chunks and blocks, give the in-memory table array for array, judge split included."""
+    from ngram import NGramTable, sharded
+    from tests.ngram.test_merge import _assert_same
+
+    monkeypatch.setattr(sharded, "MIN_CHUNK_TOKENS", 200_000)
+    monkeypatch.setattr(sharded, "MIN_BLOCK_PAIRS", 400_000)
+    tok = str(shared_data / "tokenizers" / "llama2" / "hf")
+    mem, bounded = tmp_path / "mem.safetensors", tmp_path / "bounded.safetensors"
+    assert main(["build-table", "--corpus", "background", "--tokenizer", tok, "--out", str(mem)]) == 0
+    assert main(["build-table", "--corpus", "background", "--tokenizer", tok, "--out", str(bounded),
+                 "--memory-gb", "0.001", "--workers", "2", "--spill-dir", str(tmp_path)]) == 0
+    assert "4,142,732 tokens" in capsys.readouterr().out
+    _assert_same(NGramTable.load(bounded), NGramTable.load(mem))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bounded.safetensors", "mem.safetensors"]
+
+
 def test_sweep_small(aidreams_path, tmp_path, capsys):
     prompts = tmp_path / "p.txt"
     prompts.write_text("Once upon a time\nThe machine\n")
@@ -304,3 +322,15 @@ def test_heldout_report_on_two_classes():
     r = heldout_report(torch.tensor([2.0, -1.0, 0.5, -3.0]), torch.tensor([1.0, 0.0, 1.0, 0.0]))
     assert r["heldout_auc"] == 1.0 and r["heldout_accuracy"] == 1.0 and "few" not in r.get("heldout_warning", "few")
     assert "rarer class" in r["heldout_warning"]
+
+
+def test_sweep_variant_options_reach_the_config(monkeypatch):
+    from steer import cli
+
+    seen = {}
+    monkeypatch.setattr(cli, "_run_sweep", lambda config, out: seen.update(config=config) or 0)
+    assert main(["sweep", "--corpus", "don_quixote", "--out", "runs/x", "--judges", "", "--method",
+                 "contrastive+plausible", "--plausibility", "0.02", "--clip", "2"]) == 0
+    assert seen["config"].guided == {"plausibility": 0.02, "clip": 2.0}
+    assert main(["sweep", "--corpus", "don_quixote", "--out", "runs/x", "--judges", ""]) == 0
+    assert seen["config"].guided == {}

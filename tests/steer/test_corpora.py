@@ -95,6 +95,15 @@ def test_path_and_folder_corpora(tmp_path):
     assert len(load_corpus(tmp_path, judge_fraction=0).train) == 3
 
 
+@pytest.mark.parametrize("fraction", [0.0, 0.2])
+def test_steer_split_by_file_reads_exactly_the_steer_split(shared_data, fraction):
+    from steer.corpora import steer_split_by_file
+
+    for name in ("background", "kjv_new_testament"):
+        readers = steer_split_by_file(name, judge_fraction=fraction)
+        assert [d for read in readers for d in read()] == load_corpus(name, judge_fraction=fraction).steer
+
+
 def test_bad_corpora(tmp_path):
     with pytest.raises(ValueError, match="unknown corpus"):
         resolve_corpus("no_such_corpus")
