@@ -353,25 +353,36 @@ def write_columns(path, columns: dict[str, _Column], header_meta: Callable[[str]
 
 
 # ---------------------------------------------------------------------- the build
+ENGINES = ("processes", "ray")
+
+
 def build(shards: Sequence, vocab_size: int, order: int, out, *, memory_bytes: int, workers: int = 1,
-          spill_dir=None, tokenizer_fingerprint: str | None = None,
-          progress: Callable[[int], None] | None = None) -> dict:
+          spill_dir=None, tokenizer_fingerprint: str | None = None, progress: Callable[[int], None] | None = None,
+          engine: str = "processes", address: str | None = None) -> dict:
     """Count ``shards`` within ``memory_bytes`` and write the table file ``out``; return its metadata.
 
     ``progress`` is called with a token count whenever a chunk (one worker)
     or a shard (several workers) has been counted. The spill folder is a
     temporary folder inside ``spill_dir`` (default: the system's), removed at
-    the end, on errors and on Ctrl-C.
+    the end, on errors and on Ctrl-C. ``engine="ray"`` counts the shards as
+    Ray tasks (:mod:`ngram.distributed`; ``address`` of a cluster, or a local
+    Ray when None); the merge runs here either way.
     """
     from ngram.persist import header_fields
 
     check_packable(vocab_size, order)
+    if engine not in ENGINES:
+        raise ValueError(f"`engine` must be one of {ENGINES}, got {engine!r}")
     started = time.perf_counter()
     budget = Budget(memory_bytes, workers, current_rss_bytes())
     with tempfile.TemporaryDirectory(prefix="steer-build-", dir=spill_dir) as tmp:
         folder = Path(tmp)
         args = [(s, vocab_size, order, budget.chunk_tokens, str(folder / f"shard{i}")) for i, s in enumerate(shards)]
-        if workers > 1 and len(args) > 1:
+        if engine == "ray":
+            from ngram.distributed import count_on_ray
+
+            results = count_on_ray(args, address=address, workers=workers, progress=progress)
+        elif workers > 1 and len(args) > 1:
             results = []
             with ProcessPoolExecutor(max_workers=workers) as pool:
                 try:
@@ -384,6 +395,7 @@ def build(shards: Sequence, vocab_size: int, order: int, out, *, memory_bytes: i
                     raise
         else:
             results = [count_shard(*a, progress=progress) for a in args]
+        counted = time.perf_counter()
         n_tokens = sum(r.n_tokens for r in results)
         if n_tokens == 0:
             raise ValueError("`shards` hold no tokens: nothing to count")
@@ -405,6 +417,8 @@ def build(shards: Sequence, vocab_size: int, order: int, out, *, memory_bytes: i
         stats = {"n_tokens": n_tokens, "n_docs": sum(r.n_docs for r in results),
                  "ngram_types": {"1": int(np.count_nonzero(unigram)), **dict(sorted(types.items()))},
                  "contexts": dict(sorted(contexts.items())), "shards": len(results)}
+        stats["count_seconds"] = round(counted - started, 3)
+        stats["merge_seconds"] = round(time.perf_counter() - counted, 3)  # the table file written after
         stats["build_seconds"] = round(time.perf_counter() - started, 3)
         meta = {"order": order, "vocab_size": vocab_size, "hash_seed": 0, "hashed_orders": [],
                 "tokenizer_fingerprint": tokenizer_fingerprint, "stats": stats}

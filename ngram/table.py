@@ -235,6 +235,8 @@ class NGramTable:
         spill_dir=None,
         tokenizer_fingerprint: str | None = None,
         progress: Callable[[int], None] | None = None,
+        engine: str = "processes",
+        address: str | None = None,
     ) -> NGramTable:
         """Count a corpus too big for memory: shard by shard into sorted runs on disk, merged block by block.
 
@@ -262,6 +264,12 @@ class NGramTable:
                 each chunk.
             tokenizer_fingerprint: recorded in the table.
             progress: called with the number of tokens counted, as counting goes.
+            engine: "processes" (``workers`` local processes) or "ray": shards
+                counted as Ray tasks (``steer[ray]``; :mod:`ngram.distributed`),
+                on the cluster at ``address`` or, when None, a local Ray with
+                ``workers`` CPUs. On a cluster ``spill_dir`` must be shared by
+                all nodes.
+            address: the Ray cluster's address (with ``engine="ray"``).
 
         Example:
             >>> shards = [functools.partial(read_ids, f) for f in files]  # doctest: +SKIP
@@ -280,12 +288,14 @@ class NGramTable:
             raise ValueError(f"`shards` must be a non-empty sequence of shards, got {type(shards).__name__}")
         if out is not None:
             sharded.build(shards, vocab_size, order, out, memory_bytes=int(memory_gb * 2**30), workers=workers,
-                          spill_dir=spill_dir, tokenizer_fingerprint=tokenizer_fingerprint, progress=progress)
+                          spill_dir=spill_dir, tokenizer_fingerprint=tokenizer_fingerprint, progress=progress,
+                          engine=engine, address=address)
             return cls.load(out, mmap=True)
         with tempfile.TemporaryDirectory(prefix="steer-table-", dir=spill_dir) as tmp:
             path = os.path.join(tmp, "table.safetensors")
             sharded.build(shards, vocab_size, order, path, memory_bytes=int(memory_gb * 2**30), workers=workers,
-                          spill_dir=spill_dir, tokenizer_fingerprint=tokenizer_fingerprint, progress=progress)
+                          spill_dir=spill_dir, tokenizer_fingerprint=tokenizer_fingerprint, progress=progress,
+                          engine=engine, address=address)
             return cls.load(path)
 
     def _order_entries(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -72,8 +72,9 @@ def cmd_build_table(args) -> int:
     if args.memory_gb is not None:
         table = _build_table_bounded(args)
     else:
-        if args.workers != 1:
-            raise ValueError("`--workers` applies to bounded-memory builds: give --memory-gb too")
+        if args.workers != 1 or args.engine != "processes" or args.address is not None:
+            raise ValueError("`--workers`, `--engine` and `--address` apply to bounded-memory builds: "
+                             "give --memory-gb too")
         corpus = load_corpus(args.corpus, judge_fraction=args.judge_fraction, encoding=args.encoding)
         _print_corpus(corpus)
         tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
@@ -98,7 +99,8 @@ def _build_table_bounded(args):
     with tqdm(desc="counting", unit="tok", unit_scale=True, file=sys.stderr) as bar:
         return build_table_bounded(args.corpus, args.tokenizer, args.order, args.out, memory_gb=args.memory_gb,
                                    workers=args.workers, judge_fraction=args.judge_fraction, encoding=args.encoding,
-                                   spill_dir=args.spill_dir, progress=bar.update)
+                                   spill_dir=args.spill_dir, progress=bar.update, engine=args.engine,
+                                   address=args.address)
 
 
 def _print_corpus(corpus) -> None:
@@ -419,7 +421,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, metavar="K",
                    help="processes counting corpus files at once (with --memory-gb)")
     p.add_argument("--spill-dir", type=Path, default=None,
-                   help="where a bounded build keeps its temporary runs (default: the system's temporary folder)")
+                   help="where a bounded build keeps its temporary runs (default: the system's temporary folder; "
+                        "on a Ray cluster, a folder every node shares)")
+    p.add_argument("--engine", choices=["processes", "ray"], default="processes",
+                   help="who counts the corpus files of a bounded build: local processes, or Ray tasks "
+                        "(needs steer[ray]; a local Ray unless --address is given)")
+    p.add_argument("--address", default=None,
+                   help="address of a running Ray cluster (e.g. ray://head:10001 or auto), with --engine ray")
 
     p = _add(sub, "generate", "one steered continuation, printed beside the unsteered one", cmd_generate)
     p.add_argument("prompt", help="text to continue")

@@ -66,7 +66,8 @@ class TokenisedDocs:
 
 def build_table_bounded(corpus, tokenizer: str, order: int, out, *, memory_gb: float, workers: int = 1,
                         judge_fraction: float = 0.2, encoding: str = "utf-8", spill_dir=None,
-                        progress: Callable[[int], None] | None = None) -> NGramTable:
+                        progress: Callable[[int], None] | None = None, engine: str = "processes",
+                        address: str | None = None) -> NGramTable:
     """The table of a corpus's steer split built within ``memory_gb``, one shard per corpus file.
 
     Equal to ``NGramTable.from_texts(load_corpus(corpus).steer, tokenizer, order)``, but
@@ -79,4 +80,4 @@ def build_table_bounded(corpus, tokenizer: str, order: int, out, *, memory_gb: f
     shards = [TokenisedDocs(r, str(tokenizer)) for r in readers]
     return NGramTable.from_token_shards(shards, len(tok), order, memory_gb=memory_gb, workers=workers, out=out,
                                         spill_dir=spill_dir, tokenizer_fingerprint=tokenizer_fingerprint(tok),
-                                        progress=progress)
+                                        progress=progress, engine=engine, address=address)
