@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -97,3 +98,69 @@ def matched_variants(rows: list[dict], samples: list[dict]) -> list[dict]:
                         "method_hit_at_ppl": r["prior_hit_at_ppl"], "knob_low": r["prior_lam_low"],
                         "knob_high": r["prior_lam_high"]})
     return [{k: r[k] for k in VARIANT_COLUMNS} for r in out]
+
+
+# ---------------------------------------------------------------- where a method holds a set of constraints
+@dataclass(frozen=True)
+class Constraints:
+    """What a steered cell must hold against the unsteered cell of its corpus.
+
+    Attributes:
+        min_hit_gain: judge hit rate at least the unsteered one plus this.
+        max_ppl_ratio: base perplexity at most this times the unsteered one.
+        min_distinct2_ratio: distinct-2 at least this times the unsteered one.
+        max_extra_degenerate: degenerate rate at most the unsteered one plus this.
+    """
+
+    min_hit_gain: float = 0.20
+    max_ppl_ratio: float = 1.10
+    min_distinct2_ratio: float = 0.90
+    max_extra_degenerate: float = 0.0
+
+
+CONSTRAINT_COLUMNS = ["corpus", "method", "knob", "judge_hit", "hit_gain", "ppl_ratio", "distinct2_ratio",
+                      "degenerate_rate", "unsteered_degenerate_rate", "holds", "failed"]
+
+
+def constraint_table(rows: list[dict], limits: Constraints = Constraints()) -> list[dict]:
+    """Every steered cell (any method with a knob but the baselines) checked against ``limits``.
+
+    ``failed`` names the constraints a cell misses ("hit", "ppl", "distinct2", "degenerate"); the
+    unsteered reference is the corpus's prior cell at lam = 0.
+    """
+    base = {r["corpus"]: r for r in rows if r.get("method", "prior") == "prior" and r["lam"] == 0.0}
+    out = []
+    for r in rows:
+        method = r.get("method", "prior")
+        ref = base.get(r["corpus"])
+        if ref is None or method in BASELINE_METHODS or (method == "prior" and r["lam"] == 0.0):
+            continue
+        row = {"corpus": r["corpus"], "method": method, "knob": _knob(r), "judge_hit": r["judge_hit"],
+               "hit_gain": r["judge_hit"] - ref["judge_hit"], "ppl_ratio": r["base_ppl"] / ref["base_ppl"],
+               "distinct2_ratio": r["distinct_2"] / ref["distinct_2"], "degenerate_rate": r["degenerate_rate"],
+               "unsteered_degenerate_rate": ref["degenerate_rate"]}
+        failed = [name for name, ok in [
+            ("hit", row["hit_gain"] >= limits.min_hit_gain),
+            ("ppl", row["ppl_ratio"] <= limits.max_ppl_ratio),
+            ("distinct2", row["distinct2_ratio"] >= limits.min_distinct2_ratio),
+            ("degenerate", r["degenerate_rate"] <= ref["degenerate_rate"] + limits.max_extra_degenerate + 1e-12),
+        ] if not ok]
+        out.append({**row, "holds": not failed, "failed": "+".join(failed)})
+    return out
+
+
+def widest_holding_range(table: list[dict], corpus: str, method: str) -> tuple[float, float, float] | None:
+    """(lowest knob, highest knob, their ratio) of the widest run of consecutive knob values of one method
+    and corpus where every constraint holds, or None when none holds. A single knob value has ratio 1."""
+    cells = sorted((r for r in table if r["corpus"] == corpus and r["method"] == method), key=lambda r: r["knob"])
+    best, start = None, None
+    for i, r in enumerate(cells + [{"holds": False}]):
+        if r["holds"] and start is None:
+            start = i
+        if not r["holds"] and start is not None:
+            lo, hi = cells[start]["knob"], cells[i - 1]["knob"]
+            ratio = hi / lo if lo > 0 else math.inf if hi > lo else 1.0
+            if best is None or ratio > best[2]:
+                best = (lo, hi, ratio)
+            start = None
+    return best

@@ -50,3 +50,25 @@ def test_a_variant_curve_starts_from_the_unsteered_cell():
     got = matched_variants(rows, [s for c in cells for s in c[1]])
     assert len(got) == 1 and got[0]["method"] == "contrastive" and got[0]["baseline"] == "lora"
     assert got[0]["method_hit_at_ppl"] == pytest.approx(0.5) and got[0]["knob_low"] == 0.0
+
+
+def test_constraint_table_and_widest_holding_range():
+    from steer.matched import Constraints, constraint_table, widest_holding_range
+
+    def row(method, knob, hit, ppl, d2, deg):
+        return {"corpus": "c", "method": method, "lam": knob if method == "prior" else 0.0, "knob": knob,
+                "judge_hit": hit, "base_ppl": ppl, "distinct_2": d2, "degenerate_rate": deg}
+
+    rows = [row("prior", 0.0, 0.10, 50.0, 0.80, 0.01), row("prompt", 0.0, 0.5, 50.0, 0.8, 0.0),
+            row("v", 1.0, 0.35, 54.0, 0.78, 0.01),   # holds
+            row("v", 2.0, 0.45, 52.0, 0.73, 0.00),   # holds (0.9125x distinct-2)
+            row("v", 3.0, 0.50, 50.0, 0.71, 0.00),   # distinct-2 0.8875x
+            row("v", 4.0, 0.60, 45.0, 0.75, 0.02),   # more degenerate
+            row("v", 8.0, 0.25, 40.0, 0.80, 0.00)]   # hit gain 0.15
+    table = constraint_table(rows)
+    assert [r["method"] for r in table] == ["v"] * 5  # the unsteered cell and the baselines are not checked
+    assert [r["failed"] for r in table] == ["", "", "distinct2", "degenerate", "hit"]
+    assert widest_holding_range(table, "c", "v") == (1.0, 2.0, 2.0)
+    loose = constraint_table(rows, Constraints(min_distinct2_ratio=0.85, max_extra_degenerate=0.01))
+    assert widest_holding_range(loose, "c", "v") == (1.0, 4.0, 4.0)
+    assert widest_holding_range(table, "c", "none") is None
