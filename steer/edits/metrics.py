@@ -1,9 +1,14 @@
 """Task metrics for edit tasks, each from its published definition.
 
-- GLEU (Napoles et al. 2015, updated 2016), the metric JFLEG reports. Not
-  nltk's ``gleu_score``, which is Google's different sentence-level GLEU.
-- SARI (Xu et al. 2016) for simplification.
-- BLEU (nltk's corpus BLEU) for paraphrase.
+- GLEU (Napoles et al. 2015, updated 2016), the metric JFLEG reports, equal to
+  JFLEG's script (tested against the ``gleu`` package's port of it on the
+  shared JFLEG sets, to 1e-9). Not nltk's ``gleu_score``, which is Google's
+  different sentence-level GLEU.
+- SARI (Xu et al. 2016) for simplification, tested on the paper's own example
+  (EASSE and ``evaluate``'s SARI do not install offline).
+- BLEU (nltk's corpus BLEU) for paraphrase, equal to sacreBLEU with
+  ``tokenize="none"`` on the shared MRPC sets (tested); they differ only in
+  how a zero n-gram count is smoothed.
 
 All work on whitespace tokens of the given strings (the shared sets are tokenised).
 """
@@ -11,6 +16,7 @@ All work on whitespace tokens of the given strings (the shared sets are tokenise
 from __future__ import annotations
 
 import math
+import random
 from collections import Counter
 from collections.abc import Sequence
 
@@ -24,16 +30,18 @@ def _ngrams(tokens: list[str], n: int) -> Counter:
 def gleu_stats(source: str, hypothesis: str, reference: str, order: int = 4) -> list[int]:
     """[c, r, num_1, den_1, ..., num_N, den_N] for one sentence and one reference.
 
-    num_n = max(0, |H_n & R_n| - |H_n & (S_n - R_n)|): n-grams of the hypothesis
-    that match the reference, minus those it kept from the source although the
-    reference changed them (multiset operations); den_n = max(0, c + 1 - n).
+    num_n = max(0, |H_n & R_n| - |H_n & S'_n|): n-grams of the hypothesis that
+    match the reference, minus those it kept from the source although the
+    reference does not have them (multiset intersections; S'_n holds the source
+    n-grams absent from the reference, with their source counts, as JFLEG's
+    ``gleu.py`` does); den_n = max(0, c + 1 - n).
     """
     h, s, r = hypothesis.split(), source.split(), reference.split()
     stats = [len(h), len(r)]
     for n in range(1, order + 1):
         hn, sn, rn = _ngrams(h, n), _ngrams(s, n), _ngrams(r, n)
         matched = sum((hn & rn).values())
-        penalty = sum((hn & (sn - rn)).values())
+        penalty = sum((hn & Counter({g: k for g, k in sn.items() if g not in rn})).values())
         stats += [max(matched - penalty, 0), max(len(h) + 1 - n, 0)]
     return stats
 
@@ -49,14 +57,16 @@ def gleu_from_stats(stats: Sequence[float]) -> float:
 
 
 def gleu(sources: Sequence[str], hypotheses: Sequence[str], references: Sequence[Sequence[str]],
-         order: int = 4, iterations: int = 500, seed: int = 0) -> float:
+         order: int = 4, iterations: int = 500) -> float:
     """Corpus GLEU in [0, 1].
 
     Statistics are summed over sentences; with several references per
-    sentence, each of ``iterations`` rounds picks one reference per sentence at
-    random and the score is the mean over rounds (JFLEG's procedure; our
-    random draws differ from its script's, so multi-reference scores can
-    differ from it in the last digits).
+    sentence, each of ``iterations`` rounds picks one reference per sentence
+    and the score is the mean over rounds. The picks are JFLEG's script's
+    (round i seeds Python's ``random`` with 101 i and draws
+    ``int(random() * n_refs)`` per sentence), so scores equal its output
+    (tested against the ``gleu`` package's port of it: JFLEG test, sources as
+    output, 40.54 as the JFLEG paper reports).
 
     Example:
         >>> round(gleu(["a b c d"], ["a b c d"], [["a b c d e"]]), 4)  # brevity penalty exp(-1/4)
@@ -70,10 +80,10 @@ def gleu(sources: Sequence[str], hypotheses: Sequence[str], references: Sequence
              for s, h, refs in zip(sources, hypotheses, references, strict=True)]
     if max(n_refs, default=1) == 1:
         return gleu_from_stats(np.sum([c[0] for c in cache], axis=0).tolist())
-    rng = np.random.default_rng(seed)
     scores = []
-    for _ in range(iterations):
-        pick = [cache[i][rng.integers(n_refs[i])] for i in range(len(cache))]
+    for it in range(iterations):
+        rng = random.Random(it * 101)
+        pick = [cache[i][int(rng.random() * n_refs[i])] for i in range(len(cache))]
         scores.append(gleu_from_stats(np.sum(pick, axis=0).tolist()))
     return float(np.mean(scores))
 
