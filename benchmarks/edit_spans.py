@@ -36,9 +36,11 @@ def main():
         t0 = time.perf_counter()
         n = exact = tok_exact = 0
         span_w = full_w = 0
-        span_texts, full_texts = [], []
+        span_texts, full_texts, replacements, n_spans = [], [], [], 0
         for src, ref in es.pairs():
             spans = extract_spans(src, ref)
+            n_spans += len(spans)
+            replacements += [sp.replacement for sp in spans if sp.replacement]
             text = format_spans(spans)
             n += 1
             exact += apply_spans(src, parse_spans(text, len(src.split()))) == normalize(ref)
@@ -51,17 +53,25 @@ def main():
             tok_exact += apply_spans(src, t_spans, unit="token", tokenizer=tok) == ref_ids
         span_t = sum(len(x) for x in tok(span_texts, add_special_tokens=False)["input_ids"])
         full_t = sum(len(x) for x in tok(full_texts, add_special_tokens=False)["input_ids"])
+        # What a format with one token per position would cost (2 per span, no separators, the
+        # replacements as written after a position), and the replacements alone: the floor of any
+        # word-span format, however its positions are written.
+        rep_t = sum(len(x) for x in tok(replacements, add_special_tokens=False)["input_ids"]) if replacements else 0
         copy = {"gec": ("GLEU", 100 * gleu(es.sources, es.sources, es.references)),
                 "simplify": ("SARI", sari(es.sources, es.sources, es.references)),
                 "paraphrase": ("BLEU", bleu(es.sources, es.references))}[es.task]
         row = dict(set=f"{name}/{split}", task=es.task, sources=len(es.sources), pairs=n,
                    round_trip_words=exact / n, round_trip_tokens=tok_exact / n,
                    span_words_pct=100 * span_w / full_w, span_tokens_pct=100 * span_t / full_t,
+                   one_token_positions_pct=100 * (2 * n_spans + rep_t) / full_t,
+                   replacements_only_pct=100 * rep_t / full_t,
                    copy_metric=copy[0], copy_score=round(copy[1], 2), seconds=round(time.perf_counter() - t0, 1))
         rows.append(row)
         print(f"{row['set']:18s} {row['pairs']:6d} pairs: round trip {100 * row['round_trip_words']:.1f} % "
               f"(tokens {100 * row['round_trip_tokens']:.1f} %), span target = {row['span_words_pct']:.1f} % "
-              f"of the rewrite in words, {row['span_tokens_pct']:.1f} % in Llama-2 tokens; copy-source "
+              f"of the rewrite in words, {row['span_tokens_pct']:.1f} % in Llama-2 tokens "
+              f"({row['one_token_positions_pct']:.1f} % with one-token positions, replacements alone "
+              f"{row['replacements_only_pct']:.1f} %); copy-source "
               f"{row['copy_metric']} {row['copy_score']:.2f}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
