@@ -349,7 +349,11 @@ def cmd_edits_make_data(args) -> int:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
-    examples, report = make_examples(pairs, args.task, tokenizer)
+        if args.format == "compact":
+            from steer.edits.compact import add_position_tokens
+
+            add_position_tokens(tokenizer)
+    examples, report = make_examples(pairs, args.task, tokenizer, fmt=args.format)
     with open(args.out, "w", encoding="utf-8") as f:
         for ex in examples:
             f.write(json.dumps(ex, ensure_ascii=False) + "\n")
@@ -517,6 +521,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--task", choices=["gec", "simplify", "paraphrase", "formality"], default="gec",
                    help="instruction used in the prompts")
     q.add_argument("--tokenizer", default=None, help="also report lengths in this tokenizer's tokens")
+    q.add_argument("--format", choices=["text", "compact"], default="text",
+                   help="span format: text (\"1 2 went ; 4 5\" after numbered words) or compact (one token "
+                        "per position, <@1><@2>went<@4><@5>; train with steer.edits.add_position_tokens)")
 
     p = _add(sub, "demo", "a small sweep (2 corpora, 6 lambdas, 24 prompts) that runs in minutes on a CPU", cmd_demo)
     p.add_argument("--model", default=default_model(), help=MODEL_HELP)

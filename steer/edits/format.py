@@ -90,9 +90,14 @@ def parse_spans(text: str, n_words: int | None = None) -> list[Span]:
         if len(fields) < 2 or not fields[0].isdigit() or not fields[1].isdigit():
             raise SpanFormatError(f"span {k} ({part.strip()!r}) must start with two non-negative integers")
         spans.append(Span(int(fields[0]), int(fields[1]), " ".join(fields[2:])))
-    if n_words is not None:
-        try:
-            spans = check_spans(spans, n_words)
-        except ValueError as err:
-            raise SpanFormatError(str(err)) from None
-    return spans
+    return checked(spans, n_words)
+
+
+def checked(spans: list[Span], n_words: int | None) -> list[Span]:
+    """``spans`` checked against a source of ``n_words`` words (None: unchecked), as SpanFormatError."""
+    if n_words is None:
+        return spans
+    try:
+        return check_spans(spans, n_words)
+    except ValueError as err:
+        raise SpanFormatError(str(err)) from None

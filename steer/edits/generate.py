@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from transformers import LogitsProcessorList
 
+from steer.edits.compact import CompactSpanGrammar, parse_compact
 from steer.edits.format import SpanFormatError, parse_spans
 from steer.edits.grammar import EditSpanGrammar
 from steer.edits.prompts import make_prompt
@@ -35,16 +36,18 @@ def edit_generate(model, tokenizer, sources: list[str], task: str = "gec", mode:
     """Edit every source with the model.
 
     ``mode="spans"``: the model writes a span list under :class:`EditSpanGrammar`
-    and the spans are applied to the source. ``mode="rewrite"``: the model
-    writes the whole target (same prompt style), unconstrained.
+    and the spans are applied to the source. ``mode="compact"``: the same with
+    one token per position (:mod:`steer.edits.compact`; the tokenizer and model
+    need the position tokens). ``mode="rewrite"``: the model writes the whole
+    target (same prompt style), unconstrained.
 
     Returns:
         (results, seconds of generation).
     """
     if isinstance(sources, str) or not sources:
         raise ValueError("`sources` must be a non-empty list of texts")
-    if mode not in ("spans", "rewrite"):
-        raise ValueError(f"`mode` must be 'spans' or 'rewrite', got {mode!r}")
+    if mode not in ("spans", "compact", "rewrite"):
+        raise ValueError(f"`mode` must be 'spans', 'compact' or 'rewrite', got {mode!r}")
     if not isinstance(num_beams, int) or num_beams < 1:
         raise ValueError(f"`num_beams` must be an int >= 1, got {num_beams!r}")
     from steer.models import encode_prompts
@@ -56,7 +59,8 @@ def edit_generate(model, tokenizer, sources: list[str], task: str = "gec", mode:
         batch = sources[b0 : b0 + batch_size]
         enc = encode_prompts(tokenizer, [make_prompt(s, task, mode) for s in batch], device=model.device)
         width = enc["input_ids"].shape[1]
-        procs = [EditSpanGrammar(tokenizer, batch, width)] if mode == "spans" else []
+        grammar = {"spans": EditSpanGrammar, "compact": CompactSpanGrammar}.get(mode)
+        procs = [grammar(tokenizer, batch, width)] if grammar is not None else []
         t0 = time.perf_counter()
         out = model.generate(**enc, max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False,
                              pad_token_id=tokenizer.pad_token_id, logits_processor=LogitsProcessorList(procs))
@@ -65,12 +69,13 @@ def edit_generate(model, tokenizer, sources: list[str], task: str = "gec", mode:
             ended = eos in row
             ids = row[: row.index(eos)] if ended else row
             raw = tokenizer.decode(ids, skip_special_tokens=True)
+            parse = parse_compact if mode == "compact" else parse_spans
             n_tok = len(ids) + int(ended)
             if mode == "rewrite":
                 results.append(EditResult(normalize(raw.split("\n")[0]), None, raw, n_tok, ended))
                 continue
             try:
-                spans = parse_spans(raw, len(src.split())) if ended else None
+                spans = parse(raw, len(src.split())) if ended else None
             except SpanFormatError:
                 spans = None
             if spans is None:

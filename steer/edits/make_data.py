@@ -142,13 +142,25 @@ def read_pairs(path) -> list[tuple[str, str]]:
     return read_pairs_with_notes(path)[0]
 
 
-def make_examples(pairs, task: str = "gec", tokenizer=None) -> tuple[list[dict], LengthReport]:
-    """One example per pair: {"prompt", "completion" (span list), "rewrite_prompt", "rewrite"}."""
+def make_examples(pairs, task: str = "gec", tokenizer=None, fmt: str = "text") -> tuple[list[dict], LengthReport]:
+    """One example per pair: {"prompt", "completion" (span list), "rewrite_prompt", "rewrite"}.
+
+    ``fmt="text"``: the span format of :mod:`steer.edits.format` after a numbered-word prompt;
+    ``fmt="compact"``: one token per position (:mod:`steer.edits.compact`; the tokenizer, if
+    given, must have the position tokens). An empty compact completion means no edits.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"`fmt` must be one of {FORMATS}, got {fmt!r}")
+    if fmt == "compact" and tokenizer is not None:
+        from steer.edits.compact import position_ids
+
+        position_ids(tokenizer)
+    write, kind, lead = (format_spans, "spans", " ") if fmt == "text" else (_compact_writer(), "compact", "")
     examples, report = [], LengthReport(len(pairs), 0, 0, 0 if tokenizer else None, 0 if tokenizer else None)
     for src, tgt in pairs:
-        spans_text = format_spans(extract_spans(src, tgt))
+        spans_text = write(extract_spans(src, tgt))
         rewrite = normalize(tgt)
-        examples.append({"prompt": make_prompt(src, task, "spans"), "completion": " " + spans_text,
+        examples.append({"prompt": make_prompt(src, task, kind), "completion": lead + spans_text,
                          "rewrite_prompt": make_prompt(src, task, "rewrite"), "rewrite": " " + rewrite,
                          "source": src, "target": tgt})
         report.span_words += len(spans_text.split())
@@ -157,3 +169,12 @@ def make_examples(pairs, task: str = "gec", tokenizer=None) -> tuple[list[dict],
             report.span_tokens += len(tokenizer(spans_text, add_special_tokens=False)["input_ids"])
             report.rewrite_tokens += len(tokenizer(rewrite, add_special_tokens=False)["input_ids"])
     return examples, report
+
+
+FORMATS = ("text", "compact")
+
+
+def _compact_writer():
+    from steer.edits.compact import format_compact
+
+    return format_compact

@@ -9,13 +9,15 @@ INSTRUCTIONS = {
     "formality": "Rewrite the sentence in a formal style.",
 }
 TASKS = tuple(INSTRUCTIONS)
-KINDS = ("spans", "rewrite")
+KINDS = ("spans", "compact", "rewrite")
 
 
 def make_prompt(source: str, task: str = "gec", kind: str = "spans") -> str:
-    """The prompt for one source: instruction, the source with its words numbered (for spans), a cue.
+    """The prompt for one source: instruction, the source with its positions shown, a cue.
 
-    Span positions refer to the numbered words, so the model can see them.
+    ``spans``: words numbered ("0:He 1:go"), for the text span format; ``compact``: every word
+    boundary marked with its position token ("<@0>He<@1>go<@2>", steer.edits.compact), one token
+    per word; ``rewrite``: the plain source.
 
     Example:
         >>> print(make_prompt("He go home", "gec", "spans").splitlines()[1:])
@@ -27,6 +29,10 @@ def make_prompt(source: str, task: str = "gec", kind: str = "spans") -> str:
         raise ValueError(f"`kind` must be one of {KINDS}, got {kind!r}")
     if kind == "rewrite":
         return f"{INSTRUCTIONS[task]}\nSource: {' '.join(source.split())}\nRewrite:"
+    if kind == "compact":
+        from steer.edits.compact import compact_source
+
+        return f"{INSTRUCTIONS[task]}\nSource:{compact_source(source)}\nEdits:"
     numbered = " ".join(f"{i}:{w}" for i, w in enumerate(source.split()))
     return (f'{INSTRUCTIONS[task]} Answer with edits "start end replacement" separated by " ; ", or NONE.\n'
             f"Source: {numbered}\nEdits:")
