@@ -46,11 +46,14 @@ from ngram import counts as C
 from ngram import keys
 
 # Bytes of working memory per token of a map chunk (tokens, positions in
-# document, one order's keys and their sorted copy, with numpy temporaries)
-# and per (key, count) pair of a reduce block (the cut pairs, the sort order,
-# sorted copies and the written arrays).
-MAP_BYTES_PER_TOKEN = 72
-REDUCE_BYTES_PER_PAIR = 96
+# document, one order's keys, their sorted copy and the distinct ones, with
+# numpy temporaries) and per (key, count) pair of a reduce block (the pairs cut
+# from every run, the sort order, sorted copies, the continuation counts cut
+# beside them, the suffix run and the columns written). Set from measured peaks
+# (benchmarks/scale_bench.py: about 190 bytes per pair at the reduce's peak),
+# with room to spare.
+MAP_BYTES_PER_TOKEN = 100
+REDUCE_BYTES_PER_PAIR = 256
 # Every SAMPLE_STRIDE-th key of a run bounds the blocks: a block holds at most
 # (q + runs) * SAMPLE_STRIDE pairs when it spans q sample points.
 SAMPLE_STRIDE = 1024
