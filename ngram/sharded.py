@@ -55,7 +55,7 @@ from ngram import keys
 MAP_BYTES_PER_TOKEN = 100
 REDUCE_BYTES_PER_PAIR = 256
 # Every SAMPLE_STRIDE-th key of a run bounds the blocks: a block holds at most
-# (q + runs) * SAMPLE_STRIDE pairs when it spans q sample points.
+# (q + 2 runs) * SAMPLE_STRIDE pairs when it spans q sample points.
 SAMPLE_STRIDE = 1024
 MIN_CHUNK_TOKENS = 1 << 16
 MIN_BLOCK_PAIRS = 1 << 16
@@ -109,7 +109,8 @@ class ShardCounts:
 
 
 def _chunks(docs: Iterable, vocab_size: int, chunk_tokens: int):
-    """(tokens, lengths) of consecutive groups of whole documents of about ``chunk_tokens`` tokens."""
+    """(tokens, lengths) of consecutive groups of whole documents of about ``chunk_tokens`` tokens
+    (a document is never split: one longer than a chunk is a chunk of its own)."""
     group, size = [], 0
     for doc in docs:
         group.append(doc)
