@@ -40,8 +40,8 @@ def main():
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(Path(args.shared) / "tokenizers" / "llama2" / "hf")
-    ptok = AutoTokenizer.from_pretrained(Path(args.shared) / "tokenizers" / "llama2" / "hf")
-    add_position_tokens(ptok)  # the compact format's tokenizer: Llama-2 plus <@0>..<@255>
+    # Llama-2 plus <@0>..<@255> for the compact format; text without "<@" tokenises as before.
+    add_position_tokens(tok)
     rows = []
     for name, split in ALL_SETS:
         es = load_edit_set(name, split, root=Path(args.shared) / "edits")
@@ -69,7 +69,7 @@ def main():
         full_t = sum(len(x) for x in tok(full_texts, add_special_tokens=False)["input_ids"])
         # The compact format (one token per position), and the replacements alone: the floor of any
         # word-span format, however its positions are written.
-        compact_t = sum(len(x) for x in ptok(compact_texts, add_special_tokens=False)["input_ids"])
+        compact_t = sum(len(x) for x in tok(compact_texts, add_special_tokens=False)["input_ids"])
         rep_t = sum(len(x) for x in tok(replacements, add_special_tokens=False)["input_ids"]) if replacements else 0
         # Prompts: the source as the text format shows it (numbered words), as the compact one does
         # (a position token before every word), against the plain source.
@@ -77,7 +77,7 @@ def main():
         numbered = [" ".join(f"{i}:{w}" for i, w in enumerate(s.split())) for s in es.sources]
         n_plain, n_numbered, n_compact = (sum(len(x) for x in t(texts, add_special_tokens=False)["input_ids"])
                                           for t, texts in ((tok, plain), (tok, numbered),
-                                                           (ptok, [compact_source(s) for s in es.sources])))
+                                                           (tok, [compact_source(s) for s in es.sources])))
         copy = {"gec": ("GLEU", 100 * gleu(es.sources, es.sources, es.references)),
                 "simplify": ("SARI", sari(es.sources, es.sources, es.references)),
                 "paraphrase": ("BLEU", bleu(es.sources, es.references))}[es.task]

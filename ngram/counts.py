@@ -87,7 +87,7 @@ def remaining_in_doc(lengths: np.ndarray) -> np.ndarray:
     return np.repeat(ends, lengths) - np.arange(n, dtype=np.int64)
 
 
-def _group_starts(changed: np.ndarray) -> np.ndarray:
+def group_starts(changed: np.ndarray) -> np.ndarray:
     """Indices where a new run begins, given a boolean 'differs from previous' mask."""
     return np.flatnonzero(np.concatenate(([True], changed)))
 
@@ -123,7 +123,7 @@ def count_order(
         # The whole k-gram packs into one int64: a single sort orders by
         # (context, next token), far cheaper than an argsort-based lexsort.
         full = np.sort(ctx * vocab_size + nxt)
-        first = _group_starts(full[1:] != full[:-1])
+        first = group_starts(full[1:] != full[:-1])
         counts = np.diff(np.append(first, full.size))
         uniq = full[first]
         ent_ctx, ent_next = uniq // vocab_size, uniq % vocab_size
@@ -135,16 +135,16 @@ def count_order(
             # Every window in a run of equal keys must carry the same context
             # tokens as the run's first window, else two contexts collided.
             s_tok = np.stack([c[order] for c in ctx_cols], axis=1)  # (n, k-1)
-            run = _group_starts(s_ctx[1:] != s_ctx[:-1])
+            run = group_starts(s_ctx[1:] != s_ctx[:-1])
             run_of = np.repeat(run, np.diff(np.append(run, s_ctx.size)))
             if np.any(s_tok != s_tok[run_of]):
                 raise HashCollision(k, seed)
-        first = _group_starts((s_ctx[1:] != s_ctx[:-1]) | (s_next[1:] != s_next[:-1]))
+        first = group_starts((s_ctx[1:] != s_ctx[:-1]) | (s_next[1:] != s_next[:-1]))
         counts = np.diff(np.append(first, s_ctx.size))
         ent_ctx, ent_next = s_ctx[first], s_next[first]
         ctx_rows = s_tok[first] if hashed else None
 
-    cfirst = _group_starts(ent_ctx[1:] != ent_ctx[:-1])
+    cfirst = group_starts(ent_ctx[1:] != ent_ctx[:-1])
     offsets = np.append(cfirst, ent_ctx.size).astype(np.int64)
     return OrderCounts(
         ctx_keys=ent_ctx[cfirst].astype(np.int64),
@@ -182,14 +182,14 @@ def merge_order(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], k: int, 
     s_ctx, s_next, s_cnt = ctx[order], nxt[order], cnt[order]
     s_tok = ctx_tok[order]
     if hashed:
-        run = _group_starts(s_ctx[1:] != s_ctx[:-1])
+        run = group_starts(s_ctx[1:] != s_ctx[:-1])
         run_of = np.repeat(run, np.diff(np.append(run, s_ctx.size)))
         if np.any(s_tok != s_tok[run_of]):
             raise HashCollision(k, seed)
-    first = _group_starts((s_ctx[1:] != s_ctx[:-1]) | (s_next[1:] != s_next[:-1]))
+    first = group_starts((s_ctx[1:] != s_ctx[:-1]) | (s_next[1:] != s_next[:-1]))
     counts = np.add.reduceat(s_cnt, first)
     ent_ctx, ent_next = s_ctx[first], s_next[first]
-    cfirst = _group_starts(ent_ctx[1:] != ent_ctx[:-1])
+    cfirst = group_starts(ent_ctx[1:] != ent_ctx[:-1])
     return OrderCounts(
         ctx_keys=ent_ctx[cfirst].astype(np.int64),
         offsets=np.append(cfirst, ent_ctx.size).astype(np.int64),

@@ -154,8 +154,8 @@ def count_shard(shard, vocab_size: int, order: int, chunk_tokens: int, stem: str
                 key += tokens[starts + j]
             del starts
             key.sort()
-            first = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
-            cnt = np.diff(np.append(first, key.size)).astype(np.int64)
+            first = C.group_starts(key[1:] != key[:-1])
+            cnt = np.diff(np.append(first, key.size)).astype(np.int64, copy=False)
             uniq = key[first]
             del key
             _append(f"{stem}.o{k}.keys", uniq)
@@ -214,10 +214,10 @@ class _Runs:
         key, cnt = np.concatenate(ks), np.concatenate(cs)
         del ks, cs
         # Sorting puts every run's copy of a key side by side; add.reduceat sums them.
-        order = np.argsort(key, kind="stable")
+        order = np.argsort(key)
         key, cnt = key[order], cnt[order]
         del order
-        first = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
+        first = C.group_starts(key[1:] != key[:-1])
         return key[first], np.add.reduceat(cnt, first)
 
 
@@ -236,17 +236,19 @@ def _block_bounds(sample: np.ndarray, n_runs: int, block_pairs: int) -> list[int
 
 
 class _Column:
-    """One output array written to disk block by block (int64), with its running maximum."""
+    """One output array written to disk block by block (int64); counts keep their running maximum,
+    which decides whether they are stored as int32."""
 
-    def __init__(self, path: Path):
-        self.path, self.n, self.max = path, 0, 0
+    def __init__(self, path: Path, track_max: bool = False):
+        self.path, self.n, self.max, self.track_max = path, 0, 0, track_max
         path.write_bytes(b"")
 
     def add(self, a: np.ndarray) -> None:
         if a.size:
             _append(str(self.path), a.astype(np.int64, copy=False))
             self.n += int(a.size)
-            self.max = max(self.max, int(a.max()))
+            if self.track_max:
+                self.max = max(self.max, int(a.max()))
 
 
 def reduce_order(k: int, order: int, vocab_size: int, count_runs: list, cont_runs: list, block_pairs: int,
@@ -255,9 +257,10 @@ def reduce_order(k: int, order: int, vocab_size: int, count_runs: list, cont_run
     counts, conts = _Runs(count_runs, f"o{k}"), _Runs(cont_runs, f"c{k}")
     sample = np.concatenate([counts.sample(), conts.sample()])
     bounds = _block_bounds(sample, len(counts.keys) + len(conts.keys), block_pairs)
-    cols = {name: _Column(folder / f"o{k}.{name}.bin") for name in ("ctx_keys", "offsets", "next_ids", "counts")}
+    cols = {name: _Column(folder / f"o{k}.{name}.bin", track_max=name == "counts")
+            for name in ("ctx_keys", "offsets", "next_ids", "counts")}
     if k < order:
-        cols["cont"] = _Column(folder / f"o{k}.cont.bin")
+        cols["cont"] = _Column(folder / f"o{k}.cont.bin", track_max=True)
     suffix_stem, suffix_runs, suffix_written = str(folder / "suffix"), [], 0
     vk = vocab_size ** (k - 1)
     last_ctx, n_entries = -1, 0
@@ -283,8 +286,8 @@ def reduce_order(k: int, order: int, vocab_size: int, count_runs: list, cont_run
         if k > 2:
             # The suffix (t_2..t_k) of each distinct k-gram adds one continuation to that (k-1)-gram.
             suffix = np.sort(key % vk)
-            first = np.flatnonzero(np.concatenate(([True], suffix[1:] != suffix[:-1])))
-            ones = np.diff(np.append(first, suffix.size)).astype(np.int64)
+            first = C.group_starts(suffix[1:] != suffix[:-1])
+            ones = np.diff(np.append(first, suffix.size)).astype(np.int64, copy=False)
             _append(f"{suffix_stem}.c{k - 1}.keys", suffix[first])
             _append(f"{suffix_stem}.c{k - 1}.counts", ones)
             suffix_runs.append((suffix_stem, suffix_written, int(first.size)))

@@ -62,14 +62,14 @@ def add_position_tokens(tokenizer, model=None, n_positions: int = MAX_POSITIONS)
     first = position_ids(tokenizer, n_positions)
     if model is not None and model.get_input_embeddings().weight.shape[0] < len(tokenizer):
         emb_old = model.get_input_embeddings().weight.shape[0]
+        digit_ids = [[d for d in tokenizer.convert_tokens_to_ids(_digit_tokens(tokenizer, k))
+                      if d is not None and 0 <= d < min(old, emb_old)] for k in range(n_positions)]
         model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
         with torch.no_grad():
             for layer in {id(m): m for m in (model.get_input_embeddings(), model.get_output_embeddings())
                           if m is not None}.values():
                 w = layer.weight
-                for k in range(n_positions):
-                    digits = [tokenizer.convert_tokens_to_ids(d) for d in _digit_tokens(tokenizer, k)]
-                    digits = [d for d in digits if d is not None and 0 <= d < min(old, emb_old)]
+                for k, digits in enumerate(digit_ids):
                     w[first + k] = w[digits].mean(0) if digits else w[:emb_old].mean(0)
     return first
 
@@ -86,21 +86,16 @@ def position_ids(tokenizer, n_positions: int | None = None) -> int:
         raise ValueError("the tokenizer has no position tokens: call steer.edits.compact.add_position_tokens "
                          "(tokenizer, model) before training or decoding compact spans")
     first = vocab[position_token(0)]
-    n = n_positions
-    if n is None:
-        n = 0
-        while position_token(n) in vocab:
-            n += 1
-    for k in range(n):
+    for k in range(count_positions(vocab) if n_positions is None else n_positions):
         if vocab.get(position_token(k)) != first + k:
             raise ValueError(f"position token {position_token(k)} is not id {first + k}: the position "
                              "tokens must be consecutive ids")
     return first
 
 
-def n_positions(tokenizer) -> int:
-    """How many position tokens the tokenizer has."""
-    vocab, n = tokenizer.get_vocab(), 0
+def count_positions(vocab: dict) -> int:
+    """How many position tokens ``<@0>``, ``<@1>``, ... a vocabulary (``tokenizer.get_vocab()``) has."""
+    n = 0
     while position_token(n) in vocab:
         n += 1
     return n
@@ -212,7 +207,7 @@ class CompactSpanGrammar(LogitsProcessor):
         if isinstance(prompt_length, bool) or not isinstance(prompt_length, int) or prompt_length < 0:
             raise ValueError(f"`prompt_length` must be an int >= 0, got {prompt_length!r}")
         self.first = position_ids(tokenizer)
-        self.k = n_positions(tokenizer)
+        self.k = count_positions(tokenizer.get_vocab())
         self.n_words = [len(s.split()) for s in sources]
         too_long = [i for i, n in enumerate(self.n_words) if n >= self.k]
         if too_long:
@@ -240,12 +235,14 @@ class CompactSpanGrammar(LogitsProcessor):
             word[: self._word.numel()] = self._word
             visible = torch.zeros(width, dtype=torch.bool)
             visible[: self._visible.numel()] = self._visible
-            self._cache[key] = (n.to(device), word.to(device), visible.to(device))
+            value = torch.arange(width) - self.first  # position value of each id (meaningless outside)
+            in_range = (value >= 0) & (value < self.k)
+            self._cache[key] = tuple(t.to(device) for t in (n, word, visible, value, in_range))
         return self._cache[key]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         b, v = scores.shape
-        n, word, visible = self._on(scores.device, b, v)
+        n, word, visible, k, in_range = self._on(scores.device, b, v)
         gen = input_ids[:, self.prompt_length:]  # (B, L)
         length = gen.shape[1]
         is_pos = (gen >= self.first) & (gen < self.first + self.k)  # (B, L)
@@ -273,9 +270,6 @@ class CompactSpanGrammar(LogitsProcessor):
         pos_ok = ~needs_word
         word_ok = ~expect_end & (count > 0)
         eos_ok = ~expect_end & ~needs_word
-        ids = torch.arange(v, device=scores.device)
-        k = ids - self.first  # position value of each id (meaningless outside the range)
-        in_range = (ids >= self.first) & (ids < self.first + self.k)
         allowed = (in_range & (k >= lo[:, None]) & (k <= hi[:, None]) & pos_ok[:, None]) \
             | (word & word_ok[:, None])  # (B, V)
         allowed[:, self.eos] |= eos_ok
