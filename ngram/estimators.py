@@ -17,6 +17,8 @@ a row finds are always a suffix chain h_2..h_K (a context was seen only if
 its suffix was), the product prod_{j>k} g_j equals G(h_K) / G(h_k) with
 G(h) = prod of g over h's own suffix chain, precomputed per context; and
 G(h_K) is the smallest G among the row's found contexts, since every g <= 1.
+:func:`chain_values` goes one step further and folds every entry's lower
+orders into it, so that the per-step path takes a maximum instead of a sum.
 """
 
 from __future__ import annotations
@@ -108,15 +110,73 @@ def context_tokens(stored: dict, k: int, vocab_size: int, hashed_orders) -> np.n
     return C.context_token_matrix(oc, k, vocab_size, k in hashed_orders)
 
 
-def suffix_index(stored: dict, k: int, vocab_size: int, hashed_orders, seed: int) -> np.ndarray:
-    """For every order-k context (k >= 3), the index of its suffix (last k-2 tokens) among order k-1's contexts."""
+def suffix_index(stored: dict, k: int, vocab_size: int, hashed_orders, seed: int, to_order: int | None = None
+                 ) -> np.ndarray:
+    """For every order-k context, the index of its suffix among order ``to_order``'s contexts (default k-1, >= 2).
+
+    The suffix of order j is the context's last j-1 tokens.
+    """
+    j = k - 1 if to_order is None else to_order
     tokens = context_tokens(stored, k, vocab_size, hashed_orders)  # (n_ctx, k-1)
-    suffix = keys.pack(list(tokens[:, 1:].T), vocab_size, (k - 1) in hashed_orders, seed)
-    lower = stored[f"o{k - 1}.ctx_keys"].numpy().astype(np.int64)
+    suffix = keys.pack(list(tokens[:, k - j :].T), vocab_size, j in hashed_orders, seed)
+    lower = stored[f"o{j}.ctx_keys"].numpy().astype(np.int64)
     idx = np.searchsorted(lower, suffix)
-    # The suffix of a seen context was seen (same occurrence, one token shorter).
+    # The suffix of a seen context was seen (same occurrence, fewer tokens).
     assert idx.size == 0 or (idx.max() < lower.size and np.array_equal(lower[idx], suffix))
     return idx
+
+
+def chain_values(coeffs: Coefficients, stored: dict, vocab_size: int, hashed_orders, seed: int):
+    """Every entry's estimate for the tokens it covers, with all lower orders' terms folded in.
+
+    A row's contexts form a suffix chain h_2..h_K, and the next ids stored
+    under h_k are a subset of those under its suffix h_{k-1} (an n-gram's
+    suffix was seen too). So for a token w the terms of all orders up to the
+    highest k whose context stored w can be summed at build time into one
+    number per entry, ``full``:
+
+    * Kneser-Ney: log(p_1(w) + sum_{j<=k} a_j(h_j, w) / G(h_j)) (the row's
+      log p is this plus log G(h_K));
+    * logsum: b_1 log p_1(w) + sum_{j<=k} value_j(h_j, w) (plus the row's
+      per-context numbers);
+    * mixture: b_1 p_1(w) + sum_{j<=k} value_j(h_j, w) (plus the row's
+      per-context numbers, then divided by the weights and logged).
+
+    Every term added is >= 0, so ``full`` only grows with k: a row's estimate
+    at w is its per-row part plus the *largest* ``full`` among its contexts'
+    entries at w, or ``base[w]`` where no context stored w. That turns the
+    per-step sum over orders into one max-scatter.
+
+    Returns:
+        (base float64 [V], full: per taking-part order float64 [n_entries],
+        parent: per order the index of each context's suffix at the previous
+        taking-part order, None for the first).
+    """
+    kn = coeffs.kind == "kneser_ney"
+    base = coeffs.dense  # p_1 (Kneser-Ney), b_1 log p_1 (logsum) or b_1 p_1 (mixture)
+    full, parent, below = [], [], None
+    for k, oc in zip(coeffs.orders, coeffs.per_order, strict=True):
+        p = f"o{k}."
+        off = stored[p + "offsets"].numpy().astype(np.int64)
+        nxt = stored[p + "next_ids"].numpy().astype(np.int64)
+        ctx = np.repeat(np.arange(off.size - 1), np.diff(off))  # context of every entry
+        add = oc.values / oc.row[ctx, 0] if kn else oc.values  # Kneser-Ney: a_k / G(h_k)
+        if below is None:
+            parent.append(None)
+            lin = base[nxt] + add
+        else:
+            j, lin_j, keys_j = below
+            up = suffix_index(stored, k, vocab_size, hashed_orders, seed, to_order=j)
+            parent.append(up)
+            # Entries sorted by (context, next id): context index * V + next id is a
+            # sorted key, and (suffix, w) is always there.
+            want = up[ctx] * vocab_size + nxt
+            at = np.searchsorted(keys_j, want)
+            assert at.size == 0 or (at.max() < keys_j.size and np.array_equal(keys_j[at], want))
+            lin = lin_j[at] + add
+        below = (k, lin, ctx * vocab_size + nxt)
+        full.append(np.log(lin) if kn else lin)
+    return (np.log(base) if kn else base), full, parent
 
 
 def kneser_ney(stored: dict, order: int, vocab_size: int, hashed_orders, seed: int, d: float) -> Coefficients:

@@ -6,21 +6,30 @@ with one fixed sequence of torch ops: no Python loop over rows or orders, no
 host-device sync and only static shapes, so the same code runs on CPU and
 CUDA and compiles with ``torch.compile(fullgraph=True)``.
 
-One step, top to bottom (B rows, c orders, F_k the widest fan-out of order k):
+At build time every stored entry gets the estimate of the token it covers with
+all lower orders folded in (:func:`ngram.estimators.chain_values`), so that a
+row's estimate at w is a per-row number plus the *largest* such value among its
+contexts' entries at w (or the no-context row where none stored w). Contexts
+with the widest fan-outs get that whole row precomputed (a dense row), so no
+window has to be wide. One step, top to bottom (B rows, c orders, F_k the
+widest fan-out of order k among contexts without a dense row):
 
 1. keys: the last N-1 ids of every row become one key per order with a
    single matrix product (all orders' keys live in one sorted array);
 2. slots: one ``searchsorted`` finds each key's slot in a layout where seen
    contexts sit at odd slots and "not seen" at even ones (see :func:`_interleave`);
-3. gathers: each order's context contributes a window of F_k entries (next
-   ids, values), all windows side by side, the slots past a context's end
-   reading a zero separator; plus one or two numbers per context;
-4. one dense unigram row per batch row, one ``scatter_add`` of all entries
-   of all orders, and the estimator's finish (a log, or nothing).
+3. the row starts as the dense row of its deepest context that has one (the
+   no-context row otherwise): one ``index_select``;
+4. each remaining context contributes a window of F_k entries (next ids,
+   values), all windows side by side, the slots past a context's end reading
+   a separator whose value is -inf; one max-scatter lands them all;
+5. the estimator's finish: add the per-row number (Kneser-Ney: log G of the
+   longest context; logsum: the contexts' terms), or for the mixture divide
+   and log.
 
 On a CPU, a batch whose windows would hold many slots (most of them past
 their contexts' ends) gathers each context's actual entries instead
-(:meth:`StepPlan._ragged_step`): a dozen more ops and one read of the
+(:meth:`StepPlan._scatter_ragged`): a few more ops and one read of the
 lengths, which costs no sync there, for a fraction of the work.
 
 :func:`prepare_tail` and :func:`find_contexts` serve the table's count queries.
@@ -34,7 +43,7 @@ import numpy as np
 import torch
 
 from ngram import keys
-from ngram.estimators import Coefficients, context_tokens
+from ngram.estimators import Coefficients, chain_values, context_tokens
 
 _INT63 = 2**63 - 1
 # On a CPU, batches whose windows would hold more slots than this gather each
@@ -42,6 +51,11 @@ _INT63 = 2**63 - 1
 RAGGED_MIN_SLOTS = 32768
 # float64 holds every integer up to 2**53 exactly.
 _FLOAT_EXACT = 2**53
+# Bytes a plan may spend on dense rows (float32 [rows, V]) for the contexts with
+# the widest fan-outs; they cost no work per step (every row starts from one).
+DENSE_ROWS_BYTES = 64 * 2**20
+# Contexts with at most this many next ids always go through the windows.
+MIN_DENSE_FAN = 16
 
 
 @dataclass(frozen=True)
@@ -109,10 +123,12 @@ class StepPlan:
     Call it with contexts [B, T] (any T; ids outside [0, V) never match) to
     get float32 [B, V]: natural-log probabilities (Kneser-Ney, mixture, a
     single order) or the logsum score. Tables build theirs with :meth:`ngram.NGramTable.plan`.
+    ``dense_bytes`` bounds the dense rows (default :data:`DENSE_ROWS_BYTES`).
     """
 
     def __init__(self, coeffs: Coefficients, stored: dict, order: int, vocab_size: int, hashed_orders,
-                 seed: int, device: torch.device, accelerator: bool | None = None):
+                 seed: int, device: torch.device, accelerator: bool | None = None,
+                 dense_bytes: int = DENSE_ROWS_BYTES):
         self.kind = coeffs.kind
         self.vocab_size = v = vocab_size
         self.b1 = coeffs.b1
@@ -121,14 +137,10 @@ class StepPlan:
         self.width = max(self.orders) - 1 if self.orders else 0  # ids of context the plan reads
         put = _mover(device)
         self.p1 = put(coeffs.unigram)
-        self.dense = put(coeffs.dense)
-        # The accelerator layout (default off the CPU): float64 keys, and one
-        # dense log for Kneser-Ney (a kernel launch saved matters more there);
-        # on a CPU, integer keys and logs only where entries land (see step).
+        # The accelerator layout (default off the CPU): float64 keys where they
+        # are exact (integer matmul is missing there) and never the ragged gather.
         self.accelerator = device.type != "cpu" if accelerator is None else bool(accelerator)
-        self.sparse_log = coeffs.kind == "kneser_ney" and not self.accelerator
         self.ragged_min_slots = None if self.accelerator else RAGGED_MIN_SLOTS
-        self.log_p1 = put(np.log(coeffs.unigram))
         if not self.orders:
             self.constant = put(_finish_np(coeffs))
             return
@@ -136,16 +148,21 @@ class StepPlan:
         tokens = [context_tokens(stored, k, v, hashed_orders) for k in self.orders]
         sizes = [t.shape[0] for t in tokens]
         n = sum(sizes)
+        base, full, parent = chain_values(coeffs, stored, v, hashed_orders, seed)
+        fan = [np.diff(stored[f"o{k}.offsets"].numpy().astype(np.int64)) for k in self.orders]
+        dense_ids, rows = _dense_rows(base, full, parent, fan, stored, self.orders, dense_bytes)
+        self.rows = put(rows)  # (1 + M, V): row 0 has no context
+        self.dense_count = rows.shape[0] - 1
 
         # Keys. Exact: the context of suffix length m (order m+1), ids t (oldest
         # first) made digits t+1 in base P = V+2 (so -1 and V, where out-of-range
         # ids are clamped, are digits no stored context has), offset into a range
         # of its own per order: off_m + sum_j (t_j+1) P^(m-1-j), off_1 = 0,
         # off_{m+1} = off_m + P^m. All orders then share one sorted array.
-        base = v + 2
+        base_p = v + 2
         offs = [0]
         for m in range(1, self.width + 1):
-            offs.append(offs[-1] + base**m)
+            offs.append(offs[-1] + base_p**m)
         self.exact = 2 * offs[-1] + 1 <= _INT63
         perms, new_keys = [], []
         for k, tok in zip(self.orders, tokens, strict=True):
@@ -154,37 +171,42 @@ class StepPlan:
                 continue
             key = np.zeros(tok.shape[0], np.int64)
             for j in range(k - 1):
-                key = key * base + tok[:, j] + 1
+                key = key * base_p + tok[:, j] + 1
             perm = np.argsort(key, kind="stable")  # hashed orders are stored in hash order
             perms.append(perm)
             new_keys.append(key[perm] + offs[k - 2])
 
         # Entries of all orders in one array: slot 0 and one slot after every
-        # context hold a zero separator (next id 0, value 0), so a window that
-        # runs past a context's end reads zeros and adds nothing.
-        fan = [np.diff(stored[f"o{k}.offsets"].numpy().astype(np.int64)) for k in self.orders]
-        fan_new = np.concatenate([f[perm] for f, perm in zip(fan, perms, strict=True)]) if n else np.zeros(0, np.int64)
-        start = 1 + np.concatenate([[0], np.cumsum(fan_new + 1)[:-1]]) if n else np.zeros(0, np.int64)
+        # context hold a separator (next id 0, value -inf), so a window that runs
+        # past a context's end reads separators and the max-scatter ignores them.
+        # Contexts with a dense row keep their entries but get an empty window.
+        fan_new = np.concatenate([f[perm] for f, perm in zip(fan, perms, strict=True)])
+        is_dense = np.concatenate([ids[perm] > 0 for ids, perm in zip(dense_ids, perms, strict=True)])
+        start = 1 + np.concatenate([[0], np.cumsum(fan_new + 1)[:-1]])
         end = start + fan_new
         total = 1 + int(fan_new.sum()) + n
         cols = np.zeros(total, np.int64)
-        vals = np.zeros(total, np.float64)
+        vals = np.full(total, -np.inf)
         first = 0
-        for k, f, perm, oc in zip(self.orders, fan, perms, coeffs.per_order, strict=True):
+        for k, f, perm, values in zip(self.orders, fan, perms, full, strict=True):
             where = np.empty_like(perm)
             where[perm] = np.arange(perm.size)  # stored context -> its place in the layout
             ctx = np.repeat(np.arange(f.size), f)  # stored context of every entry
             rank = np.arange(ctx.size) - (np.cumsum(f) - f)[ctx]  # entry's rank within its context
             dest = start[first + where[ctx]] + rank
             cols[dest] = stored[f"o{k}.next_ids"].numpy()
-            vals[dest] = oc.values
+            vals[dest] = values
             first += f.size
-        self.cols, self.vals = put(cols), put(vals)
-        # Each order gets a window as wide as its widest context, F_k; the
-        # windows of all orders sit side by side in one row of S = sum_k F_k
-        # slots: slot j reads order column[j] at offset window[j].
-        widths = [max(int(f.max()) if f.size else 0, 1) for f in fan]
-        self.low_width = widths[0]  # the lowest order's window comes first
+        self.cols, self.full = put(cols), put(vals)
+        start[is_dense] = end[is_dense] = 0
+        # Each order gets a window as wide as its widest context without a dense
+        # row, F_k; the windows of all orders sit side by side in one row of
+        # S = sum_k F_k slots: slot j reads order column[j] at offset window[j].
+        widths, first = [], 0
+        for f in fan:
+            open_fan = fan_new[first : first + f.size][~is_dense[first : first + f.size]]
+            widths.append(max(int(open_fan.max()) if open_fan.size else 0, 1))
+            first += f.size
         self.column = torch.tensor(np.repeat(np.arange(len(widths)), widths), device=device)  # (S,)
         self.window = torch.from_numpy(np.concatenate([np.arange(w) for w in widths])).to(device)  # (S,)
 
@@ -195,11 +217,11 @@ class StepPlan:
             out[1::2] = per_ctx
             return out
 
-        rows = (np.concatenate([oc.row[perm] for oc, perm in zip(coeffs.per_order, perms, strict=True)]) if n
-                else np.zeros((0, len(coeffs.missing_row))))
+        rows_ = np.concatenate([oc.row[perm] for oc, perm in zip(coeffs.per_order, perms, strict=True)])
         self.start = put(slots(start, 0))  # (2n+1,)
         self.end = put(slots(end, 0))
-        self.row = put(slots(rows, np.asarray(coeffs.missing_row)))  # (2n+1, r)
+        self.dense_id = put(slots(np.concatenate([ids[perm] for ids, perm in zip(dense_ids, perms, strict=True)]), 0))
+        self.row = put(slots(rows_, np.asarray(coeffs.missing_row)))  # (2n+1, r)
         self.row_1d = self.row[:, 0].contiguous()  # (2n+1,)
 
         if self.exact:
@@ -211,8 +233,8 @@ class StepPlan:
             for col, k in enumerate(self.orders):
                 m = k - 1
                 for i in range(m):  # i-th id from the end
-                    weight[self.width - 1 - i, col] = 2 * base**i
-                bias[col] = 2 * (offs[m - 1] + sum(base**i for i in range(m)))
+                    weight[self.width - 1 - i, col] = 2 * base_p**i
+                bias[col] = 2 * (offs[m - 1] + sum(base_p**i for i in range(m)))
             float_keys = self.accelerator and device.type != "mps" and 2 * offs[-1] + 1 <= _FLOAT_EXACT
             self.matmul = device.type == "cpu" or float_keys
             kdtype = torch.float64 if float_keys else torch.int64
@@ -251,58 +273,43 @@ class StepPlan:
 
     def step(self, tail: torch.Tensor) -> torch.Tensor:
         """The estimate from exactly the last N-1 ids of every row, ``tail`` [B, N-1] (static shapes)."""
-        b = tail.shape[0]
         slot = self._slots(tail)  # (B, c): odd = seen context, even = not seen
-        if (self.ragged_min_slots is not None and b * self.window.shape[0] > self.ragged_min_slots
+        # Dense-row ids grow with the order, so the largest id among a row's
+        # contexts is its deepest context with a dense row (0: none).
+        out = self.rows.index_select(0, torch.take(self.dense_id, slot).amax(dim=1))  # (B, V)
+        if (self.ragged_min_slots is not None and tail.shape[0] * self.window.shape[0] > self.ragged_min_slots
                 and not torch.compiler.is_compiling()):
-            return self._ragged_step(slot)
-        slot_s = slot.index_select(1, self.column)  # (B, S): each window slot's context
-        # A window from each context's start; slots past its end all read its
-        # separator (value 0).
-        # torch.take: a flat gather for any index shape, faster than indexing.
-        pos = torch.minimum(torch.take(self.start, slot_s) + self.window, torch.take(self.end, slot_s))  # (B, S)
-        cols = torch.take(self.cols, pos)
-        vals = torch.take(self.vals, pos)
-        if self.kind == "kneser_ney":
-            # G(h_K) of the row's longest context is the smallest G it found
-            # (G = 1 where not seen); order k's entries weigh G(h_K) / G(h_k),
-            # so p = G(h_K) * (p_1 + sum_k vals_k / G(h_k)).
-            g = torch.take(self.row_1d, slot_s)  # (B, S): G of each slot's context
-            top = g.amin(dim=1, keepdim=True)  # (B, 1)
-            inner = self.dense.expand(b, -1).scatter_add(1, cols, vals / g)  # (B, V)
-            if not self.sparse_log:
-                return inner.log() + top.log()
-            # Where no entry landed, log p = log p_1 + log G: a dense add, not
-            # a dense log (which costs more than the rest together on a CPU).
-            # Higher orders' next ids are a subset of the lowest order's (an
-            # n-gram's suffix was seen too), so only its window needs the log.
-            low = cols[:, : self.low_width]  # (B, F_low)
-            log_top = top.log()
-            fixed = inner.gather(1, low).log() + log_top
-            return (self.log_p1 + log_top).scatter(1, low, fixed)
-        dense, z = self._add_alpha_base(slot)
-        out = dense.scatter_add(1, cols, vals)  # (B, V)
-        return out if z is None else (out / z).log()
+            self._scatter_ragged(out, slot)
+        else:
+            slot_s = slot.index_select(1, self.column)  # (B, S): each window slot's context
+            # A window from each context's start; slots past its end all read its
+            # separator (value -inf). torch.take: a flat gather for any index shape.
+            pos = torch.minimum(torch.take(self.start, slot_s) + self.window, torch.take(self.end, slot_s))
+            # Where several orders stored w, the highest one's value is the largest
+            # and already holds the lower orders' terms (see chain_values).
+            out.scatter_reduce_(1, torch.take(self.cols, pos), torch.take(self.full, pos), "amax")
+        return self._finish(out, slot)
 
-    def _add_alpha_base(self, slot: torch.Tensor):
-        """(dense row [B, V], normaliser [B, 1] or None) of logsum / mixture before the entries land."""
-        row = self.row[slot]  # (B, c, r)
+    def _finish(self, out: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
+        """Add the per-row part (in place on ``out``, which the step owns)."""
+        if self.kind == "kneser_ney":
+            # log G(h_K): the longest context's G is the smallest G found (G <= 1, 1 where not seen).
+            return out.add_(torch.take(self.row_1d, slot).amin(dim=1, keepdim=True).log())
         if self.kind == "logsum":
-            return self.dense + row.sum(dim=1), None
-        # mixture: the matched orders' weights normalise the sum
-        s = row.sum(dim=1)  # (B, 2)
-        dense = self.dense + s[:, :1]
+            return out.add_(torch.take(self.row_1d, slot).sum(dim=1, keepdim=True))
+        # mixture: the matched orders' smoothing mass, then divide by their weights
+        s = self.row[slot].sum(dim=1)  # (B, 2)
+        out.add_(s[:, :1])
         z = s[:, 1:] + self.b1
         if self.b1 == 0:  # b_1 = 0 and nothing matched: fall back to p_1
             none = z == 0
-            dense = torch.addcmul(dense, none.float(), self.p1)
+            out.addcmul_(none.float(), self.p1)
             z = z + none
-        return dense, z
+        return out.div_(z).log_()
 
-    def _ragged_step(self, slot: torch.Tensor) -> torch.Tensor:
-        """The same estimate from each context's actual entries (CPU, large batches): more ops, less work."""
-        b, c = slot.shape
-        v = self.vocab_size
+    def _scatter_ragged(self, out: torch.Tensor, slot: torch.Tensor) -> None:
+        """The windows' max-scatter from each context's actual entries (CPU, large batches): more ops, less work."""
+        c = slot.shape[1]
         start = torch.take(self.start, slot).view(-1)  # (P,) one per (row, order)
         length = torch.take(self.end, slot).view(-1) - start
         total = int(length.sum())
@@ -311,20 +318,8 @@ class StepPlan:
         pair = torch.repeat_interleave(length, output_size=total)  # (L,): each entry's pair
         shift = start - (torch.cumsum(length, 0) - length)
         pos = torch.take(shift, pair) + torch.arange(total)
-        rows = pair // c
-        flat = rows * v + torch.take(self.cols, pos)  # (L,) into the [B, V] rows
-        vals = torch.take(self.vals, pos)
-        if self.kind == "kneser_ney":
-            g = torch.take(self.row_1d, slot)  # (B, c)
-            log_top = g.amin(dim=1, keepdim=True).log()  # (B, 1)
-            inner = self.dense.repeat(b).index_add(0, flat, vals / torch.take(g, pair))  # (B*V,)
-            # Logs only where entries landed; an entry that several orders share
-            # writes the same value each time.
-            fixed = torch.take(inner, flat).log() + torch.take(log_top, rows)
-            return (self.log_p1 + log_top).view(-1).scatter(0, flat, fixed).view(b, v)
-        dense, z = self._add_alpha_base(slot)
-        out = dense.view(-1).index_add(0, flat, vals).view(b, v)
-        return out if z is None else (out / z).log()
+        flat = (pair // c) * self.vocab_size + torch.take(self.cols, pos)  # (L,) into the [B, V] rows
+        out.view(-1).scatter_reduce_(0, flat, torch.take(self.full, pos), "amax")
 
     def _slots(self, tail: torch.Tensor) -> torch.Tensor:
         if self.exact:
@@ -344,6 +339,47 @@ class StepPlan:
             found, idx = hit
             out.append(torch.where(found, slot0 + 2 * idx + 1, 0))
         return torch.stack(out, dim=1)
+
+
+def _dense_rows(base: np.ndarray, full: list, parent: list, fan: list, stored: dict, orders: list,
+                dense_bytes: int):
+    """(per order: each context's dense-row id, 0 for none; the rows float32 [1 + M, V], row 0 = ``base``).
+
+    The contexts with the widest fan-outs, as many as ``dense_bytes`` allows,
+    get their whole row: ``base`` with every entry of every context on their
+    suffix chain written over it, lowest order first. A context's suffix has at
+    least its fan-out, so a chosen context's suffix is chosen too; ids are
+    numbered order by order, so a deeper context's id is larger.
+    """
+    v = base.size
+    budget = int(dense_bytes) // (4 * v) - 1
+    fans = np.concatenate(fan) if fan else np.zeros(0, np.int64)
+    if budget <= 0 or fans.size == 0:
+        threshold = np.inf
+    elif np.count_nonzero(fans > MIN_DENSE_FAN) <= budget:
+        threshold = MIN_DENSE_FAN
+    else:
+        threshold = np.sort(fans)[::-1][budget]  # at most `budget` fan-outs lie above it
+    ids, blocks, next_id, below = [], [base.astype(np.float32)[None]], 1, None
+    for k, f, values, up in zip(orders, fan, full, parent, strict=True):
+        chosen = np.flatnonzero(f > threshold)
+        own = np.zeros(f.size, np.int64)
+        own[chosen] = np.arange(next_id, next_id + chosen.size)
+        if below is None:
+            block = np.repeat(base.astype(np.float32)[None], chosen.size, axis=0)
+        else:
+            prev_ids, prev_block, prev_first = below
+            assert np.all(prev_ids[up[chosen]] > 0)  # the suffix has a row too
+            block = prev_block[prev_ids[up[chosen]] - prev_first]
+        off = stored[f"o{k}.offsets"].numpy().astype(np.int64)
+        nxt = stored[f"o{k}.next_ids"].numpy().astype(np.int64)
+        for r, i in enumerate(chosen):  # a few hundred rows at most
+            block[r, nxt[off[i] : off[i + 1]]] = values[off[i] : off[i + 1]]
+        ids.append(own)
+        blocks.append(block)
+        below = (own, block, next_id)
+        next_id += chosen.size
+    return ids, np.concatenate(blocks)
 
 
 def _mover(device: torch.device):

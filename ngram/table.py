@@ -19,7 +19,7 @@ import torch
 from ngram import counts as C
 from ngram import estimators, keys
 from ngram.fingerprint import tokenizer_fingerprint
-from ngram.lookup import OrderMeta, StepPlan, find_contexts, prepare_tail
+from ngram.lookup import DENSE_ROWS_BYTES, OrderMeta, StepPlan, find_contexts, prepare_tail
 from ngram.options import LookupOptions, resolve_options
 from ngram.persist import MAX_ORDER, REBUILD, read_table, verify_contents, write_table
 
@@ -548,17 +548,22 @@ class NGramTable:
         self._check_contexts(contexts, validate)
         return self.plan(opts, contexts.device)(contexts)
 
-    def plan(self, opts: LookupOptions, device, accelerator: bool | None = None) -> StepPlan:
+    def plan(self, opts: LookupOptions, device, accelerator: bool | None = None,
+             dense_bytes: int | None = None) -> StepPlan:
         """The per-step lookup of ``opts`` on ``device`` (built on first use, then cached).
 
         ``plan(opts, device)(contexts)`` equals ``logprobs_with(contexts, opts,
         validate=False)``; ``plan(...).step(tail)`` takes exactly the last N-1
         ids of every row and has static shapes (what ``torch.compile`` wants).
         ``accelerator`` picks the layout (default: by device type); forcing it
-        on a CPU checks the accelerator path there.
+        on a CPU checks the accelerator path there. ``dense_bytes`` bounds the
+        memory spent on precomputed rows for the contexts with the most next
+        tokens (default :data:`ngram.lookup.DENSE_ROWS_BYTES`, 64 MiB; 0: none);
+        it changes the speed, never the values.
         """
         device = torch.device(device)
-        key = (device, opts, accelerator)
+        dense_bytes = DENSE_ROWS_BYTES if dense_bytes is None else _check_int("dense_bytes", dense_bytes, 0)
+        key = (device, opts, accelerator, dense_bytes)
         if key not in self._plans:
             stored = {n: v.cpu() for n, v in self._stored.items()}
             if opts.kind == "kneser_ney":
@@ -572,7 +577,7 @@ class NGramTable:
                 coeffs = estimators.add_alpha(stored, self.order, self.vocab_size, opts.weights, opts.alpha,
                                               opts.mode)
             self._plans[key] = StepPlan(coeffs, stored, self.order, self.vocab_size, self.hashed_orders,
-                                        self.hash_seed, device, accelerator)
+                                        self.hash_seed, device, accelerator, dense_bytes)
         return self._plans[key]
 
     def _check_contexts(self, contexts, validate: bool) -> None:

@@ -125,6 +125,22 @@ def test_one_search_finds_and_says_whether_found(keys, queries):
             assert sorted_keys[(s - 1) // 2] == query
 
 
+@pytest.mark.parametrize("opts", ALL_OPTIONS, ids=str)
+def test_dense_rows_change_the_speed_not_the_values(table, opts):
+    ctx = torch.cat([_contexts(), torch.tensor([[-1, 5, 2, 1, 300, 1, 2]]), _contexts(seed=4)])
+    o = table.options(**opts)
+    none = table.plan(o, "cpu", dense_bytes=0)
+    some = table.plan(o, "cpu", dense_bytes=4 * 300 * 8)  # room for 7 rows: only the widest contexts
+    every = table.plan(o, "cpu")
+    if none.orders:
+        assert none.dense_count == 0 < some.dense_count <= min(7, every.dense_count)
+        assert every.window.numel() <= some.window.numel() < none.window.numel()  # narrower windows
+    for plan in (some, every, table.plan(o, "cpu", accelerator=True, dense_bytes=4 * 300 * 8)):
+        torch.testing.assert_close(plan(ctx), none(ctx), rtol=1e-6, atol=1e-5)
+    with pytest.raises(ValueError, match="`dense_bytes`"):
+        table.plan(o, "cpu", dense_bytes=-1)
+
+
 def test_plans_are_cached_per_device_and_options(table):
     o = table.options(smoothing="kneser_ney")
     assert table.plan(o, "cpu") is table.plan(o, "cpu")
