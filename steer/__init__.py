@@ -64,6 +64,7 @@ _EXPORTS = {
     "HiddenStateTap": "steer.conditional.beam",
     "ConditionalBeam": "steer.conditional.beam",
     "NoNgramLoop": "steer.conditional.constraints",
+    "HardConstraints": "steer.conditional.constraints",
     "hard_constraints": "steer.conditional.constraints",
     "train_attribute_model": "steer.conditional.train",
     # edit-span decoding

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import LogitsProcessorList
+from transformers import LogitsProcessorList, MinNewTokensLengthLogitsProcessor
 
 from steer.conditional.attributes import Degeneracy
 from steer.conditional.beam import ConditionalBeam, HiddenStateTap
-from steer.conditional.constraints import NoNgramLoop, hard_constraints
+from steer.conditional.constraints import HardConstraints, NoNgramLoop, hard_constraints
 from steer.conditional.head import PrefixHead
 from steer.conditional.train import AttrTrainConfig, auc, train_attribute_model
 from tests.conftest import tiny_gpt2, tiny_llama
@@ -146,6 +146,24 @@ def test_hard_constraints_use_transformers_min_length():
     procs = hard_constraints(Degeneracy(min_len=4), prompt_length=3, eos_token_id=2)
     scores = procs[0](torch.tensor([[1, 5, 6, 7]]), torch.zeros(1, V))
     assert torch.isneginf(scores[0, 2])
+
+
+@pytest.mark.parametrize("eos", [2, [2, 5], [3, 99], None])
+def test_hard_constraints_in_one_pass_equal_transformers_min_length_then_the_loop_ban(eos):
+    g = torch.Generator().manual_seed(0)
+    deg = Degeneracy(min_len=6, ngram=2, repeats=2)
+    fused = HardConstraints(deg, prompt_length=3, eos_token_id=eos)
+    loop = NoNgramLoop(deg.ngram, deg.repeats, prompt_length=3)
+    for length in range(0, 12):
+        ids = torch.randint(0, 5, (4, 3 + length), generator=g)
+        scores = torch.randn(4, 12, generator=g)
+        scores[1, 2] = float("-inf")
+        want = scores
+        if eos is not None:
+            want = MinNewTokensLengthLogitsProcessor(3, deg.min_len, eos)(ids, want)
+        torch.testing.assert_close(fused(ids, scores), loop(ids, want))
+    with pytest.raises(ValueError, match="`eos_token_id`"):
+        HardConstraints(deg, 3, eos_token_id=-1)
 
 
 def test_auc():
