@@ -222,7 +222,8 @@ class StepPlan:
         self.end = put(slots(end, 0))
         self.dense_id = put(slots(np.concatenate([ids[perm] for ids, perm in zip(dense_ids, perms, strict=True)]), 0))
         self.row = put(slots(rows_, np.asarray(coeffs.missing_row)))  # (2n+1, r)
-        self.row_1d = self.row[:, 0].contiguous()  # (2n+1,)
+        # Kneser-Ney's per-row number is log G(h_K) = min over the found contexts of log G.
+        self.row_1d = (self.row[:, 0].log() if self.kind == "kneser_ney" else self.row[:, 0]).contiguous()  # (2n+1,)
 
         if self.exact:
             # Query: 2 * key as a matrix product of the clamped ids [B, w] with
@@ -294,7 +295,7 @@ class StepPlan:
         """Add the per-row part (in place on ``out``, which the step owns)."""
         if self.kind == "kneser_ney":
             # log G(h_K): the longest context's G is the smallest G found (G <= 1, 1 where not seen).
-            return out.add_(torch.take(self.row_1d, slot).amin(dim=1, keepdim=True).log())
+            return out.add_(torch.take(self.row_1d, slot).amin(dim=1, keepdim=True))
         if self.kind == "logsum":
             return out.add_(torch.take(self.row_1d, slot).sum(dim=1, keepdim=True))
         # mixture: the matched orders' smoothing mass, then divide by their weights

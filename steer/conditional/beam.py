@@ -83,7 +83,7 @@ class ConditionalBeam(LogitsProcessor):
                              f"the model has {emb.shape[1]}: it was trained for another model")
         self.head, self.tap, self.weight, self.top_m = head, tap, float(weight), top_m
         self.embeddings = emb.detach()
-        self._head_device = None
+        self._features = None  # W_e e(w) of every token, on the head's device (see __call__)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if self.weight == 0:
@@ -93,10 +93,14 @@ class ConditionalBeam(LogitsProcessor):
             raise RuntimeError("ConditionalBeam needs an active HiddenStateTap on the generating model")
         m = min(self.top_m, scores.shape[-1])
         top = scores.topk(m, dim=-1).indices  # (B, m)
-        emb = self.embeddings[top.clamp(max=self.embeddings.shape[0] - 1)]  # (B, m, d_emb)
-        if self._head_device != h.device:  # move the head once, not every step
+        if self._features is None or self._features.device != h.device:
+            # Once per device: the head moves there and projects every token's
+            # embedding, so a step gathers [B, m, hidden] instead of projecting
+            # [B, m, d_emb] (the head is frozen while decoding).
             self.head.to(h.device)
-            self._head_device = h.device
+            with torch.no_grad():
+                self._features = self.head.token_features(self.embeddings.to(h.device))  # (V_emb, hidden)
+        feats = self._features[top.clamp(max=self._features.shape[0] - 1)]  # (B, m, hidden)
         with torch.no_grad():
-            bonus = self.weight * self.head.log_prob_ok(h, emb)  # (B, m)
+            bonus = self.weight * torch.nn.functional.logsigmoid(self.head.logits_from_features(h, feats))  # (B, m)
         return scores.scatter_add(1, top, bonus.to(scores.dtype))  # out of place

@@ -53,7 +53,19 @@ class PrefixHead(nn.Module):
         Returns:
             float32 [B, m].
         """
-        a = self.w_h(h.float())[:, None, :] + self.w_e(emb.float())  # (B, m, hidden)
+        return self.logits_from_features(h, self.token_features(emb))
+
+    def token_features(self, emb: torch.Tensor) -> torch.Tensor:
+        """W_e e(w) of embeddings [..., d_emb] -> float32 [..., hidden].
+
+        Linear with no bias, so a decoder can compute it once for the whole
+        vocabulary and gather candidates' rows instead of projecting them.
+        """
+        return self.w_e(emb.float())
+
+    def logits_from_features(self, h: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """:meth:`logits` from the candidates' :meth:`token_features` [B, m, hidden]."""
+        a = self.w_h(h.float())[:, None, :] + features  # (B, m, hidden)
         return self.out(torch.relu(a))[..., 0]
 
     def log_prob_ok(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:

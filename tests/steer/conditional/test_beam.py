@@ -102,9 +102,15 @@ def test_processor_contract():
         scores = torch.randn(2, V)
         scores[:, :5] = float("-inf")
         out = ConditionalBeam(head, tap, model, weight=1.0, top_m=10)(torch.zeros(2, 3, dtype=torch.long), scores)
+        h = tap.last
     assert torch.isneginf(out[:, :5]).all() and not torch.isnan(out).any()
     changed = (out != scores).sum(1)
     assert (changed <= 10).all() and (changed > 0).all()
+    # The bonus from the vocabulary's precomputed token features is the head's own.
+    top = scores.topk(10, dim=-1).indices
+    emb = model.get_input_embeddings().weight.detach()[top]
+    want = scores.scatter_add(1, top, head.log_prob_ok(h, emb).detach())
+    torch.testing.assert_close(out, want)
 
 
 @pytest.mark.parametrize("kw, exc, match", [
