@@ -32,7 +32,9 @@ their contexts' ends) gathers each context's actual entries instead
 (:meth:`StepPlan._scatter_ragged`): a few more ops and one read of the
 lengths, which costs no sync there, for a fraction of the work.
 
-:func:`prepare_tail` and :func:`find_contexts` serve the table's count queries.
+:class:`ContrastPlan` runs two tables' Kneser-Ney plans as one (a contrastive
+bonus needs both every step). :func:`prepare_tail` and :func:`find_contexts`
+serve the table's count queries.
 """
 
 from __future__ import annotations
@@ -164,6 +166,7 @@ class StepPlan:
         for m in range(1, self.width + 1):
             offs.append(offs[-1] + base_p**m)
         self.exact = 2 * offs[-1] + 1 <= _INT63
+        self.key_limit = 2 * offs[-1] + 2  # every doubled query key lies below it
         perms, new_keys = [], []
         for k, tok in zip(self.orders, tokens, strict=True):
             if not self.exact:  # the table's own order
@@ -267,10 +270,7 @@ class StepPlan:
 
     def tail(self, contexts: torch.Tensor) -> torch.Tensor:
         """The last N-1 ids of every row, [B, N-1]; rows shorter than that are padded with -1 (matches nothing)."""
-        t, w = contexts.shape[1], self.width
-        if t >= w:
-            return contexts[:, t - w :]
-        return torch.nn.functional.pad(contexts, (w - t, 0), value=-1)
+        return last_ids(contexts, self.width)
 
     def step(self, tail: torch.Tensor) -> torch.Tensor:
         """The estimate from exactly the last N-1 ids of every row, ``tail`` [B, N-1] (static shapes)."""
@@ -340,6 +340,82 @@ class StepPlan:
             found, idx = hit
             out.append(torch.where(found, slot0 + 2 * idx + 1, 0))
         return torch.stack(out, dim=1)
+
+
+class ContrastPlan:
+    """Two tables' Kneser-Ney estimates in one pass: [B, 2, V] = (log p_a, log p_b) per row.
+
+    Built from two plans of the same vocabulary, number of orders and device
+    (:meth:`combine`): their keys share one sorted array (b's shifted above a's,
+    with one unused context between them so that "not seen" slots stay apart),
+    their dense rows one table and their entries one array whose b part lands
+    in columns V..2V-1; the step is :meth:`StepPlan.step`'s, once, over both.
+    Values equal the two plans' own, bit for bit.
+    """
+
+    def __init__(self, a: StepPlan, b: StepPlan):
+        v, c = a.vocab_size, len(a.orders)
+        self.vocab_size, self.orders, self.width = v, c, max(a.width, b.width)
+        off = a.key_limit + 2  # even: b's keys keep their parity (odd slot = seen)
+        kdtype = a.keys.dtype
+        self.keys = torch.cat([a.keys, torch.tensor([a.key_limit, a.key_limit + 1], dtype=kdtype,
+                                                    device=a.keys.device), b.keys + off])
+
+        def top_rows(w):  # a plan's key weights sit in the rows of its own (latest) positions
+            return torch.nn.functional.pad(w, (0, 0, self.width - w.shape[0], 0))
+
+        self.q_weight = torch.cat([top_rows(a.q_weight), top_rows(b.q_weight)], dim=1)  # (w, 2c)
+        self.q_bias = torch.cat([a.q_bias, b.q_bias + off])
+        self.matmul = a.matmul
+        n_a = a.cols.shape[0]
+        zero = a.start.new_zeros(1)
+        self.dense_id = torch.cat([a.dense_id, zero, b.dense_id + a.rows.shape[0]])
+        self.log_g = torch.cat([a.row_1d, a.row_1d.new_zeros(1), b.row_1d])
+        self.start = torch.cat([a.start, zero, b.start + n_a])
+        self.end = torch.cat([a.end, zero, b.end + n_a])
+        self.cols = torch.cat([a.cols, b.cols + v])
+        self.full = torch.cat([a.full, b.full])
+        self.rows = torch.cat([a.rows, b.rows])
+        self.column = torch.cat([a.column, b.column + c])
+        self.window = torch.cat([a.window, b.window])
+
+    @classmethod
+    def combine(cls, a: StepPlan, b: StepPlan) -> ContrastPlan | None:
+        """The joint plan of ``a`` and ``b``, or None where one pass cannot hold both."""
+        ok = (a.kind == b.kind == "kneser_ney" and a.orders and b.orders and len(a.orders) == len(b.orders)
+              and a.exact and b.exact and a.vocab_size == b.vocab_size and a.device == b.device
+              and a.keys.dtype == b.keys.dtype and a.matmul == b.matmul)
+        if not ok:
+            return None
+        limit = _FLOAT_EXACT if a.keys.dtype == torch.float64 else _INT63
+        return cls(a, b) if a.key_limit + 2 + b.key_limit <= limit else None
+
+    def __call__(self, contexts: torch.Tensor) -> torch.Tensor:
+        return self.step(last_ids(contexts, self.width))
+
+    def step(self, tail: torch.Tensor) -> torch.Tensor:
+        """float32 [B, 2, V] from exactly the last ``width`` ids of every row."""
+        b, c = tail.shape[0], self.orders
+        digits = tail.clamp(-1, self.vocab_size).to(self.keys.dtype)  # (B, w)
+        if self.matmul:
+            q = torch.addmm(self.q_bias, digits, self.q_weight)  # (B, 2c)
+        else:
+            q = (digits[:, :, None] * self.q_weight).sum(dim=1) + self.q_bias
+        slot = torch.searchsorted(self.keys, q.view(b, 2, c), right=True)  # (B, 2, c)
+        out = self.rows[torch.take(self.dense_id, slot).amax(dim=2)]  # (B, 2, V): each table's start row
+        slot_s = slot.view(b, 2 * c).index_select(1, self.column)  # (B, S_a + S_b)
+        pos = torch.minimum(torch.take(self.start, slot_s) + self.window, torch.take(self.end, slot_s))
+        out.view(b, 2 * self.vocab_size).scatter_reduce_(1, torch.take(self.cols, pos), torch.take(self.full, pos),
+                                                         "amax")
+        return out.add_(torch.take(self.log_g, slot).amin(dim=2, keepdim=True))
+
+
+def last_ids(contexts: torch.Tensor, width: int) -> torch.Tensor:
+    """The last ``width`` ids of every row, [B, width]; shorter rows are padded with -1 (matches nothing)."""
+    t = contexts.shape[1]
+    if t >= width:
+        return contexts[:, t - width :]
+    return torch.nn.functional.pad(contexts, (width - t, 0), value=-1)
 
 
 def _dense_rows(base: np.ndarray, full: list, parent: list, fan: list, stored: dict, orders: list,

@@ -15,6 +15,7 @@ import torch
 from transformers import LogitsProcessor
 
 from ngram import NGramTable
+from ngram.lookup import RAGGED_MIN_SLOTS, ContrastPlan
 from steer.style import check_lam, check_width, pad_columns
 
 Strength = Literal["constant", "entropy", "kl"]
@@ -53,6 +54,10 @@ class GuidedStylePrior(LogitsProcessor):
       KL(p_t || p) grows with lam_t (its derivative is lam_t Var_{p_t}(b) >= 0),
       so a fixed number (12) of vectorised bisection steps finds lam_t to
       within lam / 4096; a row whose KL at lam stays within the budget gets lam.
+
+    With a background table both estimates come from one joint lookup
+    (:class:`ngram.lookup.ContrastPlan`) where the tables allow it (same
+    number of orders, exact keys), else from two.
 
     lam = 0 returns the scores unchanged (a copy). -inf scores stay -inf;
     columns beyond the tables' vocabulary (a padded embedding matrix) get no
@@ -107,6 +112,7 @@ class GuidedStylePrior(LogitsProcessor):
         else:
             self.kl_budget = None
         self.options = table.options(smoothing="kneser_ney", discount=discount)
+        self._pairs: dict = {}  # device -> both tables' joint lookup (or None where they do not combine)
         if tokenizer is not None:
             table.check_tokenizer(tokenizer)
             if background is not None:
@@ -115,33 +121,45 @@ class GuidedStylePrior(LogitsProcessor):
     def bonus(self, input_ids: torch.LongTensor, width: int) -> torch.Tensor:
         """The bonus b for every row, float32 [B, width] (zeros past the tables' vocabulary)."""
         check_width(width, self.table.vocab_size)
-        # validate=False: no host sync per step; out-of-range ids never match.
-        b = self.table.logprobs_with(input_ids, self.options, validate=False)  # (B, V)
-        if self.background is not None:
-            b = b - self.background.logprobs_with(input_ids, self.options, validate=False)  # (B, V)
+        pair = self._pair(input_ids.device) if self.background is not None else None
+        if pair is not None and (input_ids.device.type != "cpu"
+                                 or input_ids.shape[0] * pair.window.shape[0] <= RAGGED_MIN_SLOTS):
+            both = pair(input_ids)  # (B, 2, V): style and background in one lookup
+            b = both[:, 0] - both[:, 1]
+        else:
+            # validate=False: no host sync per step; out-of-range ids never match.
+            b = self.table.logprobs_with(input_ids, self.options, validate=False)  # (B, V)
+            if self.background is not None:
+                b = b - self.background.logprobs_with(input_ids, self.options, validate=False)  # (B, V)
         if self.clip is not None:
             b = b.clamp(-self.clip, self.clip)
         return pad_columns(b, width)
+
+    def _pair(self, device: torch.device) -> ContrastPlan | None:
+        if device not in self._pairs:
+            self._pairs[device] = ContrastPlan.combine(self.table.plan(self.options, device),
+                                                       self.background.plan(self.options, device))
+        return self._pairs[device]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if self.lam == 0:
             return scores.clone()
         s = scores.float()
-        b = self.bonus(input_ids, s.shape[-1])
+        b = self.bonus(input_ids, s.shape[-1])  # finite everywhere
         if self.plausibility is not None:
             # p(w) >= alpha max p  <=>  s(w) >= max s + log alpha: no softmax needed.
-            top = s.max(dim=-1, keepdim=True).values  # (B, 1)
+            top = s.amax(dim=-1, keepdim=True)  # (B, 1)
             b = torch.where(s >= top + math.log(self.plausibility), b, 0.0)
-        # -inf scores would turn 0 * b into nan in the KL sums below; they get no bonus and stay -inf.
-        b = torch.where(torch.isneginf(s), 0.0, b)
-        lam = self._strength(s, b)  # (B, 1)
-        out = s + lam * b
+        if self.strength == "constant":  # -inf + lam * b stays -inf
+            out = torch.add(s, b, alpha=self.lam)
+        else:
+            # -inf scores would turn 0 * b into nan in the sums below; they get no bonus and stay -inf.
+            b = torch.where(torch.isneginf(s), 0.0, b)
+            out = s + self._strength(s, b) * b
         return out if scores.dtype == torch.float32 else out.to(scores.dtype)
 
     def _strength(self, s: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """lam_t per row, float32 [B, 1]."""
-        if self.strength == "constant":
-            return s.new_full((s.shape[0], 1), self.lam)
+        """lam_t per row, float32 [B, 1] (entropy-gated or KL-budgeted)."""
         logp = torch.log_softmax(s, dim=-1)  # (B, V)
         if self.strength == "entropy":
             p = logp.exp()

@@ -11,7 +11,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from ngram import NGramTable
 from ngram import lookup as ngram_lookup
-from ngram.lookup import _interleave
+from ngram.lookup import ContrastPlan, _interleave
 from steer.style import NGramStylePrior
 
 # torch._dynamo imports torch.jit internals that warn about their own deprecation.
@@ -139,6 +139,22 @@ def test_dense_rows_change_the_speed_not_the_values(table, opts):
         torch.testing.assert_close(plan(ctx), none(ctx), rtol=1e-6, atol=1e-5)
     with pytest.raises(ValueError, match="`dense_bytes`"):
         table.plan(o, "cpu", dense_bytes=-1)
+
+
+@pytest.mark.parametrize("accelerator", [False, True])
+def test_contrast_plan_gives_both_tables_estimates_bit_for_bit(table, accelerator):
+    rng = np.random.default_rng(3)
+    other = NGramTable.from_token_ids([np.minimum(rng.zipf(1.2, size=500), 300) - 1 for _ in range(5)], 300, 3)
+    o = table.options(smoothing="kneser_ney")
+    a = table.plan(o, "cpu", accelerator=accelerator)
+    b = other.plan(o, "cpu", accelerator=accelerator, dense_bytes=4 * 300 * 20)
+    pair = ContrastPlan.combine(a, b)
+    for ctx in (torch.cat([_contexts(), torch.tensor([[-1, 5, 2, 1, 300, 1, 2]])]), _contexts()[:, :1]):
+        both = pair(ctx)
+        assert torch.equal(both[:, 0], a(ctx)) and torch.equal(both[:, 1], b(ctx))
+    small = NGramTable.from_token_ids([[1, 2, 3, 4]], 300, 2)
+    assert ContrastPlan.combine(a, small.plan(small.options(smoothing="kneser_ney"), "cpu")) is None  # 1 order vs 2
+    assert ContrastPlan.combine(table.plan(table.options(mode="logsum"), "cpu"), b) is None
 
 
 def test_plans_are_cached_per_device_and_options(table):

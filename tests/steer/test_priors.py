@@ -157,3 +157,18 @@ def test_through_generate(gen):
     zero = model.generate(ids, max_new_tokens=6, pad_token_id=0,
                           logits_processor=[GuidedStylePrior(STYLE, 0.0, background=BACKGROUND)], **gen)
     assert torch.equal(plain, zero)
+
+
+def test_contrastive_bonus_in_one_lookup_equals_two_lookups_within_the_op_budget(batch):
+    from tests.ngram.test_lookup import MAX_OPS, CountOps
+
+    scores, ids = batch
+    joint = GuidedStylePrior(STYLE, 1.5, background=BACKGROUND)
+    got = joint(ids, scores)
+    assert joint._pairs[ids.device] is not None
+    with CountOps() as count:
+        joint(ids, scores)
+    assert len(count.ops) <= MAX_OPS, count.ops
+    separate = GuidedStylePrior(STYLE, 1.5, background=BACKGROUND)
+    separate._pairs[ids.device] = None  # tables that do not combine: two lookups
+    torch.testing.assert_close(got, separate(ids, scores))
