@@ -153,18 +153,19 @@ class GuidedStylePrior(LogitsProcessor):
         if self.strength == "constant":  # -inf + lam * b stays -inf
             out = torch.add(s, b, alpha=self.lam)
         else:
-            # -inf scores would turn 0 * b into nan in the sums below; they get no bonus and stay -inf.
-            b = torch.where(torch.isneginf(s), 0.0, b)
-            out = s + self._strength(s, b) * b
+            if self.strength == "kl":
+                # -inf scores would turn 0 * b into nan in the KL sums; they get no bonus and stay -inf.
+                b = torch.where(torch.isneginf(s), 0.0, b)
+            out = torch.addcmul(s, self._strength(s, b), b)  # s + lam_t * b
         return out if scores.dtype == torch.float32 else out.to(scores.dtype)
 
     def _strength(self, s: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """lam_t per row, float32 [B, 1] (entropy-gated or KL-budgeted)."""
-        logp = torch.log_softmax(s, dim=-1)  # (B, V)
         if self.strength == "entropy":
-            p = logp.exp()
-            ent = -torch.where(p > 0, p * logp, 0.0).sum(-1, keepdim=True)  # (B, 1) nats
-            return self.lam * ent / math.log(s.shape[-1])
+            p = torch.softmax(s, dim=-1)  # (B, V)
+            ent = torch.special.xlogy(p, p).sum(-1, keepdim=True)  # (B, 1): -H in nats (0 log 0 = 0)
+            return ent.mul_(-self.lam / math.log(s.shape[-1]))
+        logp = torch.log_softmax(s, dim=-1)  # (B, V)
         # KL budget: bisection on [lo, hi] for every row at once, a fixed number of steps.
         lo = s.new_zeros((s.shape[0], 1))
         hi = s.new_full((s.shape[0], 1), self.lam)
@@ -183,7 +184,8 @@ def kl_tilt(logp: torch.Tensor, b: torch.Tensor, lam: torch.Tensor) -> torch.Ten
     KL = sum_w p_lam(w) (lam b(w) - log Z), log Z = logsumexp_w(log p(w) + lam b(w)).
     Tokens with p = 0 (-inf log p) contribute 0.
     """
-    t = logp + lam * b  # (B, V)
+    t = torch.addcmul(logp, lam, b)  # (B, V): log p + lam b
     log_z = torch.logsumexp(t, dim=-1, keepdim=True)  # (B, 1)
     q = (t - log_z).exp()  # (B, V) = p_lam
-    return (q * (lam * b - log_z)).sum(-1, keepdim=True)
+    # sum_w q (lam b - log Z) = lam E_q[b] - log Z, since q sums to 1.
+    return lam * torch.linalg.vecdot(q, b).unsqueeze(-1) - log_z
