@@ -450,8 +450,10 @@ def _dense_rows(base: np.ndarray, full: list, parent: list, fan: list, stored: d
             block = prev_block[prev_ids[up[chosen]] - prev_first]
         off = stored[f"o{k}.offsets"].numpy().astype(np.int64)
         nxt = stored[f"o{k}.next_ids"].numpy().astype(np.int64)
-        for r, i in enumerate(chosen):  # a few hundred rows at most
-            block[r, nxt[off[i] : off[i + 1]]] = values[off[i] : off[i + 1]]
+        lens = f[chosen]
+        row = np.repeat(np.arange(chosen.size), lens)  # block row of every chosen entry
+        entry = np.repeat(off[chosen] - (np.cumsum(lens) - lens), lens) + np.arange(row.size)
+        block[row, nxt[entry]] = values[entry]  # the context's own entries over its suffix's row
         ids.append(own)
         blocks.append(block)
         below = (own, block, next_id)

@@ -157,6 +157,20 @@ def test_contrast_plan_gives_both_tables_estimates_bit_for_bit(table, accelerato
     assert ContrastPlan.combine(table.plan(table.options(mode="logsum"), "cpu"), b) is None
 
 
+@pytest.mark.parametrize("opts", ALL_OPTIONS, ids=str)
+def test_per_order_search_agrees_with_the_joint_keys(table, opts, monkeypatch):
+    ctx = torch.cat([_contexts(), torch.tensor([[-1, 5, 2, 1, 300, 1, 2]])])
+    joint = table.plan(table.options(**opts), "cpu")
+    # Contexts that do not pack into one int64 range (order 6 and up at V = 32,000) search each
+    # order in the table's own keys; force that path on this small table.
+    monkeypatch.setattr(ngram_lookup, "_INT63", 0)
+    table._plans.clear()
+    per_order = table.plan(table.options(**opts), "cpu")
+    assert not per_order.orders or not per_order.exact
+    torch.testing.assert_close(per_order(ctx), joint(ctx), rtol=1e-6, atol=1e-5)
+    table._plans.clear()
+
+
 def test_plans_are_cached_per_device_and_options(table):
     o = table.options(smoothing="kneser_ney")
     assert table.plan(o, "cpu") is table.plan(o, "cpu")
