@@ -166,16 +166,16 @@ class GuidedStylePrior(LogitsProcessor):
             ent = torch.special.xlogy(p, p).sum(-1, keepdim=True)  # (B, 1): -H in nats (0 log 0 = 0)
             return ent.mul_(-self.lam / math.log(s.shape[-1]))
         logp = torch.log_softmax(s, dim=-1)  # (B, V)
-        # KL budget: bisection on [lo, hi] for every row at once, a fixed number of steps.
-        lo = s.new_zeros((s.shape[0], 1))
-        hi = s.new_full((s.shape[0], 1), self.lam)
-        ok_at_max = kl_tilt(logp, b, hi) <= self.kl_budget  # (B, 1)
+        # KL budget: bisection for every row at once, a fixed number of steps. The
+        # bracket [lo, lo + width] halves each step, so only lo is carried.
+        top = s.new_full((s.shape[0], 1), self.lam)
+        ok_at_max = kl_tilt(logp, b, top) <= self.kl_budget  # (B, 1)
+        lo, width = s.new_zeros((s.shape[0], 1)), self.lam
         for _ in range(KL_BISECTION_STEPS):
-            mid = (lo + hi) / 2
-            within = kl_tilt(logp, b, mid) <= self.kl_budget
-            lo = torch.where(within, mid, lo)
-            hi = torch.where(within, hi, mid)
-        return torch.where(ok_at_max, s.new_full(lo.shape, self.lam), lo)
+            width /= 2
+            mid = lo + width
+            lo = torch.where(kl_tilt(logp, b, mid) <= self.kl_budget, mid, lo)
+        return torch.where(ok_at_max, top, lo)
 
 
 def kl_tilt(logp: torch.Tensor, b: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
