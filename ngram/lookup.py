@@ -401,13 +401,14 @@ class ContrastPlan:
             q = torch.addmm(self.q_bias, digits, self.q_weight)  # (B, 2c)
         else:
             q = (digits[:, :, None] * self.q_weight).sum(dim=1) + self.q_bias
-        slot = torch.searchsorted(self.keys, q.view(b, 2, c), right=True)  # (B, 2, c)
-        out = self.rows[torch.take(self.dense_id, slot).amax(dim=2)]  # (B, 2, V): each table's start row
-        slot_s = slot.view(b, 2 * c).index_select(1, self.column)  # (B, S_a + S_b)
+        slot = torch.searchsorted(self.keys, q, right=True)  # (B, 2c): a's orders, then b's
+        per_table = slot.view(b, 2, c)
+        out = self.rows[torch.take(self.dense_id, per_table).amax(dim=2)]  # (B, 2, V): each table's start row
+        slot_s = slot.index_select(1, self.column)  # (B, S_a + S_b)
         pos = torch.minimum(torch.take(self.start, slot_s) + self.window, torch.take(self.end, slot_s))
         out.view(b, 2 * self.vocab_size).scatter_reduce_(1, torch.take(self.cols, pos), torch.take(self.full, pos),
                                                          "amax")
-        return out.add_(torch.take(self.log_g, slot).amin(dim=2, keepdim=True))
+        return out.add_(torch.take(self.log_g, per_table).amin(dim=2, keepdim=True))
 
 
 def last_ids(contexts: torch.Tensor, width: int) -> torch.Tensor:

@@ -156,15 +156,16 @@ class GuidedStylePrior(LogitsProcessor):
             if self.strength == "kl":
                 # -inf scores would turn 0 * b into nan in the KL sums; they get no bonus and stay -inf.
                 b = torch.where(torch.isneginf(s), 0.0, b)
-            out = torch.addcmul(s, self._strength(s, b), b)  # s + lam_t * b
+            lam_t, scale = self._strength(s, b)
+            out = torch.addcmul(s, lam_t, b, value=scale)  # s + scale * lam_t * b
         return out if scores.dtype == torch.float32 else out.to(scores.dtype)
 
-    def _strength(self, s: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """lam_t per row, float32 [B, 1] (entropy-gated or KL-budgeted)."""
+    def _strength(self, s: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """(t [B, 1], scale) with lam_t = scale * t per row (entropy-gated or KL-budgeted)."""
         if self.strength == "entropy":
             p = torch.softmax(s, dim=-1)  # (B, V)
-            ent = torch.special.xlogy(p, p).sum(-1, keepdim=True)  # (B, 1): -H in nats (0 log 0 = 0)
-            return ent.mul_(-self.lam / math.log(s.shape[-1]))
+            neg_h = torch.special.xlogy(p, p).sum(-1, keepdim=True)  # (B, 1): -H in nats (0 log 0 = 0)
+            return neg_h, -self.lam / math.log(s.shape[-1])
         logp = torch.log_softmax(s, dim=-1)  # (B, V)
         # KL budget: bisection for every row at once, a fixed number of steps. The
         # bracket [lo, lo + width] halves each step, so only lo is carried.
@@ -175,7 +176,7 @@ class GuidedStylePrior(LogitsProcessor):
             width /= 2
             mid = lo + width
             lo = torch.where(kl_tilt(logp, b, mid) <= self.kl_budget, mid, lo)
-        return torch.where(ok_at_max, top, lo)
+        return torch.where(ok_at_max, top, lo), 1.0
 
 
 def kl_tilt(logp: torch.Tensor, b: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:

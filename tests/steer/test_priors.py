@@ -159,16 +159,17 @@ def test_through_generate(gen):
     assert torch.equal(plain, zero)
 
 
-def test_contrastive_bonus_in_one_lookup_equals_two_lookups_within_the_op_budget(batch):
+@pytest.mark.parametrize("clip", [None, 1.0])
+def test_contrastive_bonus_in_one_lookup_equals_two_lookups_within_the_op_budget(batch, clip):
     from tests.ngram.test_lookup import MAX_OPS, CountOps
 
     scores, ids = batch
-    joint = GuidedStylePrior(STYLE, 1.5, background=BACKGROUND)
+    joint = GuidedStylePrior(STYLE, 1.5, background=BACKGROUND, clip=clip)
     got = joint(ids, scores)
     assert joint._pairs[ids.device] is not None
     with CountOps() as count:
         joint(ids, scores)
     assert len(count.ops) <= MAX_OPS, count.ops
-    separate = GuidedStylePrior(STYLE, 1.5, background=BACKGROUND)
+    separate = GuidedStylePrior(STYLE, 1.5, background=BACKGROUND, clip=clip)
     separate._pairs[ids.device] = None  # tables that do not combine: two lookups
     torch.testing.assert_close(got, separate(ids, scores))
