@@ -185,7 +185,7 @@ class StepPlan:
         # Contexts with a dense row keep their entries but get an empty window.
         fan_new = np.concatenate([f[perm] for f, perm in zip(fan, perms, strict=True)])
         is_dense = np.concatenate([ids[perm] > 0 for ids, perm in zip(dense_ids, perms, strict=True)])
-        start = 1 + np.concatenate([[0], np.cumsum(fan_new + 1)[:-1]])
+        start = 1 + np.cumsum(fan_new + 1) - (fan_new + 1)  # exclusive prefix sum: one slot per context
         end = start + fan_new
         total = 1 + int(fan_new.sum()) + n
         cols = np.zeros(total, np.int64)
