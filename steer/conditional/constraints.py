@@ -85,8 +85,12 @@ class HardConstraints(LogitsProcessor):
     """
 
     def __init__(self, degeneracy: Degeneracy, prompt_length: int, eos_token_id):
+        if not isinstance(degeneracy, Degeneracy):
+            raise TypeError(f"`degeneracy` must be a Degeneracy, got {type(degeneracy).__name__}")
         self.loop = NoNgramLoop(degeneracy.ngram, degeneracy.repeats, prompt_length)
         self.min_new_tokens = degeneracy.min_len
+        if hasattr(eos_token_id, "tolist"):  # a tensor, as a generation config may hold it
+            eos_token_id = eos_token_id.tolist()
         ids = [] if eos_token_id is None else [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
         if any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in ids):
             raise ValueError(f"`eos_token_id` must be an id >= 0, a list of them or None, got {eos_token_id!r}")

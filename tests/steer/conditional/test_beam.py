@@ -170,6 +170,11 @@ def test_hard_constraints_in_one_pass_equal_transformers_min_length_then_the_loo
         torch.testing.assert_close(fused(ids, scores), loop(ids, want))
     with pytest.raises(ValueError, match="`eos_token_id`"):
         HardConstraints(deg, 3, eos_token_id=-1)
+    with pytest.raises(TypeError, match="`degeneracy`"):
+        HardConstraints({"min_len": 3}, 3, eos_token_id=2)
+    ids, scores = torch.tensor([[1, 2, 3, 4]]), torch.randn(1, 12)
+    torch.testing.assert_close(HardConstraints(deg, 3, torch.tensor([2, 5]))(ids, scores),
+                               HardConstraints(deg, 3, [2, 5])(ids, scores))
 
 
 def test_auc():
