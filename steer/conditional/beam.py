@@ -61,7 +61,8 @@ class ConditionalBeam(LogitsProcessor):
     (the same output as plain beam search, token for token).
 
     Args:
-        head: a trained :class:`PrefixHead` for this model.
+        head: a trained :class:`PrefixHead` for this model, frozen while decoding (its
+            projection of every token is computed once per device, on first use).
         tap: the active :class:`HiddenStateTap` of this model.
         model: the model (for its input embeddings).
         weight: >= 0, finite.
