@@ -228,7 +228,8 @@ def _parse_knobs(items: list[str]) -> dict:
 
 def _guided_options(args) -> dict:
     """The variants' options given on the command line (those left out keep their defaults)."""
-    given = {"plausibility": args.plausibility, "clip": args.clip, "kl_max_lam": args.kl_max_lam}
+    given = {"plausibility": args.plausibility, "clip": args.clip, "kl_max_lam": args.kl_max_lam,
+             "centre": True if args.centre else None}
     return {k: v for k, v in given.items() if v is not None}
 
 
@@ -469,6 +470,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="clip the variants' bonus to [-C, C] (default: no clipping)")
     p.add_argument("--kl-max-lam", type=float, default=None, metavar="LAM",
                    help="strength cap of the KL-budgeted methods (default: 8)")
+    p.add_argument("--centre", action="store_true",
+                   help="the plausible methods centre the bonus over their support (its mean under the model "
+                        "there is subtracted)")
     p.add_argument("--lora-steps", type=int, default=1000,
                    help="step budget of each LoRA baseline (training stops earlier when a held-out loss stalls)")
     p.add_argument("--lora-rank", type=int, default=8, help="LoRA rank r")

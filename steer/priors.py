@@ -45,7 +45,10 @@ class GuidedStylePrior(LogitsProcessor):
     * **support**: all tokens, or with ``plausibility`` alpha only the
       plausible ones, p(w) >= alpha * max_w p(w), i.e. s(w) >= max s + log alpha
       (contrastive decoding's adaptive plausibility constraint); the other
-      tokens keep their scores.
+      tokens keep their scores. With ``centre``, the bonus on the support is
+      b(w) - m, m = sum_{v in S} p(v) b(v) / sum_{v in S} p(v): zero on average
+      under the model there, so a bonus that is never positive (log p_style)
+      reorders the plausible tokens instead of pushing them all below the rest.
     * **strength** lam_t per row and step:
       ``"constant"``: lam;
       ``"entropy"``: lam * H(p) / log V (steer where the model is unsure);
@@ -71,6 +74,7 @@ class GuidedStylePrior(LogitsProcessor):
             (e.g. of the manifest's ``background`` corpus): makes the bonus contrastive.
         clip: optional c > 0, clip the bonus to [-c, c].
         plausibility: optional alpha in (0, 1], restrict the bonus to plausible tokens.
+        centre: centre the bonus over the support (needs ``plausibility``).
         strength: "constant", "entropy" or "kl".
         kl_budget: epsilon > 0 in nats, required for (and only for) strength="kl".
         discount: Kneser-Ney discount of both tables.
@@ -84,7 +88,7 @@ class GuidedStylePrior(LogitsProcessor):
 
     def __init__(self, table: NGramTable, lam: float, background: NGramTable | None = None,
                  clip: float | None = None, plausibility: float | None = None, strength: str = "constant",
-                 kl_budget: float | None = None, discount: float = 0.75, tokenizer=None):
+                 kl_budget: float | None = None, discount: float = 0.75, tokenizer=None, centre: bool = False):
         if not isinstance(table, NGramTable):
             raise TypeError(f"`table` must be an ngram.NGramTable, got {type(table).__name__}")
         if background is not None:
@@ -102,6 +106,12 @@ class GuidedStylePrior(LogitsProcessor):
                                          or not 0 < plausibility <= 1):
             raise ValueError(f"`plausibility` must lie in (0, 1], got {plausibility!r}")
         self.plausibility = None if plausibility is None else float(plausibility)
+        if not isinstance(centre, bool):
+            raise TypeError(f"`centre` must be True or False, got {centre!r}")
+        if centre and self.plausibility is None:
+            raise ValueError("`centre` applies to a support: give `plausibility` too (over all tokens it "
+                             "would only shift each row by a constant)")
+        self.centre = centre
         if strength not in STRENGTHS:
             raise ValueError(f"`strength` must be one of {STRENGTHS}, got {strength!r}")
         self.strength = strength
@@ -149,7 +159,11 @@ class GuidedStylePrior(LogitsProcessor):
         if self.plausibility is not None:
             # p(w) >= alpha max p  <=>  s(w) >= max s + log alpha: no softmax needed.
             top = s.amax(dim=-1, keepdim=True)  # (B, 1)
-            b = torch.where(s >= top + math.log(self.plausibility), b, 0.0)
+            support = s >= top + math.log(self.plausibility)  # (B, V)
+            if self.centre:
+                q = torch.where(support, (s - top).exp(), 0.0)  # p on the support, unnormalised (max 1)
+                b = b - torch.linalg.vecdot(q, b).unsqueeze(-1) / q.sum(dim=-1, keepdim=True)
+            b = torch.where(support, b, 0.0)
         if self.strength == "constant":  # -inf + lam * b stays -inf
             out = torch.add(s, b, alpha=self.lam)
         else:

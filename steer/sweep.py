@@ -98,8 +98,9 @@ class SweepConfig:
         background: the corpus whose table contrastive methods subtract.
         guided: options of the steering variants (steer.methods.GUIDED_DEFAULTS):
             ``plausibility`` (alpha of the plausible methods), ``clip`` (c, or None:
-            clip the bonus to [-c, c]) and ``kl_max_lam`` (the strength cap of the
-            KL-budgeted methods).
+            clip the bonus to [-c, c]), ``kl_max_lam`` (the strength cap of the
+            KL-budgeted methods) and ``centre`` (the plausible methods centre the
+            bonus over their support).
         style_prompt: fields of steer.baselines.prompt.StylePrompt.
         lora: fields of steer.baselines.lora.LoraTrainConfig.
     """

@@ -21,7 +21,8 @@ def _kn(table, ids):
     return table.logprobs(ids, smoothing="kneser_ney").double().numpy()
 
 
-def _reference(scores, ids, lam, background=None, clip=None, plausibility=None, strength="constant", eps=None):
+def _reference(scores, ids, lam, background=None, clip=None, plausibility=None, strength="constant", eps=None,
+               centre=False):
     """Row by row, in float64 numpy, straight from the docstring's formulas."""
     s = scores.double().numpy()
     b_all = _kn(STYLE, ids) - (_kn(BACKGROUND, ids) if background else 0.0)
@@ -32,7 +33,10 @@ def _reference(scores, ids, lam, background=None, clip=None, plausibility=None, 
             b = np.clip(b, -clip, clip)
         if plausibility is not None:
             p = np.exp(s[r] - np.logaddexp.reduce(s[r]))
-            b = np.where(p >= plausibility * p.max(), b, 0.0)
+            support = p >= plausibility * p.max()
+            if centre:
+                b = b - (p[support] * b[support]).sum() / p[support].sum()
+            b = np.where(support, b, 0.0)
         b = np.where(np.isneginf(s[r]), 0.0, b)
         logp = s[r] - np.logaddexp.reduce(s[r])
         if strength == "constant":
@@ -69,6 +73,8 @@ def batch():
     dict(background=True, clip=1.0),
     dict(background=True, plausibility=0.1),
     dict(plausibility=0.3),
+    dict(plausibility=0.3, centre=True),
+    dict(background=True, plausibility=0.1, centre=True, clip=1.0),
     dict(background=True, strength="entropy"),
 ])
 def test_matches_brute_force(batch, opts):
@@ -133,6 +139,10 @@ def test_bad_arguments_are_refused():
         GuidedStylePrior(STYLE, 1.0, kl_budget=0.1)
     with pytest.raises(ValueError, match="`plausibility`"):
         GuidedStylePrior(STYLE, 1.0, plausibility=0.0)
+    with pytest.raises(ValueError, match="`centre` applies to a support"):
+        GuidedStylePrior(STYLE, 1.0, centre=True)
+    with pytest.raises(TypeError, match="`centre`"):
+        GuidedStylePrior(STYLE, 1.0, plausibility=0.1, centre="yes")
     with pytest.raises(ValueError, match="`clip`"):
         GuidedStylePrior(STYLE, 1.0, clip=-1)
     with pytest.raises(ValueError, match="`lam`"):
