@@ -49,6 +49,9 @@ class GuidedStylePrior(LogitsProcessor):
       b(w) - m, m = sum_{v in S} p(v) b(v) / sum_{v in S} p(v): zero on average
       under the model there, so a bonus that is never positive (log p_style)
       reorders the plausible tokens instead of pushing them all below the rest.
+      With ``mask``, the tokens outside the support get -inf instead (as
+      contrastive decoding does): only plausible tokens can be drawn, for any
+      lam > 0.
     * **strength** lam_t per row and step:
       ``"constant"``: lam;
       ``"entropy"``: lam * H(p) / log V (steer where the model is unsure);
@@ -75,6 +78,7 @@ class GuidedStylePrior(LogitsProcessor):
         clip: optional c > 0, clip the bonus to [-c, c].
         plausibility: optional alpha in (0, 1], restrict the bonus to plausible tokens.
         centre: centre the bonus over the support (needs ``plausibility``).
+        mask: set the scores outside the support to -inf (needs ``plausibility``).
         strength: "constant", "entropy" or "kl".
         kl_budget: epsilon > 0 in nats, required for (and only for) strength="kl".
         discount: Kneser-Ney discount of both tables.
@@ -88,7 +92,8 @@ class GuidedStylePrior(LogitsProcessor):
 
     def __init__(self, table: NGramTable, lam: float, background: NGramTable | None = None,
                  clip: float | None = None, plausibility: float | None = None, strength: str = "constant",
-                 kl_budget: float | None = None, discount: float = 0.75, tokenizer=None, centre: bool = False):
+                 kl_budget: float | None = None, discount: float = 0.75, tokenizer=None, centre: bool = False,
+                 mask: bool = False):
         if not isinstance(table, NGramTable):
             raise TypeError(f"`table` must be an ngram.NGramTable, got {type(table).__name__}")
         if background is not None:
@@ -112,6 +117,11 @@ class GuidedStylePrior(LogitsProcessor):
             raise ValueError("`centre` applies to a support: give `plausibility` too (over all tokens it "
                              "would only shift each row by a constant)")
         self.centre = centre
+        if not isinstance(mask, bool):
+            raise TypeError(f"`mask` must be True or False, got {mask!r}")
+        if mask and self.plausibility is None:
+            raise ValueError("`mask` applies to a support: give `plausibility` too")
+        self.mask = mask
         if strength not in STRENGTHS:
             raise ValueError(f"`strength` must be one of {STRENGTHS}, got {strength!r}")
         self.strength = strength
@@ -172,6 +182,8 @@ class GuidedStylePrior(LogitsProcessor):
                 b = torch.where(torch.isneginf(s), 0.0, b)
             lam_t, scale = self._strength(s, b)
             out = torch.addcmul(s, lam_t, b, value=scale)  # s + scale * lam_t * b
+        if self.mask:
+            out = out.masked_fill(~support, float("-inf"))
         return out if scores.dtype == torch.float32 else out.to(scores.dtype)
 
     def _strength(self, s: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, float]:

@@ -99,8 +99,8 @@ class SweepConfig:
         guided: options of the steering variants (steer.methods.GUIDED_DEFAULTS):
             ``plausibility`` (alpha of the plausible methods), ``clip`` (c, or None:
             clip the bonus to [-c, c]), ``kl_max_lam`` (the strength cap of the
-            KL-budgeted methods) and ``centre`` (the plausible methods centre the
-            bonus over their support).
+            KL-budgeted methods), ``centre`` and ``mask`` (the plausible methods
+            centre the bonus over their support; mask the tokens outside it).
         style_prompt: fields of steer.baselines.prompt.StylePrompt.
         lora: fields of steer.baselines.lora.LoraTrainConfig.
     """

@@ -22,7 +22,7 @@ def _kn(table, ids):
 
 
 def _reference(scores, ids, lam, background=None, clip=None, plausibility=None, strength="constant", eps=None,
-               centre=False):
+               centre=False, mask=False):
     """Row by row, in float64 numpy, straight from the docstring's formulas."""
     s = scores.double().numpy()
     b_all = _kn(STYLE, ids) - (_kn(BACKGROUND, ids) if background else 0.0)
@@ -37,6 +37,7 @@ def _reference(scores, ids, lam, background=None, clip=None, plausibility=None, 
             if centre:
                 b = b - (p[support] * b[support]).sum() / p[support].sum()
             b = np.where(support, b, 0.0)
+            outside = ~support
         b = np.where(np.isneginf(s[r]), 0.0, b)
         logp = s[r] - np.logaddexp.reduce(s[r])
         if strength == "constant":
@@ -55,6 +56,8 @@ def _reference(scores, ids, lam, background=None, clip=None, plausibility=None, 
             ok = [x for x in grid if kl(x) <= eps]
             lt = max(ok)
         out[r] = s[r] + lt * b
+        if mask:
+            out[r][outside] = -np.inf
     return out
 
 
@@ -74,6 +77,7 @@ def batch():
     dict(background=True, plausibility=0.1),
     dict(plausibility=0.3),
     dict(plausibility=0.3, centre=True),
+    dict(plausibility=0.3, mask=True),
     dict(background=True, plausibility=0.1, centre=True, clip=1.0),
     dict(background=True, strength="entropy"),
 ])
@@ -85,6 +89,7 @@ def test_matches_brute_force(batch, opts):
     want = _reference(scores, ids, lam, **opts)
     finite = np.isfinite(want)
     np.testing.assert_allclose(got.numpy()[finite], want[finite], rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(np.isneginf(got.numpy()), np.isneginf(want))
     assert torch.isneginf(got[1, 5])  # -inf kept
 
 
@@ -143,6 +148,8 @@ def test_bad_arguments_are_refused():
         GuidedStylePrior(STYLE, 1.0, centre=True)
     with pytest.raises(TypeError, match="`centre`"):
         GuidedStylePrior(STYLE, 1.0, plausibility=0.1, centre="yes")
+    with pytest.raises(ValueError, match="`mask` applies to a support"):
+        GuidedStylePrior(STYLE, 1.0, mask=True)
     with pytest.raises(ValueError, match="`clip`"):
         GuidedStylePrior(STYLE, 1.0, clip=-1)
     with pytest.raises(ValueError, match="`lam`"):
