@@ -110,14 +110,16 @@ def context_tokens(stored: dict, k: int, vocab_size: int, hashed_orders) -> np.n
     return C.context_token_matrix(oc, k, vocab_size, k in hashed_orders)
 
 
-def suffix_index(stored: dict, k: int, vocab_size: int, hashed_orders, seed: int, to_order: int | None = None
-                 ) -> np.ndarray:
+def suffix_index(stored: dict, k: int, vocab_size: int, hashed_orders, seed: int, to_order: int | None = None,
+                 tokens: np.ndarray | None = None) -> np.ndarray:
     """For every order-k context, the index of its suffix among order ``to_order``'s contexts (default k-1, >= 2).
 
-    The suffix of order j is the context's last j-1 tokens.
+    The suffix of order j is the context's last j-1 tokens. ``tokens``: the
+    contexts' :func:`context_tokens`, when the caller already has them.
     """
     j = k - 1 if to_order is None else to_order
-    tokens = context_tokens(stored, k, vocab_size, hashed_orders)  # (n_ctx, k-1)
+    if tokens is None:
+        tokens = context_tokens(stored, k, vocab_size, hashed_orders)  # (n_ctx, k-1)
     suffix = keys.pack(list(tokens[:, k - j :].T), vocab_size, j in hashed_orders, seed)
     lower = stored[f"o{j}.ctx_keys"].numpy().astype(np.int64)
     idx = np.searchsorted(lower, suffix)
@@ -126,7 +128,8 @@ def suffix_index(stored: dict, k: int, vocab_size: int, hashed_orders, seed: int
     return idx
 
 
-def chain_values(coeffs: Coefficients, stored: dict, vocab_size: int, hashed_orders, seed: int):
+def chain_values(coeffs: Coefficients, stored: dict, vocab_size: int, hashed_orders, seed: int,
+                 tokens: dict | None = None):
     """Every entry's estimate for the tokens it covers, with all lower orders' terms folded in.
 
     A row's contexts form a suffix chain h_2..h_K, and the next ids stored
@@ -150,7 +153,8 @@ def chain_values(coeffs: Coefficients, stored: dict, vocab_size: int, hashed_ord
     Returns:
         (base float64 [V], full: per taking-part order float64 [n_entries],
         parent: per order the index of each context's suffix at the previous
-        taking-part order, None for the first).
+        taking-part order, None for the first). ``tokens``: order -> its
+        :func:`context_tokens`, when the caller already has them.
     """
     kn = coeffs.kind == "kneser_ney"
     base = coeffs.dense  # p_1 (Kneser-Ney), b_1 log p_1 (logsum) or b_1 p_1 (mixture)
@@ -166,7 +170,8 @@ def chain_values(coeffs: Coefficients, stored: dict, vocab_size: int, hashed_ord
             lin = base[nxt] + add
         else:
             j, lin_j, keys_j = below
-            up = suffix_index(stored, k, vocab_size, hashed_orders, seed, to_order=j)
+            up = suffix_index(stored, k, vocab_size, hashed_orders, seed, to_order=j,
+                              tokens=(tokens or {}).get(k))
             parent.append(up)
             # Entries sorted by (context, next id): context index * V + next id is a
             # sorted key, and (suffix, w) is always there.

@@ -150,7 +150,7 @@ class StepPlan:
         tokens = [context_tokens(stored, k, v, hashed_orders) for k in self.orders]
         sizes = [t.shape[0] for t in tokens]
         n = sum(sizes)
-        base, full, parent = chain_values(coeffs, stored, v, hashed_orders, seed)
+        base, full, parent = chain_values(coeffs, stored, v, hashed_orders, seed, dict(zip(self.orders, tokens)))
         fan = [np.diff(stored[f"o{k}.offsets"].numpy().astype(np.int64)) for k in self.orders]
         dense_ids, rows = _dense_rows(base, full, parent, fan, stored, self.orders, dense_bytes)
         self.rows = put(rows)  # (1 + M, V): row 0 has no context
@@ -278,18 +278,18 @@ class StepPlan:
         # Dense-row ids grow with the order, so the largest id among a row's
         # contexts is its deepest context with a dense row (0: none).
         out = self.rows.index_select(0, torch.take(self.dense_id, slot).amax(dim=1))  # (B, V)
-        if (self.ragged_min_slots is not None and tail.shape[0] * self.window.shape[0] > self.ragged_min_slots
-                and not torch.compiler.is_compiling()):
+        if not self.windows_fit(tail.shape[0]):
             self._scatter_ragged(out, slot)
         else:
-            slot_s = slot.index_select(1, self.column)  # (B, S): each window slot's context
-            # A window from each context's start; slots past its end all read its
-            # separator (value -inf). torch.take: a flat gather for any index shape.
-            pos = torch.minimum(torch.take(self.start, slot_s) + self.window, torch.take(self.end, slot_s))
+            pos = _window_positions(self, slot)  # (B, S)
             # Where several orders stored w, the highest one's value is the largest
             # and already holds the lower orders' terms (see chain_values).
             out.scatter_reduce_(1, torch.take(self.cols, pos), torch.take(self.full, pos), "amax")
         return self._finish(out, slot)
+
+    def windows_fit(self, rows: int) -> bool:
+        """Whether ``rows`` rows take the static windows (always off the CPU, and when compiling)."""
+        return _windows_fit(self, rows)
 
     def _finish(self, out: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
         """Add the per-row part (in place on ``out``, which the step owns)."""
@@ -324,12 +324,7 @@ class StepPlan:
 
     def _slots(self, tail: torch.Tensor) -> torch.Tensor:
         if self.exact:
-            digits = tail.clamp(-1, self.vocab_size).to(self.keys.dtype)  # (B, w)
-            if self.matmul:
-                q = torch.addmm(self.q_bias, digits, self.q_weight)  # (B, c)
-            else:  # integer keys where integer matmul is missing
-                q = (digits[:, :, None] * self.q_weight).sum(dim=1) + self.q_bias
-            return torch.searchsorted(self.keys, q, right=True)
+            return torch.searchsorted(self.keys, _query(self, tail), right=True)
         ids, ok_from = prepare_tail(tail, self.width + 1, self.vocab_size)
         out = []
         for meta, arrays, slot0 in self.per_order:
@@ -366,7 +361,7 @@ class ContrastPlan:
 
         self.q_weight = torch.cat([top_rows(a.q_weight), top_rows(b.q_weight)], dim=1)  # (w, 2c)
         self.q_bias = torch.cat([a.q_bias, b.q_bias + off])
-        self.matmul = a.matmul
+        self.matmul, self.ragged_min_slots = a.matmul, a.ragged_min_slots
         n_a = a.cols.shape[0]
         zero = a.start.new_zeros(1)
         self.dense_id = torch.cat([a.dense_id, zero, b.dense_id + a.rows.shape[0]])
@@ -393,22 +388,41 @@ class ContrastPlan:
     def __call__(self, contexts: torch.Tensor) -> torch.Tensor:
         return self.step(last_ids(contexts, self.width))
 
+    def windows_fit(self, rows: int) -> bool:
+        """Whether ``rows`` rows stay within the windows' slot budget (there is no ragged gather here)."""
+        return _windows_fit(self, rows)
+
     def step(self, tail: torch.Tensor) -> torch.Tensor:
         """float32 [B, 2, V] from exactly the last ``width`` ids of every row."""
         b, c = tail.shape[0], self.orders
-        digits = tail.clamp(-1, self.vocab_size).to(self.keys.dtype)  # (B, w)
-        if self.matmul:
-            q = torch.addmm(self.q_bias, digits, self.q_weight)  # (B, 2c)
-        else:
-            q = (digits[:, :, None] * self.q_weight).sum(dim=1) + self.q_bias
-        slot = torch.searchsorted(self.keys, q, right=True)  # (B, 2c): a's orders, then b's
+        slot = torch.searchsorted(self.keys, _query(self, tail), right=True)  # (B, 2c): a's orders, then b's
         per_table = slot.view(b, 2, c)
         out = self.rows[torch.take(self.dense_id, per_table).amax(dim=2)]  # (B, 2, V): each table's start row
-        slot_s = slot.index_select(1, self.column)  # (B, S_a + S_b)
-        pos = torch.minimum(torch.take(self.start, slot_s) + self.window, torch.take(self.end, slot_s))
+        pos = _window_positions(self, slot)  # (B, S_a + S_b)
         out.view(b, 2 * self.vocab_size).scatter_reduce_(1, torch.take(self.cols, pos), torch.take(self.full, pos),
                                                          "amax")
         return out.add_(torch.take(self.log_g, per_table).amin(dim=2, keepdim=True))
+
+
+def _windows_fit(plan, rows: int) -> bool:
+    return (plan.ragged_min_slots is None or rows * plan.window.shape[0] <= plan.ragged_min_slots
+            or torch.compiler.is_compiling())
+
+
+def _query(plan, tail: torch.Tensor) -> torch.Tensor:
+    """2 * key of every order's context, [B, c]: a matrix product of the clamped ids (see StepPlan)."""
+    digits = tail.clamp(-1, plan.vocab_size).to(plan.keys.dtype)  # (B, w)
+    if plan.matmul:
+        return torch.addmm(plan.q_bias, digits, plan.q_weight)
+    # integer keys where integer matmul is missing
+    return (digits[:, :, None] * plan.q_weight).sum(dim=1) + plan.q_bias
+
+
+def _window_positions(plan, slot: torch.Tensor) -> torch.Tensor:
+    """Entry positions [B, S] of every window slot: a window from each context's start, the slots
+    past its end all reading its separator. torch.take: a flat gather for any index shape."""
+    slot_s = slot.index_select(1, plan.column)  # (B, S): each window slot's context
+    return torch.minimum(torch.take(plan.start, slot_s) + plan.window, torch.take(plan.end, slot_s))
 
 
 def last_ids(contexts: torch.Tensor, width: int) -> torch.Tensor:

@@ -15,7 +15,7 @@ import torch
 from transformers import LogitsProcessor
 
 from ngram import NGramTable
-from ngram.lookup import RAGGED_MIN_SLOTS, ContrastPlan
+from ngram.lookup import ContrastPlan
 from steer.style import check_lam, check_width, pad_columns
 
 Strength = Literal["constant", "entropy", "kl"]
@@ -142,8 +142,7 @@ class GuidedStylePrior(LogitsProcessor):
         """The bonus b for every row, float32 [B, width] (zeros past the tables' vocabulary)."""
         check_width(width, self.table.vocab_size)
         pair = self._pair(input_ids.device) if self.background is not None else None
-        if pair is not None and (input_ids.device.type != "cpu"
-                                 or input_ids.shape[0] * pair.window.shape[0] <= RAGGED_MIN_SLOTS):
+        if pair is not None and pair.windows_fit(input_ids.shape[0]):
             both = pair(input_ids)  # (B, 2, V): style and background in one lookup
             b = both[:, 0] - both[:, 1]
         else:
