@@ -150,7 +150,8 @@ class StepPlan:
         tokens = [context_tokens(stored, k, v, hashed_orders) for k in self.orders]
         sizes = [t.shape[0] for t in tokens]
         n = sum(sizes)
-        base, full, parent = chain_values(coeffs, stored, v, hashed_orders, seed, dict(zip(self.orders, tokens)))
+        base, full, parent = chain_values(coeffs, stored, v, hashed_orders, seed,
+                                          dict(zip(self.orders, tokens, strict=True)))
         fan = [np.diff(stored[f"o{k}.offsets"].numpy().astype(np.int64)) for k in self.orders]
         dense_ids, rows = _dense_rows(base, full, parent, fan, stored, self.orders, dense_bytes)
         self.rows = put(rows)  # (1 + M, V): row 0 has no context
