@@ -49,10 +49,12 @@ def main():
         n = exact = tok_exact = 0
         span_w = full_w = 0
         span_texts, full_texts, replacements, compact_texts = [], [], [], []
+        n_spans = 0
         compact_exact = 0
         for src, ref in es.pairs():
             spans = extract_spans(src, ref)
             replacements += [sp.replacement for sp in spans if sp.replacement]
+            n_spans += len(spans)
             compact_texts.append(format_compact(spans))
             compact_exact += apply_spans(src, parse_compact(compact_texts[-1], len(src.split()))) == normalize(ref)
             text = format_spans(spans)
@@ -67,8 +69,9 @@ def main():
             tok_exact += apply_spans(src, t_spans, unit="token", tokenizer=tok) == ref_ids
         span_t = sum(len(x) for x in tok(span_texts, add_special_tokens=False)["input_ids"])
         full_t = sum(len(x) for x in tok(full_texts, add_special_tokens=False)["input_ids"])
-        # The compact format (one token per position), and the replacements alone: the floor of any
-        # word-span format, however its positions are written.
+        # The compact format (one token per position); the replacements alone, the floor of any
+        # word-span format however its positions are written; and the replacements plus one token
+        # per span, what a format writing a span's start and end as a single token would cost.
         compact_t = sum(len(x) for x in tok(compact_texts, add_special_tokens=False)["input_ids"])
         rep_t = sum(len(x) for x in tok(replacements, add_special_tokens=False)["input_ids"]) if replacements else 0
         # Prompts: the source as the text format shows it (numbered words), as the compact one does
@@ -86,6 +89,7 @@ def main():
                    span_words_pct=100 * span_w / full_w, span_tokens_pct=100 * span_t / full_t,
                    round_trip_compact=compact_exact / n, compact_tokens_pct=100 * compact_t / full_t,
                    replacements_only_pct=100 * rep_t / full_t,
+                   one_token_per_span_pct=100 * (rep_t + n_spans) / full_t,
                    numbered_source_x=n_numbered / n_plain, compact_source_x=n_compact / n_plain,
                    copy_metric=copy[0], copy_score=round(copy[1], 2), seconds=round(time.perf_counter() - t0, 1))
         rows.append(row)
@@ -93,7 +97,8 @@ def main():
               f"(tokens {100 * row['round_trip_tokens']:.1f} %), span target = {row['span_words_pct']:.1f} % "
               f"of the rewrite in words, {row['span_tokens_pct']:.1f} % in Llama-2 tokens "
               f"(compact {row['compact_tokens_pct']:.1f} %, round trip {100 * row['round_trip_compact']:.1f} %; "
-              f"replacements alone {row['replacements_only_pct']:.1f} %); source in the prompt "
+              f"replacements alone {row['replacements_only_pct']:.1f} %, with one token per span "
+              f"{row['one_token_per_span_pct']:.1f} %); source in the prompt "
               f"{row['numbered_source_x']:.2f}x numbered, {row['compact_source_x']:.2f}x compact; copy-source "
               f"{row['copy_metric']} {row['copy_score']:.2f}")
     out = Path(args.out)
@@ -105,9 +110,12 @@ def main():
     big = [r for r in rows if r["set"] in ("jfleg/test", "asset/test", "turkcorpus/tune", "mrpc/test")]
     token_ratio = {r["set"]: round(r["compact_tokens_pct"] / 100, 4) for r in big}
     token_ratio["mean"] = round(sum(token_ratio.values()) / len(big), 4)
+    one_token = round(sum(r["one_token_per_span_pct"] for r in big) / 100 / len(big), 4)
+    floor = round(sum(r["replacements_only_pct"] for r in big) / 100 / len(big), 4)
     print(f"compact span target / rewrite, mean over jfleg/test, asset/test, turkcorpus/tune, mrpc/test: "
-          f"{token_ratio['mean']:.3f}")
-    print(json.dumps({"rows": rows, "token_ratio": token_ratio}))
+          f"{token_ratio['mean']:.3f} (one token per span: {one_token:.3f}; replacements alone: {floor:.3f})")
+    print(json.dumps({"rows": rows, "token_ratio": token_ratio, "one_token_per_span_mean": one_token,
+                      "replacements_only_mean": floor}))
 
 
 if __name__ == "__main__":
