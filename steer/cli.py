@@ -369,6 +369,89 @@ def cmd_edits_make_data(args) -> int:
     return 0
 
 
+def _read_examples(path: Path, fields: tuple[str, str]) -> list[dict]:
+    import json
+
+    if not Path(path).exists():
+        raise FileNotFoundError(f"`--data` file {str(path)!r} not found")
+    out = []
+    for k, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise ValueError(f"line {k} of {str(path)!r} is not JSON (expected `steer edits make-data` "
+                             "output)") from None
+        if not isinstance(row, dict) or any(not isinstance(row.get(f), str) for f in fields):
+            raise ValueError(f"line {k} of {str(path)!r} needs text fields {fields[0]!r} and {fields[1]!r} "
+                             "(as `steer edits make-data` writes them)")
+        out.append(row)
+    if not out:
+        raise ValueError(f"`--data` file {str(path)!r} holds no examples")
+    return out
+
+
+def cmd_edits_train(args) -> int:
+    from steer.edits.compact import POSITION, add_position_tokens
+    from steer.edits.train import finetune
+    from steer.models import load_model
+
+    fields = ("prompt", "completion") if args.target == "spans" else ("rewrite_prompt", "rewrite")
+    sets = [_read_examples(f, fields) for f in args.data]
+    shares = [1.0] * len(sets) if args.weights is None else [float(w) for w in args.weights.split(",")]
+    if len(shares) != len(sets) or min(shares) < 0 or not sum(shares) > 0:
+        raise ValueError(f"`--weights` must hold one non-negative share per --data file ({len(sets)}), "
+                         f"got {args.weights!r}")
+    examples = [ex for exs in sets for ex in exs]
+    # A file's share is spread over its examples (no --weights: every file weighs the same).
+    weights = [w / len(exs) for w, exs in zip(shares, sets, strict=True) for _ in exs]
+    model, tokenizer = load_model(args.model)
+    compact = args.target == "spans" and any(POSITION.format(0) in ex["prompt"] for ex in examples)
+    if compact:
+        add_position_tokens(tokenizer, model)
+    print(f"{len(examples):,} examples from {len(sets)} file(s); training every parameter of {args.model} "
+          f"for {args.steps} steps of {args.batch} ({'compact spans' if compact else args.target})")
+
+    def progress(step, loss):
+        if (step + 1) % max(args.steps // 20, 1) == 0 or step + 1 == args.steps:
+            print(f"step {step + 1}/{args.steps}: loss {loss:.3f}", flush=True)
+
+    losses, secs = finetune(model, tokenizer, examples, prompt_key=fields[0], target_key=fields[1],
+                            weights=weights, steps=args.steps, batch_size=args.batch, lr=args.lr,
+                            warmup=args.warmup, seed=args.seed, progress=progress)
+    model.save_pretrained(args.out)
+    tokenizer.save_pretrained(args.out)
+    print(f"trained in {secs:.0f} s (loss {losses[0]:.3f} -> {losses[-1]:.3f}) -> {args.out}")
+    return 0
+
+
+def cmd_edits_run(args) -> int:
+    from steer.edits.compact import POSITION
+    from steer.edits.generate import edit_generate
+    from steer.models import load_model
+
+    if not Path(args.sources).exists():
+        raise FileNotFoundError(f"`--sources` file {str(args.sources)!r} not found")
+    sources = [line for line in Path(args.sources).read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not sources:
+        raise ValueError(f"`--sources` file {str(args.sources)!r} holds no text")
+    model, tokenizer = load_model(args.model)
+    mode = args.mode or ("compact" if POSITION.format(0) in tokenizer.get_vocab() else "spans")
+    results, secs = edit_generate(model, tokenizer, sources, task=args.task, mode=mode, num_beams=args.beams,
+                                  max_new_tokens=args.max_new_tokens, batch_size=args.batch)
+    text = "".join(r.target + "\n" for r in results)
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    changed = sum(r.target != " ".join(s.split()) for r, s in zip(results, sources, strict=True))
+    print(f"{len(sources)} sources ({mode}): {changed} changed, {sum(not r.valid for r in results)} left as they "
+          f"were for want of a complete answer; {secs:.1f} s of generation"
+          + (f" -> {args.out}" if args.out else ""), file=sys.stderr)
+    return 0
+
+
 EXAMPLES = {
     "build-table": "example:\n  steer build-table --corpus don_quixote "
                    "--tokenizer ../shared/data/models/base-llama2tok --out quixote.safetensors",
@@ -388,6 +471,11 @@ EXAMPLES = {
     "make-data": "examples:\n  steer edits make-data --pairs ../shared/data/edits/jfleg/dev --out gec.jsonl\n"
                  "  steer edits make-data --pairs ../shared/data/edits/mrpc/msr_paraphrase_train.txt "
                  "--task paraphrase --out para.jsonl",
+    "train": "example:\n  steer edits make-data --pairs ../shared/data/edits/jfleg/dev --format compact "
+             "--out gec.jsonl\n"
+             "  steer edits train --data gec.jsonl --model ../shared/data/models/base-llama2tok --out gec-model",
+    "run": "example:\n  steer edits run --model gec-model --sources ../shared/data/edits/jfleg/test/test.src "
+           "--out corrected.txt",
     "demo": "example:\n  steer demo --model ../shared/data/models/base-llama2tok",
     "report": "example:\n  steer report runs/study",
 }
@@ -530,6 +618,32 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--format", choices=["text", "compact"], default="text",
                    help="span format: text (\"1 2 went ; 4 5\" after numbered words) or compact (one token "
                         "per position, <@1><@2>went<@4><@5>; train with steer.edits.add_position_tokens)")
+
+    q = _add(esub, "train", "fine-tune a model on make-data examples (span or rewrite targets)", cmd_edits_train)
+    q.add_argument("--data", required=True, action="append", type=Path,
+                   help="make-data output (.jsonl); repeat to mix several files")
+    q.add_argument("--weights", default=None,
+                   help="comma-separated share of each --data file in every batch (default: equal shares)")
+    q.add_argument("--model", default=default_model(), help=MODEL_HELP)
+    q.add_argument("--out", required=True, type=Path, help="output folder (model and tokenizer)")
+    q.add_argument("--target", choices=["spans", "rewrite"], default="spans",
+                   help="train on the span targets or on the full rewrites of the same examples")
+    q.add_argument("--steps", type=int, default=2000, help="optimiser steps")
+    q.add_argument("--batch", type=int, default=16, help="examples per step")
+    q.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (AdamW)")
+    q.add_argument("--warmup", type=int, default=100, help="linear warm-up steps before the cosine decay")
+    q.add_argument("--seed", type=int, default=0, help="seed of the example draws")
+    q = _add(esub, "run", "edit every line of a file with a trained model", cmd_edits_run)
+    q.add_argument("--model", required=True, help="a model trained with `steer edits train`")
+    q.add_argument("--sources", required=True, type=Path, help="one source text a line")
+    q.add_argument("--out", default=None, type=Path, help="output file, one edited text a line (default: stdout)")
+    q.add_argument("--task", choices=["gec", "simplify", "paraphrase", "formality"], default="gec",
+                   help="the instruction the model was trained with")
+    q.add_argument("--mode", choices=["compact", "spans", "rewrite"], default=None,
+                   help="output kind (default: compact when the tokenizer has position tokens, else spans)")
+    q.add_argument("--beams", type=int, default=1, help="beam width (1: greedy)")
+    q.add_argument("--batch", type=int, default=16, help="sources per generate call")
+    q.add_argument("--max-new-tokens", type=int, default=128, help="token budget of one answer")
 
     p = _add(sub, "demo", "a small sweep (2 corpora, 6 lambdas, 24 prompts) that runs in minutes on a CPU", cmd_demo)
     p.add_argument("--model", default=default_model(), help=MODEL_HELP)

@@ -86,6 +86,29 @@ def test_edits_make_data(tmp_path, shared_data, capsys):
     assert main(["edits", "make-data", "--pairs", str(tmp_path / "none.tsv"), "--out", str(out)]) == 2
 
 
+def test_edits_train_then_run(tmp_path, aidreams_path, capsys):
+    """make-data (compact) -> train -> run: the trained model edits every line of a file."""
+    pairs = tmp_path / "p.tsv"
+    pairs.write_text("the cat sat on on the mat\tthe cat sat on the mat\n" * 2)
+    data, model_dir = tmp_path / "train.jsonl", tmp_path / "model"
+    assert main(["edits", "make-data", "--pairs", str(pairs), "--out", str(data), "--format", "compact"]) == 0
+    assert main(["edits", "train", "--data", str(data), "--model", str(aidreams_path), "--out", str(model_dir),
+                 "--steps", "40", "--batch", "2", "--lr", "3e-3", "--warmup", "0"]) == 0
+    assert "compact spans" in capsys.readouterr().out
+    sources, out = tmp_path / "src.txt", tmp_path / "out.txt"
+    sources.write_text("the cat sat on on the mat\n")
+    assert main(["edits", "run", "--model", str(model_dir), "--sources", str(sources), "--out", str(out)]) == 0
+    assert out.read_text() == "the cat sat on the mat\n"
+    assert "(compact): 1 changed" in capsys.readouterr().err
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "x"}\n')
+    assert main(["edits", "train", "--data", str(bad), "--model", str(aidreams_path), "--out", str(model_dir)]) == 2
+    assert "'completion'" in capsys.readouterr().err
+    assert main(["edits", "train", "--data", str(data), "--data", str(data), "--weights", "1",
+                 "--model", str(aidreams_path), "--out", str(model_dir)]) == 2
+    assert "`--weights`" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------ newcomer fixes
 
 
@@ -252,7 +275,7 @@ def test_every_option_has_help_a_default_and_every_command_an_example():
             assert action.help, f"{name} {action.option_strings}: no help"
             if action.default not in (None, False) and action.option_strings and action.dest != "help":
                 assert f"(default: {action.default})" in " ".join(text.split()), f"{name} {action.dest}"
-    assert seen == 8
+    assert seen == 10
     sweep_help = " ".join(dict(commands(parser))["sweep"].format_help().split())
     assert "don_quixote, cnn_highlights" in sweep_help
 
