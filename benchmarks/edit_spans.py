@@ -75,12 +75,13 @@ def main():
         compact_t = sum(len(x) for x in tok(compact_texts, add_special_tokens=False)["input_ids"])
         rep_t = sum(len(x) for x in tok(replacements, add_special_tokens=False)["input_ids"]) if replacements else 0
         # Prompts: the source as the text format shows it (numbered words), as the compact one does
-        # (a position token before every word), against the plain source.
+        # (a position token before every word, or before every third), against the plain source.
         plain = [" ".join(s.split()) for s in es.sources]
         numbered = [" ".join(f"{i}:{w}" for i, w in enumerate(s.split())) for s in es.sources]
-        n_plain, n_numbered, n_compact = (sum(len(x) for x in t(texts, add_special_tokens=False)["input_ids"])
-                                          for t, texts in ((tok, plain), (tok, numbered),
-                                                           (tok, [compact_source(s) for s in es.sources])))
+        n_plain, n_numbered, n_compact, n_every3 = (
+            sum(len(x) for x in tok(texts, add_special_tokens=False)["input_ids"])
+            for texts in (plain, numbered, [compact_source(s) for s in es.sources],
+                          [compact_source(s, mark_every=3) for s in es.sources]))
         copy = {"gec": ("GLEU", 100 * gleu(es.sources, es.sources, es.references)),
                 "simplify": ("SARI", sari(es.sources, es.sources, es.references)),
                 "paraphrase": ("BLEU", bleu(es.sources, es.references))}[es.task]
@@ -91,6 +92,7 @@ def main():
                    replacements_only_pct=100 * rep_t / full_t,
                    one_token_per_span_pct=100 * (rep_t + n_spans) / full_t,
                    numbered_source_x=n_numbered / n_plain, compact_source_x=n_compact / n_plain,
+                   compact_every3_source_x=n_every3 / n_plain,
                    copy_metric=copy[0], copy_score=round(copy[1], 2), seconds=round(time.perf_counter() - t0, 1))
         rows.append(row)
         print(f"{row['set']:18s} {row['pairs']:6d} pairs: round trip {100 * row['round_trip_words']:.1f} % "
@@ -99,7 +101,8 @@ def main():
               f"(compact {row['compact_tokens_pct']:.1f} %, round trip {100 * row['round_trip_compact']:.1f} %; "
               f"replacements alone {row['replacements_only_pct']:.1f} %, with one token per span "
               f"{row['one_token_per_span_pct']:.1f} %); source in the prompt "
-              f"{row['numbered_source_x']:.2f}x numbered, {row['compact_source_x']:.2f}x compact; copy-source "
+              f"{row['numbered_source_x']:.2f}x numbered, {row['compact_source_x']:.2f}x compact, "
+              f"{row['compact_every3_source_x']:.2f}x marking every third position; copy-source "
               f"{row['copy_metric']} {row['copy_score']:.2f}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

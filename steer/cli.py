@@ -354,7 +354,7 @@ def cmd_edits_make_data(args) -> int:
             from steer.edits.compact import add_position_tokens
 
             add_position_tokens(tokenizer)
-    examples, report = make_examples(pairs, args.task, tokenizer, fmt=args.format)
+    examples, report = make_examples(pairs, args.task, tokenizer, fmt=args.format, mark_every=args.mark_every)
     with open(args.out, "w", encoding="utf-8") as f:
         for ex in examples:
             f.write(json.dumps(ex, ensure_ascii=False) + "\n")
@@ -439,7 +439,8 @@ def cmd_edits_run(args) -> int:
     model, tokenizer = load_model(args.model)
     mode = args.mode or ("compact" if POSITION.format(0) in tokenizer.get_vocab() else "spans")
     results, secs = edit_generate(model, tokenizer, sources, task=args.task, mode=mode, num_beams=args.beams,
-                                  max_new_tokens=args.max_new_tokens, batch_size=args.batch)
+                                  max_new_tokens=args.max_new_tokens, batch_size=args.batch,
+                                  mark_every=args.mark_every)
     text = "".join(r.target + "\n" for r in results)
     if args.out:
         Path(args.out).write_text(text, encoding="utf-8")
@@ -618,6 +619,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--format", choices=["text", "compact"], default="text",
                    help="span format: text (\"1 2 went ; 4 5\" after numbered words) or compact (one token "
                         "per position, <@1><@2>went<@4><@5>; train with steer.edits.add_position_tokens)")
+    q.add_argument("--mark-every", type=int, default=1,
+                   help="compact: the prompt marks every m-th position only (shorter prompts; the model counts "
+                        "the words in between)")
 
     q = _add(esub, "train", "fine-tune a model on make-data examples (span or rewrite targets)", cmd_edits_train)
     q.add_argument("--data", required=True, action="append", type=Path,
@@ -644,6 +648,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--beams", type=int, default=1, help="beam width (1: greedy)")
     q.add_argument("--batch", type=int, default=16, help="sources per generate call")
     q.add_argument("--max-new-tokens", type=int, default=128, help="token budget of one answer")
+    q.add_argument("--mark-every", type=int, default=1, help="compact: as the training data was made")
 
     p = _add(sub, "demo", "a small sweep (2 corpora, 6 lambdas, 24 prompts) that runs in minutes on a CPU", cmd_demo)
     p.add_argument("--model", default=default_model(), help=MODEL_HELP)

@@ -150,12 +150,25 @@ def parse_compact(text: str, n_words: int | None = None) -> list[Span]:
     return checked(spans, n_words)
 
 
-def compact_source(source: str) -> str:
-    """The source with every position marked: ``<@0>He<@1>go<@2>home<@3>``."""
+def compact_source(source: str, mark_every: int = 1) -> str:
+    """The source with its positions marked: every one by default, ``<@0>He<@1>go<@2>home<@3>``.
+
+    ``mark_every=m`` marks only the positions that are multiples of m, and the end:
+    ``<@0>He go<@2>home<@3>`` (m = 2). The prompt is then shorter (about one token per m words
+    instead of one per word), and the model has to count the words after a mark to name the
+    positions in between.
+    """
+    if isinstance(mark_every, bool) or not isinstance(mark_every, int) or mark_every < 1:
+        raise ValueError(f"`mark_every` must be an int >= 1, got {mark_every!r}")
     words = source.split()
     if any("<@" in w for w in words):
         raise ValueError("a source cannot contain '<@' (it would read as a position)")
-    return "".join(position_token(i) + w for i, w in enumerate(words)) + position_token(len(words))
+    out = []
+    for i, w in enumerate(words):
+        # A marked position joins its word without a space (the tokenizer starts the word itself);
+        # unmarked ones are plain spaces.
+        out.append(position_token(i) + w if i % mark_every == 0 else " " + w)
+    return "".join(out) + position_token(len(words))
 
 
 _CLASSES: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}

@@ -32,13 +32,15 @@ class EditResult:
 
 @torch.no_grad()
 def edit_generate(model, tokenizer, sources: list[str], task: str = "gec", mode: str = "spans",
-                  max_new_tokens: int = 64, num_beams: int = 1, batch_size: int = 16) -> tuple[list[EditResult], float]:
+                  max_new_tokens: int = 64, num_beams: int = 1, batch_size: int = 16,
+                  mark_every: int = 1) -> tuple[list[EditResult], float]:
     """Edit every source with the model.
 
     ``mode="spans"``: the model writes a span list under :class:`EditSpanGrammar`
     and the spans are applied to the source. ``mode="compact"``: the same with
     one token per position (:mod:`steer.edits.compact`; the tokenizer and model
-    need the position tokens). ``mode="rewrite"``: the model writes the whole
+    need the position tokens; ``mark_every`` as the model was trained with, see
+    :func:`steer.edits.compact.compact_source`). ``mode="rewrite"``: the model writes the whole
     target (same prompt style), unconstrained.
 
     Returns:
@@ -57,7 +59,8 @@ def edit_generate(model, tokenizer, sources: list[str], task: str = "gec", mode:
     eos = tokenizer.eos_token_id
     for b0 in range(0, len(sources), batch_size):
         batch = sources[b0 : b0 + batch_size]
-        enc = encode_prompts(tokenizer, [make_prompt(s, task, mode) for s in batch], device=model.device)
+        prompts = [make_prompt(s, task, mode, mark_every) for s in batch]
+        enc = encode_prompts(tokenizer, prompts, device=model.device)
         width = enc["input_ids"].shape[1]
         grammar = {"spans": EditSpanGrammar, "compact": CompactSpanGrammar}.get(mode)
         procs = [grammar(tokenizer, batch, width)] if grammar is not None else []

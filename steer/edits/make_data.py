@@ -142,12 +142,14 @@ def read_pairs(path) -> list[tuple[str, str]]:
     return read_pairs_with_notes(path)[0]
 
 
-def make_examples(pairs, task: str = "gec", tokenizer=None, fmt: str = "text") -> tuple[list[dict], LengthReport]:
+def make_examples(pairs, task: str = "gec", tokenizer=None, fmt: str = "text",
+                  mark_every: int = 1) -> tuple[list[dict], LengthReport]:
     """One example per pair: {"prompt", "completion" (span list), "rewrite_prompt", "rewrite"}.
 
     ``fmt="text"``: the span format of :mod:`steer.edits.format` after a numbered-word prompt;
     ``fmt="compact"``: one token per position (:mod:`steer.edits.compact`; the tokenizer, if
-    given, must have the position tokens). An empty compact completion means no edits.
+    given, must have the position tokens; ``mark_every``: which positions the prompt marks, see
+    :func:`steer.edits.compact.compact_source`). An empty compact completion means no edits.
     """
     if fmt not in FORMATS:
         raise ValueError(f"`fmt` must be one of {FORMATS}, got {fmt!r}")
@@ -160,7 +162,7 @@ def make_examples(pairs, task: str = "gec", tokenizer=None, fmt: str = "text") -
     for src, tgt in pairs:
         spans_text = write(extract_spans(src, tgt))
         rewrite = normalize(tgt)
-        examples.append({"prompt": make_prompt(src, task, kind), "completion": lead + spans_text,
+        examples.append({"prompt": make_prompt(src, task, kind, mark_every), "completion": lead + spans_text,
                          "rewrite_prompt": make_prompt(src, task, "rewrite"), "rewrite": " " + rewrite,
                          "source": src, "target": tgt})
         report.span_words += len(spans_text.split())

@@ -12,12 +12,12 @@ TASKS = tuple(INSTRUCTIONS)
 KINDS = ("spans", "compact", "rewrite")
 
 
-def make_prompt(source: str, task: str = "gec", kind: str = "spans") -> str:
+def make_prompt(source: str, task: str = "gec", kind: str = "spans", mark_every: int = 1) -> str:
     """The prompt for one source: instruction, the source with its positions shown, a cue.
 
     ``spans``: words numbered ("0:He 1:go"), for the text span format; ``compact``: every word
     boundary marked with its position token ("<@0>He<@1>go<@2>", steer.edits.compact), one token
-    per word; ``rewrite``: the plain source.
+    per word, or one every ``mark_every`` words); ``rewrite``: the plain source.
 
     Example:
         >>> print(make_prompt("He go home", "gec", "spans").splitlines()[1:])
@@ -32,7 +32,7 @@ def make_prompt(source: str, task: str = "gec", kind: str = "spans") -> str:
     if kind == "compact":
         from steer.edits.compact import compact_source
 
-        return f"{INSTRUCTIONS[task]}\nSource:{compact_source(source)}\nEdits:"
+        return f"{INSTRUCTIONS[task]}\nSource:{compact_source(source, mark_every)}\nEdits:"
     numbered = " ".join(f"{i}:{w}" for i, w in enumerate(source.split()))
     return (f'{INSTRUCTIONS[task]} Answer with edits "start end replacement" separated by " ; ", or NONE.\n'
             f"Source: {numbered}\nEdits:")

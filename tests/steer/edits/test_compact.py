@@ -45,6 +45,28 @@ def test_format_and_parse():
         format_compact([(0, 1, "a<@3>")])
 
 
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 7])
+def test_sparse_marks_keep_the_source_and_its_positions(llama_positions, m):
+    """Marking every m-th position: removing the marks gives the source back, the marks are exactly the
+    multiples of m and the end, each one token, and the source's words tokenise as they do unmarked."""
+    import re
+
+    src = "He  go to the old school yesterday , did n't he ?"
+    words = src.split()
+    text = compact_source(src, mark_every=m)
+    assert " ".join(re.sub(r"<@\d+>", " ", text).split()) == " ".join(words)
+    marks = [int(k) for k in re.findall(r"<@(\d+)>", text)]
+    assert marks == sorted(set(list(range(0, len(words), m)) + [len(words)]))
+    ids = llama_positions(text, add_special_tokens=False)["input_ids"]
+    first = llama_positions.convert_tokens_to_ids("<@0>")
+    assert [i - first for i in ids if first <= i < first + 256] == marks
+    plain = llama_positions(" ".join(words), add_special_tokens=False)["input_ids"]
+    assert [i for i in ids if not first <= i < first + 256] == plain
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="`mark_every`"):
+            compact_source(src, mark_every=bad)
+
+
 def test_round_trip_on_every_shared_pair_in_text_and_through_the_tokenizer(shared_data, llama_positions):
     tok = llama_positions
     for name, split in ALL_SETS:
@@ -153,7 +175,13 @@ def test_make_examples_and_edit_generate_in_compact_form(aidreams_path):
     assert [e["completion"] for e in examples] == ["<@1><@2>goes", ""]
     assert examples[0]["prompt"].endswith("Source:<@0>He<@1>go<@2>home<@3>\nEdits:")
     assert report.span_tokens < report.rewrite_tokens
+    sparse, _ = make_examples(pairs, tokenizer=tok, fmt="compact", mark_every=2)
+    assert sparse[0]["prompt"].endswith("Source:<@0>He go<@2>home<@3>\nEdits:")
+    assert [e["completion"] for e in sparse] == [e["completion"] for e in examples]
     results, _ = edit_generate(model, tok, [s for s, _ in pairs], mode="compact", max_new_tokens=12)
+    sparse_results, _ = edit_generate(model, tok, [s for s, _ in pairs], mode="compact", max_new_tokens=12,
+                                      mark_every=2)
+    assert all(r.valid <= (r.spans is not None) for r in sparse_results)
     for (src, _), r in zip(pairs, results, strict=True):
         if r.valid:
             assert r.target == apply_spans(src, r.spans)
