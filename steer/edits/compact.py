@@ -39,14 +39,18 @@ def position_token(k: int) -> str:
     return POSITION.format(k)
 
 
-def add_position_tokens(tokenizer, model=None, n_positions: int = MAX_POSITIONS) -> int:
+def add_position_tokens(tokenizer, model=None, n_positions: int = MAX_POSITIONS, noise: float = 0.5) -> int:
     """Add ``<@0>`` .. ``<@{n_positions - 1}>`` to ``tokenizer`` (and to ``model``'s embeddings).
 
     The tokens are ordinary (not special) added tokens, matched verbatim. When a
     model is given its input (and untied output) embeddings are resized and each
-    new row is initialised to the mean of the rows of the digits of k (``<@12>``
-    starts as the mean of "1" and "2"), so a position starts near the number it
-    stands for rather than at random. Idempotent: tokens already present are kept.
+    new row starts near the number it stands for: a mean of the rows of the digits
+    of k weighted towards the leading digit (``<@12>``: 2/3 of "1", 1/3 of "2", so
+    ``<@12>`` and ``<@21>`` differ), plus Gaussian noise at ``noise`` times the
+    per-dimension spread of the existing rows (seeded by k). Without the noise
+    ``<@3>`` would be the digit "3" itself, which the source text also contains,
+    and with tied embeddings the model could neither tell them apart nor name one
+    without the other. Idempotent: tokens already present are kept.
 
     Returns:
         The id of ``<@0>``; the positions are the ids ``first .. first + n_positions - 1``.
@@ -55,6 +59,8 @@ def add_position_tokens(tokenizer, model=None, n_positions: int = MAX_POSITIONS)
 
     if isinstance(n_positions, bool) or not isinstance(n_positions, int) or not 2 <= n_positions <= 4096:
         raise ValueError(f"`n_positions` must be an int in [2, 4096], got {n_positions!r}")
+    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise < float("inf"):
+        raise ValueError(f"`noise` must be a finite number >= 0, got {noise!r}")
     names = [position_token(k) for k in range(n_positions)]
     old = len(tokenizer)
     tokenizer.add_tokens([AddedToken(t, normalized=False, special=False, lstrip=False, rstrip=False)
@@ -69,8 +75,16 @@ def add_position_tokens(tokenizer, model=None, n_positions: int = MAX_POSITIONS)
             for layer in {id(m): m for m in (model.get_input_embeddings(), model.get_output_embeddings())
                           if m is not None}.values():
                 w = layer.weight
+                spread = w[:emb_old].float().std(0)
                 for k, digits in enumerate(digit_ids):
-                    w[first + k] = w[digits].mean(0) if digits else w[:emb_old].mean(0)
+                    if digits:
+                        # Weights 2^-j over the digits, leading digit first, normalised to sum 1.
+                        lead = torch.tensor([2.0 ** -j for j in range(len(digits))])
+                        row = (lead[:, None] / lead.sum() * w[digits].float()).sum(0)
+                    else:
+                        row = w[:emb_old].float().mean(0)
+                    g = torch.Generator().manual_seed(k)
+                    w[first + k] = (row + noise * spread * torch.randn(row.shape, generator=g)).to(w.dtype)
     return first
 
 

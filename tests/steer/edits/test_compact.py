@@ -95,7 +95,23 @@ def test_position_tokens_are_single_consecutive_tokens_and_embeddings_start_at_t
     assert emb.shape[0] >= v + 40
     digits = [tok.convert_tokens_to_ids(t) for t in tok.convert_ids_to_tokens(
         tok("12", add_special_tokens=False)["input_ids"]) if any(c.isdigit() for c in t)]
-    assert torch.allclose(emb[first + 12], emb[digits].mean(0))
+    # <@12> starts near 2/3 "1" + 1/3 "2" (exactly so without noise); <@12> and <@21> differ, and
+    # <@3> is not the digit "3".
+    near = (2 * emb[digits[0]] + emb[digits[1]]) / 3
+    spread = emb[:v].std(0)
+    assert float(((emb[first + 12] - near) / spread).pow(2).mean().sqrt()) == pytest.approx(0.5, rel=0.2)
+    assert not torch.allclose(emb[first + 12], emb[first + 21])
+    three = tok.convert_tokens_to_ids([t for t in tok.convert_ids_to_tokens(tok("3", add_special_tokens=False)[
+        "input_ids"]) if "3" in t])[0]
+    assert not torch.allclose(emb[first + 3], emb[three])
+    quiet = AutoModelForCausalLM.from_pretrained(aidreams_path)
+    q_tok = AutoTokenizer.from_pretrained(aidreams_path)
+    add_position_tokens(q_tok, quiet, n_positions=40, noise=0.0)
+    q_emb = quiet.get_input_embeddings().weight
+    assert torch.allclose(q_emb[first + 12], (2 * q_emb[digits[0]] + q_emb[digits[1]]) / 3)
+    assert torch.allclose(q_emb[first + 3], q_emb[three])
+    with pytest.raises(ValueError, match="`noise`"):
+        add_position_tokens(q_tok, quiet, noise=-1.0)
     with pytest.raises(ValueError, match="no position tokens"):
         position_ids(AutoTokenizer.from_pretrained(aidreams_path))
 
