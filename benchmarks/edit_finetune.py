@@ -1,20 +1,26 @@
-"""Span decoding vs full rewriting with the same small model, each fine-tuned briefly on its target format.
+"""Span decoding vs full rewriting with the same small model, each fine-tuned on its own target format.
 
-Training data: synthetic corruptions (word deletions, duplications, swaps, substitutions) of
-sentences from a shared corpus; the corrupted sentence is the source, the original the target.
-The shared base model is fully fine-tuned twice (same steps and data): once on span targets, once
-on full rewrites. Both are evaluated on held-out synthetic pairs (exact match, GLEU) and on JFLEG
-test sources (GLEU), reporting generated tokens per example and wall time.
+One multi-task model per output format, trained with the same budget on the same examples:
+synthetic corruptions of shared-corpus sentences (word deletions, duplications, swaps,
+substitutions; source = corrupted, target = original) plus the training parts of the shared edit
+sets (JFLEG dev, ASSET valid, TurkCorpus tune less the sources held out for evaluation, MRPC
+train), each task under its own instruction. ``spans`` writes compact span lists
+(steer.edits.compact: one token per position), ``rewrite`` writes the whole target. Both are
+evaluated with greedy decoding, batch 16, in one process on held-out synthetic pairs (GLEU),
+JFLEG test (GLEU), ASSET test and the held-out TurkCorpus sources (SARI) and MRPC test (BLEU, and
+self-BLEU against the source), next to copying the source.
 
-    python benchmarks/edit_finetune.py [--steps 300] [--eval 100]
+    python benchmarks/edit_finetune.py train --mode spans     # ~30 min on 2 cores at 2,000 steps
+    python benchmarks/edit_finetune.py train --mode rewrite   # (the two can run side by side)
+    python benchmarks/edit_finetune.py eval                   # writes docs/results/edit_spans/finetune.json
 
-Last line: one JSON object.
+Last line of ``eval``: one JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
+import gzip
 import json
 import random
 import re
@@ -28,11 +34,25 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from steer.corpora import load_corpus  # noqa: E402
-from steer.edits.data import load_edit_set  # noqa: E402
+from steer.edits.compact import add_position_tokens  # noqa: E402
+from steer.edits.data import EditSet, load_edit_set  # noqa: E402
 from steer.edits.generate import edit_generate  # noqa: E402
 from steer.edits.make_data import make_examples  # noqa: E402
-from steer.edits.metrics import gleu  # noqa: E402
+from steer.edits.metrics import bleu, gleu, sari  # noqa: E402
+from steer.edits.spans import normalize  # noqa: E402
+from steer.edits.train import finetune  # noqa: E402
 from steer.models import load_model  # noqa: E402
+
+MODEL = ROOT.parent / "shared" / "data" / "models" / "base-llama2tok"
+CKPT = Path.home() / ".cache" / "steer" / "edit_finetune"
+SYNTHETIC_TRAIN, SYNTHETIC_EVAL = 8000, 300
+TURK_HELD = 300  # the last TurkCorpus tune sources: evaluation only
+MAX_TRAIN_WORDS = 50  # longer training sources are skipped (cost, not content)
+# Share of each training step's examples drawn from each group.
+MIX = {"synthetic": 0.35, "jfleg": 0.2, "asset": 0.15, "turkcorpus": 0.15, "mrpc": 0.15}
+EVAL_CAP = {"synthetic": SYNTHETIC_EVAL, "jfleg/test": None, "asset/test": None, "turkcorpus/held": None,
+            "mrpc/test": 400}
+RATIO_SETS = [("jfleg", "test"), ("asset", "test"), ("turkcorpus", "tune"), ("mrpc", "test")]
 
 
 def sentences(n: int, seed: int = 0) -> list[str]:
@@ -40,8 +60,8 @@ def sentences(n: int, seed: int = 0) -> list[str]:
     out = []
     for d in docs:
         for s in re.split(r"(?<=[.!?])\s+", d):
-            if 8 <= len(s.split()) <= 22:
-                out.append(s)
+            if 6 <= len(s.split()) <= 30:
+                out.append(" ".join(s.split()))
     random.Random(seed).shuffle(out)
     return out[:n]
 
@@ -63,89 +83,187 @@ def corrupt(sentence: str, rng: random.Random) -> str:
     return " ".join(words)
 
 
-def finetune(model, tok, examples, field_prompt, field_target, steps, lr, batch, seed):
-    model = copy.deepcopy(model).train().requires_grad_(True)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    rng = random.Random(seed)
-    bos, eos = tok.bos_token_id, tok.eos_token_id
-    encoded = []
-    for ex in examples:
-        p = [bos] + tok(ex[field_prompt], add_special_tokens=False)["input_ids"]
-        t = tok(ex[field_target], add_special_tokens=False)["input_ids"] + [eos]
-        encoded.append((p, t))
-    losses = []
+def synthetic_pairs() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    rng = random.Random(0)
+    pairs = [(corrupt(s, rng), s) for s in sentences(SYNTHETIC_TRAIN + SYNTHETIC_EVAL)]
+    return pairs[SYNTHETIC_EVAL:], pairs[:SYNTHETIC_EVAL]
+
+
+def turk_split() -> tuple[EditSet, EditSet]:
+    es = load_edit_set("turkcorpus", "tune")
+    cut = len(es.sources) - TURK_HELD
+    return (EditSet("turkcorpus", "simplify", es.sources[:cut], es.references[:cut]),
+            EditSet("turkcorpus", "simplify", es.sources[cut:], es.references[cut:]))
+
+
+def training_examples(tok, fmt: str, mark_every: int = 1, only: list[str] | None = None
+                      ) -> tuple[list[dict], list[float], dict]:
+    groups = {"synthetic": ("gec", synthetic_pairs()[0]),
+              "jfleg": ("gec", load_edit_set("jfleg", "dev").pairs()),
+              "asset": ("simplify", load_edit_set("asset", "valid").pairs()),
+              "turkcorpus": ("simplify", turk_split()[0].pairs()),
+              "mrpc": ("paraphrase", load_edit_set("mrpc", "train").pairs())}
+    examples, weights, sizes = [], [], {}
+    for name, (task, pairs) in groups.items():
+        if only and name not in only:
+            continue
+        pairs = [(s, t) for s, t in pairs if len(s.split()) <= MAX_TRAIN_WORDS]
+        exs, _ = make_examples(pairs, task, tok, fmt=fmt, mark_every=mark_every)
+        examples += exs
+        weights += [MIX[name] / len(exs)] * len(exs)
+        sizes[name] = len(exs)
+    return examples, weights, sizes
+
+
+def eval_sets(limit: int | None = None) -> dict[str, EditSet]:
+    synthetic = synthetic_pairs()[1]
+    sets = {"synthetic": EditSet("synthetic", "gec", [s for s, _ in synthetic], [[t] for _, t in synthetic]),
+            "jfleg/test": load_edit_set("jfleg", "test"), "asset/test": load_edit_set("asset", "test"),
+            "turkcorpus/held": turk_split()[1], "mrpc/test": load_edit_set("mrpc", "test")}
+    caps = {k: min(c or limit or 10**9, limit or 10**9) for k, c in EVAL_CAP.items()}
+    return {k: EditSet(es.name, es.task, es.sources[: caps[k]], es.references[: caps[k]]) for k, es in sets.items()}
+
+
+def score(es: EditSet, outputs: list[str]) -> dict:
+    if es.task == "gec":
+        return {"gleu": round(100 * gleu(es.sources, outputs, es.references), 2)}
+    if es.task == "simplify":
+        return {"sari": round(sari(es.sources, outputs, es.references), 2)}
+    return {"bleu": round(bleu(outputs, es.references), 2),
+            "self_bleu": round(bleu(outputs, [[s] for s in es.sources]), 2)}
+
+
+def train(args):
+    torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
+    model, tok = load_model(args.model)
+    fmt = "compact" if args.mode == "spans" else "text"
+    if args.mode == "spans":
+        add_position_tokens(tok, model)
+    only = args.only.split(",") if args.only else None
+    if only and set(only) - set(MIX):
+        raise ValueError(f"--only: unknown group(s) {sorted(set(only) - set(MIX))}; groups: {list(MIX)}")
+    examples, weights, sizes = training_examples(tok, fmt, args.mark_every, only)
+    keys = ("prompt", "completion") if args.mode == "spans" else ("rewrite_prompt", "rewrite")
+    print(f"{args.mode}: {len(examples)} training examples {sizes}, mix {MIX}", flush=True)
+    window: list[float] = []
+
+    def progress(step, loss):
+        window.append(loss)
+        if (step + 1) % 100 == 0:
+            print(f"{args.mode} step {step + 1}: loss {sum(window) / len(window):.3f} "
+                  f"({time.perf_counter() - t0:.0f} s)", flush=True)
+            window.clear()
+
     t0 = time.perf_counter()
-    for _ in range(steps):
-        chunk = [encoded[rng.randrange(len(encoded))] for _ in range(batch)]
-        width = max(len(p) + len(t) for p, t in chunk)
-        ids = torch.full((batch, width), eos)
-        labels = torch.full((batch, width), -100)
-        mask = torch.zeros((batch, width), dtype=torch.long)
-        for i, (p, t) in enumerate(chunk):
-            seq = p + t
-            ids[i, : len(seq)] = torch.tensor(seq)
-            labels[i, len(p) : len(seq)] = torch.tensor(t)  # loss on the target only
-            mask[i, : len(seq)] = 1
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    return model.eval().requires_grad_(False), losses, time.perf_counter() - t0
+    losses, secs = finetune(model, tok, examples, prompt_key=keys[0], target_key=keys[1], weights=weights,
+                            steps=args.steps, batch_size=args.batch, lr=args.lr, warmup=args.warmup,
+                            progress=progress)
+    out = Path(args.ckpt) / (run_name(args.mode, args.mark_every) + (f"_{'+'.join(only)}" if only else ""))
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    info = {"mode": args.mode, "mark_every": args.mark_every, "only": only, "steps": args.steps, "batch": args.batch,
+            "lr": args.lr, "warmup": args.warmup,
+            "threads": args.threads, "train_seconds": round(secs, 1), "examples": sizes, "mix": MIX,
+            "loss_first100": round(sum(losses[:100]) / min(100, len(losses)), 3),
+            "loss_last100": round(sum(losses[-100:]) / min(100, len(losses)), 3)}
+    (out / "train_info.json").write_text(json.dumps(info, indent=1))
+    print(json.dumps(info))
+
+
+def run_name(mode: str, mark_every: int = 1) -> str:
+    """``spans``, ``rewrite``, or ``spans_every3`` for a span model whose prompts mark every third position."""
+    return mode if mark_every == 1 else f"{mode}_every{mark_every}"
+
+
+def token_ratio(tok) -> dict:
+    """Compact span target tokens over rewrite tokens, per set and averaged over the four."""
+    ratio = {}
+    for name, split in RATIO_SETS:
+        _, report = make_examples(load_edit_set(name, split).pairs(), "gec", tok, fmt="compact")
+        ratio[f"{name}/{split}"] = round(report.token_ratio, 4)
+    ratio["mean"] = round(sum(ratio.values()) / len(RATIO_SETS), 4)
+    return ratio
+
+
+def evaluate(args):
+    torch.set_num_threads(args.threads)
+    # The two main models, and any other models asked for (e.g. spans_every3).
+    extra = args.models.split(",") if args.models else []
+    names = ["spans", "rewrite"] + [m for m in extra if m not in ("spans", "rewrite")]
+    models = {name: load_model(str(Path(args.ckpt) / name)) for name in names}
+    info = {name: json.loads((Path(args.ckpt) / name / "train_info.json").read_text()) for name in names}
+    figures: dict = {"token_ratio": token_ratio(models["spans"][1])}
+    print(f"compact span target / rewrite tokens: {figures['token_ratio']}", flush=True)
+    kept = []
+    for name, es in eval_sets(args.limit).items():
+        if args.sets and name not in args.sets.split(","):
+            continue
+        row: dict = {"task": es.task, "sources": len(es.sources),
+                     "copy": {**score(es, es.sources), "wall_s": 0.0, "tokens_per_example": 0.0}}
+        if es.task == "simplify":
+            # SARI rewards deleting source n-grams the references drop: a rule that keeps each
+            # source's first two thirds shows how far deletion alone goes.
+            row["truncate"] = score(es, [" ".join(s.split()[: -(-2 * len(s.split()) // 3)]) for s in es.sources])
+        outs = {}
+        for mode, (model, tok) in models.items():
+            kw = {"task": es.task, "batch_size": 16, "mark_every": info[mode].get("mark_every", 1),
+                  "mode": "rewrite" if mode == "rewrite" else "compact"}
+            edit_generate(model, tok, es.sources[:16], max_new_tokens=8, **kw)  # warm-up of this batch shape
+            res, secs = edit_generate(model, tok, es.sources, max_new_tokens=args.max_new_tokens, **kw)
+            hyps = [r.target for r in res]
+            outs[mode] = res
+            row[mode] = {**score(es, hyps), "wall_s": round(secs, 2),
+                         "tokens_per_example": round(sum(r.n_tokens for r in res) / len(res), 2),
+                         "valid": round(sum(r.valid for r in res) / len(res), 3),
+                         "changed": round(sum(h != normalize(s) for h, s in zip(hyps, es.sources, strict=True))
+                                          / len(res), 3)}
+        row["time_vs_rewrite"] = round(row["spans"]["wall_s"] / row["rewrite"]["wall_s"], 3)
+        for other in names[2:]:
+            row[f"{other}_time_vs_rewrite"] = round(row[other]["wall_s"] / row["rewrite"]["wall_s"], 3)
+        figures[name] = row
+        print(f"{name:16s} {json.dumps(row)}", flush=True)
+        for i in range(len(es.sources)):
+            kept.append({"set": name, "i": i, **{f"{m}_raw": outs[m][i].raw for m in names if m != "rewrite"},
+                         **{m: outs[m][i].target for m in names}})
+    sets = [k for k in figures if k != "token_ratio"]
+    figures["time_vs_rewrite_all"] = round(sum(figures[k]["spans"]["wall_s"] for k in sets)
+                                           / sum(figures[k]["rewrite"]["wall_s"] for k in sets), 3)
+    figures["train"] = info
+    figures["config"] = {"eval_cap": EVAL_CAP, "decoding": "greedy, batch 16",
+                         "max_new_tokens": args.max_new_tokens, "threads": args.threads}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{args.name}.json").write_text(json.dumps(figures, indent=1) + "\n")
+    with gzip.open(out / f"{args.name}_outputs.jsonl.gz", "wt", encoding="utf-8") as f:
+        f.writelines(json.dumps(k) + "\n" for k in kept)
+    print(json.dumps(figures))
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default=str(ROOT.parent / "shared" / "data" / "models" / "base-llama2tok"))
-    ap.add_argument("--train", type=int, default=4000)
-    ap.add_argument("--eval", type=int, default=100)
-    ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--lr", type=float, default=5e-4)
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--out", default=str(ROOT / "docs" / "results" / "edit_spans"))
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    tr = sub.add_parser("train")
+    tr.add_argument("--mode", choices=("spans", "rewrite"), required=True)
+    tr.add_argument("--model", default=str(MODEL))
+    tr.add_argument("--steps", type=int, default=2000)
+    tr.add_argument("--batch", type=int, default=16)
+    tr.add_argument("--lr", type=float, default=5e-4)
+    tr.add_argument("--warmup", type=int, default=100)
+    tr.add_argument("--mark-every", type=int, default=1, help="spans: mark every m-th position in the prompt")
+    tr.add_argument("--only", default=None, help=f"train on these groups only (comma-separated, of {list(MIX)})")
+    ev = sub.add_parser("eval")
+    ev.add_argument("--max-new-tokens", type=int, default=128)
+    ev.add_argument("--models", default=None, help="more trained models to evaluate (e.g. spans_every3)")
+    ev.add_argument("--sets", default=None, help="evaluate on these sets only (comma-separated)")
+    ev.add_argument("--name", default="finetune", help="output name: NAME.json and NAME_outputs.jsonl.gz")
+    ev.add_argument("--limit", type=int, default=None, help="at most this many sources per set (a quick check)")
+    ev.add_argument("--out", default=str(ROOT / "docs" / "results" / "edit_spans"))
+    for p in (tr, ev):
+        p.add_argument("--ckpt", default=str(CKPT))
+        p.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
-    torch.manual_seed(0)
-    rng = random.Random(0)
-    base, tok = load_model(args.model)
-    sents = sentences(args.train + args.eval)
-    pairs = [(corrupt(s, rng), s) for s in sents]
-    train, held = pairs[: args.train], pairs[args.train :]
-    examples, report = make_examples(train, "gec", tok)
-    print(f"training pairs: {len(train)}; span targets are {100 * report.word_ratio:.1f} % of the rewrites in "
-          f"words, {100 * report.token_ratio:.1f} % in tokens")
-    jfleg = load_edit_set("jfleg", "test")
-    j_src, j_refs = jfleg.sources[: args.eval], jfleg.references[: args.eval]
-    results = {}
-    for mode, (fp, ft) in {"spans": ("prompt", "completion"), "rewrite": ("rewrite_prompt", "rewrite")}.items():
-        model, losses, secs = finetune(base, tok, examples, fp, ft, args.steps, args.lr, args.batch, seed=0)
-        row = {"train_seconds": round(secs, 1), "loss_first": round(losses[0], 3),
-               "loss_last10": round(sum(losses[-10:]) / 10, 3)}
-        for name, srcs, refs in [("synthetic", [s for s, _ in held], [[t] for _, t in held]),
-                                 ("jfleg", j_src, j_refs)]:
-            out, gen_s = edit_generate(model, tok, srcs, task="gec", mode=mode, max_new_tokens=64, batch_size=20)
-            hyps = [r.target for r in out]
-            row[name] = {
-                "gleu": round(100 * gleu(srcs, hyps, refs), 2),
-                "exact": round(sum(h == " ".join(r[0].split())
-                                   for h, r in zip(hyps, refs, strict=True)) / len(hyps), 3),
-                "tokens_per_example": round(sum(r.n_tokens for r in out) / len(out), 2),
-                "seconds": round(gen_s, 2), "valid": round(sum(r.valid for r in out) / len(out), 3),
-            }
-            print(f"{mode:7s} {name:9s}: GLEU {row[name]['gleu']:6.2f}, exact {row[name]['exact']:.3f}, "
-                  f"{row[name]['tokens_per_example']:5.1f} generated tokens/example, {gen_s:6.1f} s, "
-                  f"valid {row[name]['valid']:.2f}")
-        results[mode] = row
-        print(f"{mode:7s} fine-tune: {secs:.0f} s, loss {row['loss_first']} -> {row['loss_last10']}")
-    copy_gleu = {"synthetic": round(100 * gleu([s for s, _ in held], [s for s, _ in held], [[t] for _, t in held]), 2),
-                 "jfleg": round(100 * gleu(j_src, j_src, j_refs), 2)}
-    print(f"copy-source GLEU: synthetic {copy_gleu['synthetic']}, jfleg {copy_gleu['jfleg']}")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    figures = {"results": results, "copy_gleu": copy_gleu, "train_pairs": len(train),
-               "span_word_ratio": report.word_ratio, "span_token_ratio": report.token_ratio,
-               "steps": args.steps, "batch": args.batch, "lr": args.lr}
-    (out / "finetune.json").write_text(json.dumps(figures, indent=1))
-    print(json.dumps(figures))
+    (train if args.cmd == "train" else evaluate)(args)
 
 
 if __name__ == "__main__":
