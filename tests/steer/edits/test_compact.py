@@ -91,7 +91,7 @@ def test_position_tokens_are_single_consecutive_tokens_and_embeddings_start_at_t
     assert add_position_tokens(tok, model, n_positions=40) == first and len(tok) == v + 40  # idempotent
     ids = tok("<@0>He<@1>go<@39>", add_special_tokens=False)["input_ids"]
     assert [i for i in ids if i >= first] == [first, first + 1, first + 39]
-    emb = model.get_input_embeddings().weight
+    emb = model.get_input_embeddings().weight.detach()
     assert emb.shape[0] >= v + 40
     digits = [tok.convert_tokens_to_ids(t) for t in tok.convert_ids_to_tokens(
         tok("12", add_special_tokens=False)["input_ids"]) if any(c.isdigit() for c in t)]
@@ -107,7 +107,7 @@ def test_position_tokens_are_single_consecutive_tokens_and_embeddings_start_at_t
     quiet = AutoModelForCausalLM.from_pretrained(aidreams_path)
     q_tok = AutoTokenizer.from_pretrained(aidreams_path)
     add_position_tokens(q_tok, quiet, n_positions=40, noise=0.0)
-    q_emb = quiet.get_input_embeddings().weight
+    q_emb = quiet.get_input_embeddings().weight.detach()
     assert torch.allclose(q_emb[first + 12], (2 * q_emb[digits[0]] + q_emb[digits[1]]) / 3)
     assert torch.allclose(q_emb[first + 3], q_emb[three])
     with pytest.raises(ValueError, match="`noise`"):
