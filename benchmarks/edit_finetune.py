@@ -10,9 +10,12 @@ evaluated with greedy decoding, batch 16, in one process on held-out synthetic p
 JFLEG test (GLEU), ASSET test and the held-out TurkCorpus sources (SARI) and MRPC test (BLEU, and
 self-BLEU against the source), next to copying the source.
 
-    python benchmarks/edit_finetune.py train --mode spans     # ~30 min on 2 cores at 2,000 steps
-    python benchmarks/edit_finetune.py train --mode rewrite   # (the two can run side by side)
-    python benchmarks/edit_finetune.py eval                   # writes docs/results/edit_spans/finetune.json
+    python benchmarks/edit_finetune.py train --mode spans --threads 2     # ~21 min alone on 2 cores
+    python benchmarks/edit_finetune.py train --mode rewrite --threads 2   # ~30 min
+    python benchmarks/edit_finetune.py eval --threads 2                   # ~15 min; writes
+                                                                          # docs/results/edit_spans/finetune.json
+
+``train --mode spans --mark-every 3`` adds ``spans_every3`` (evaluate it with ``eval --models spans_every3``).
 
 Last line of ``eval``: one JSON object.
 """
