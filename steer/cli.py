@@ -399,7 +399,10 @@ def cmd_edits_train(args) -> int:
 
     fields = ("prompt", "completion") if args.target == "spans" else ("rewrite_prompt", "rewrite")
     sets = [_read_examples(f, fields) for f in args.data]
-    shares = [1.0] * len(sets) if args.weights is None else [float(w) for w in args.weights.split(",")]
+    try:
+        shares = [1.0] * len(sets) if args.weights is None else [float(w) for w in args.weights.split(",")]
+    except ValueError:
+        shares = []
     if len(shares) != len(sets) or min(shares) < 0 or not sum(shares) > 0:
         raise ValueError(f"`--weights` must hold one non-negative share per --data file ({len(sets)}), "
                          f"got {args.weights!r}")
@@ -433,7 +436,8 @@ def cmd_edits_run(args) -> int:
 
     if not Path(args.sources).exists():
         raise FileNotFoundError(f"`--sources` file {str(args.sources)!r} not found")
-    sources = [line for line in Path(args.sources).read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = Path(args.sources).read_text(encoding="utf-8").splitlines()
+    sources = [line for line in lines if line.strip()]
     if not sources:
         raise ValueError(f"`--sources` file {str(args.sources)!r} holds no text")
     model, tokenizer = load_model(args.model)
@@ -441,7 +445,9 @@ def cmd_edits_run(args) -> int:
     results, secs = edit_generate(model, tokenizer, sources, task=args.task, mode=mode, num_beams=args.beams,
                                   max_new_tokens=args.max_new_tokens, batch_size=args.batch,
                                   mark_every=args.mark_every)
-    text = "".join(r.target + "\n" for r in results)
+    # One output line per input line: blank lines stay blank.
+    edited = iter(results)
+    text = "".join((next(edited).target if line.strip() else "") + "\n" for line in lines)
     if args.out:
         Path(args.out).write_text(text, encoding="utf-8")
     else:

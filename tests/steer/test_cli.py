@@ -96,17 +96,18 @@ def test_edits_train_then_run(tmp_path, aidreams_path, capsys):
                  "--steps", "40", "--batch", "2", "--lr", "3e-3", "--warmup", "0"]) == 0
     assert "compact spans" in capsys.readouterr().out
     sources, out = tmp_path / "src.txt", tmp_path / "out.txt"
-    sources.write_text("the cat sat on on the mat\n")
+    sources.write_text("the cat sat on on the mat\n\nthe cat sat on on the mat\n")
     assert main(["edits", "run", "--model", str(model_dir), "--sources", str(sources), "--out", str(out)]) == 0
-    assert out.read_text() == "the cat sat on the mat\n"
-    assert "(compact): 1 changed" in capsys.readouterr().err
+    assert out.read_text() == "the cat sat on the mat\n\nthe cat sat on the mat\n"  # line for line
+    assert "(compact): 2 changed" in capsys.readouterr().err
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "x"}\n')
     assert main(["edits", "train", "--data", str(bad), "--model", str(aidreams_path), "--out", str(model_dir)]) == 2
     assert "'completion'" in capsys.readouterr().err
-    assert main(["edits", "train", "--data", str(data), "--data", str(data), "--weights", "1",
-                 "--model", str(aidreams_path), "--out", str(model_dir)]) == 2
-    assert "`--weights`" in capsys.readouterr().err
+    for weights in ("1", "1,x"):
+        assert main(["edits", "train", "--data", str(data), "--data", str(data), "--weights", weights,
+                     "--model", str(aidreams_path), "--out", str(model_dir)]) == 2
+        assert "`--weights`" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------ newcomer fixes
