@@ -43,7 +43,7 @@ from steer.edits.generate import edit_generate  # noqa: E402
 from steer.edits.make_data import make_examples  # noqa: E402
 from steer.edits.metrics import bleu, gleu, sari  # noqa: E402
 from steer.edits.spans import normalize  # noqa: E402
-from steer.edits.train import finetune  # noqa: E402
+from steer.edits.train import finetune, mix  # noqa: E402
 from steer.models import load_model  # noqa: E402
 
 MODEL = ROOT.parent / "shared" / "data" / "models" / "base-llama2tok"
@@ -106,16 +106,14 @@ def training_examples(tok, fmt: str, mark_every: int = 1, only: list[str] | None
               "asset": ("simplify", load_edit_set("asset", "valid").pairs()),
               "turkcorpus": ("simplify", turk_split()[0].pairs()),
               "mrpc": ("paraphrase", load_edit_set("mrpc", "train").pairs())}
-    examples, weights, sizes = [], [], {}
+    sets = {}
     for name, (task, pairs) in groups.items():
         if only and name not in only:
             continue
         pairs = [(s, t) for s, t in pairs if len(s.split()) <= MAX_TRAIN_WORDS]
-        exs, _ = make_examples(pairs, task, tok, fmt=fmt, mark_every=mark_every)
-        examples += exs
-        weights += [MIX[name] / len(exs)] * len(exs)
-        sizes[name] = len(exs)
-    return examples, weights, sizes
+        sets[name] = make_examples(pairs, task, tok, fmt=fmt, mark_every=mark_every)[0]
+    examples, weights = mix(list(sets.values()), [MIX[name] for name in sets])
+    return examples, weights, {name: len(exs) for name, exs in sets.items()}
 
 
 def eval_sets(limit: int | None = None) -> dict[str, EditSet]:

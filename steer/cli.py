@@ -394,7 +394,7 @@ def _read_examples(path: Path, fields: tuple[str, str]) -> list[dict]:
 
 def cmd_edits_train(args) -> int:
     from steer.edits.compact import POSITION, add_position_tokens
-    from steer.edits.train import finetune
+    from steer.edits.train import finetune, mix
     from steer.models import load_model
 
     fields = ("prompt", "completion") if args.target == "spans" else ("rewrite_prompt", "rewrite")
@@ -406,9 +406,7 @@ def cmd_edits_train(args) -> int:
     if len(shares) != len(sets) or min(shares) < 0 or not sum(shares) > 0:
         raise ValueError(f"`--weights` must hold one non-negative share per --data file ({len(sets)}), "
                          f"got {args.weights!r}")
-    examples = [ex for exs in sets for ex in exs]
-    # A file's share is spread over its examples (no --weights: every file weighs the same).
-    weights = [w / len(exs) for w, exs in zip(shares, sets, strict=True) for _ in exs]
+    examples, weights = mix(sets, shares)  # no --weights: every file weighs the same
     model, tokenizer = load_model(args.model)
     compact = args.target == "spans" and any(POSITION.format(0) in ex["prompt"] for ex in examples)
     if compact:

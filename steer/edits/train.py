@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -26,6 +27,21 @@ def encode_examples(tokenizer, examples: Sequence[dict], prompt_key: str = "prom
     targets = tokenizer([ex[target_key] for ex in examples], add_special_tokens=False)["input_ids"]
     lead = [bos] if bos is not None else []
     return [(lead + p, t + [eos]) for p, t in zip(prompts, targets, strict=True)]
+
+
+def mix(sets: Sequence[Sequence[dict]], shares: Sequence[float] | None = None) -> tuple[list[dict], list[float]]:
+    """Several example sets as one list with per-example weights for :func:`finetune`: set i makes
+    up ``shares[i] / sum(shares)`` of every batch on average, however many examples it has (equal
+    shares by default)."""
+    shares = [1.0] * len(sets) if shares is None else [float(w) for w in shares]
+    if len(shares) != len(sets) or any(not w >= 0 for w in shares) or not sum(shares) > 0:
+        raise ValueError(f"`shares` must hold one non-negative share per set ({len(sets)}) with a positive sum, "
+                         f"got {shares!r}")
+    if any(not exs for exs in sets):
+        raise ValueError("every example set must hold examples")
+    examples = [ex for exs in sets for ex in exs]
+    weights = [w / len(exs) for w, exs in zip(shares, sets, strict=True) for _ in exs]
+    return examples, weights
 
 
 def target_loss(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -87,6 +103,8 @@ def finetune(model, tokenizer, examples: Sequence[dict], *, prompt_key: str = "p
     pad = tokenizer.eos_token_id
     device = next(model.parameters()).device
     rng = random.Random(seed)
+    # The cumulative weights once (random.choices would sum them again every step; same draws).
+    cum = None if weights is None else list(itertools.accumulate(weights))
     model.train().requires_grad_(True)
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     schedule = get_cosine_schedule_with_warmup(opt, warmup, steps)
@@ -94,7 +112,7 @@ def finetune(model, tokenizer, examples: Sequence[dict], *, prompt_key: str = "p
     t0 = time.perf_counter()
     try:
         for step in range(steps):
-            chunk = [encoded[i] for i in rng.choices(range(len(encoded)), weights=weights, k=batch_size)]
+            chunk = [encoded[i] for i in rng.choices(range(len(encoded)), cum_weights=cum, k=batch_size)]
             width = max(len(p) + len(t) for p, t in chunk)
             ids = torch.full((batch_size, width), pad)
             labels = torch.full((batch_size, width), -100)

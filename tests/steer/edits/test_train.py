@@ -10,7 +10,7 @@ import torch
 from steer.edits.compact import add_position_tokens
 from steer.edits.generate import edit_generate
 from steer.edits.make_data import make_examples
-from steer.edits.train import encode_examples, finetune, target_loss
+from steer.edits.train import encode_examples, finetune, mix, target_loss
 from tests.conftest import tiny_gpt2, tiny_llama
 
 
@@ -61,6 +61,19 @@ def test_weights_pick_the_examples(aidreams):
         model = tiny_llama(vocab_size=len(tok))
         runs.append(finetune(model, tok, data, weights=w, steps=3, batch_size=2, lr=1e-3, warmup=0)[0])
     assert runs[0] == pytest.approx(runs[1])
+
+
+def test_mix_gives_each_set_its_share():
+    a, b = [{"i": k} for k in range(3)], [{"i": k} for k in range(10)]
+    examples, weights = mix([a, b], [1.0, 3.0])
+    assert examples == a + b
+    assert sum(weights[:3]) == pytest.approx(1.0) and sum(weights[3:]) == pytest.approx(3.0)
+    assert mix([a, b])[1][:3] == [1 / 3] * 3  # equal shares by default
+    for shares in ([1.0], [-1.0, 1.0], [0.0, 0.0]):
+        with pytest.raises(ValueError, match="`shares`"):
+            mix([a, b], shares)
+    with pytest.raises(ValueError, match="every example set"):
+        mix([a, []])
 
 
 def test_bad_arguments(aidreams):
