@@ -4,11 +4,14 @@ Trains the prefix attribute model on the model's own continuations of training
 prompts, then decodes >= 100 held-out prompts with plain beam search, the exact
 hard constraints, the learned conditional search, and both, at beam sizes 1, 5,
 10, 20. Reports the rate of each degeneracy, mean log-likelihood under the model,
-mean length and time per output; writes a table and a plot. Last line: one JSON
-object.
+mean length and time per output; writes a table and a plot. Also times one call
+of the hard constraints on random continuations of growing length (20 rows, the
+model's vocabulary) against a copy of the scores, the floor any processor that
+returns new scores pays. Last line: one JSON object.
 
     python benchmarks/conditional_beam.py [--model ../shared/data/models/base-llama2tok]
         [--train-prompts 300] [--test-prompts 100] [--out docs/results/conditional_beam]
+    python benchmarks/conditional_beam.py --ban-only [--ban-lengths 40,160,640,2560]
 """
 
 from __future__ import annotations
@@ -74,6 +77,36 @@ def decode(model, tok, prompts, beams, method, head, deg, max_new, weight, batch
     return p_ids, conts, time.perf_counter() - t0
 
 
+def ban_cost(lengths, deg: Degeneracy, rows: int = 20, vocab: int = 32000, repeats: int = 50) -> dict:
+    """ms per call of the hard constraints at each continuation length, and per copy of the scores.
+
+    Random ids over a 50-token alphabet, so that contexts recur and the ban
+    has work to do at every length.
+    """
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(rows, vocab, generator=g)
+
+    def per_call(fn) -> float:
+        fn()  # first call pays one-time costs
+        best = float("inf")
+        for _ in range(3):  # best of three rounds: the least disturbed by other work
+            t0 = time.perf_counter()
+            for _ in range(repeats):
+                fn()
+            best = min(best, (time.perf_counter() - t0) / repeats)
+        return 1e3 * best
+
+    out = {"rows": rows, "vocab": vocab, "copy_ms": round(per_call(scores.clone), 4)}
+    for length in lengths:
+        ids = torch.randint(0, 50, (rows, 8 + length), generator=g)
+        (proc,) = hard_constraints(deg, 8, eos_token_id=None)
+        ms = per_call(lambda proc=proc, ids=ids: proc(ids, scores))
+        out[f"len{length}"] = {"ms": round(ms, 4), "vs_copy": round(ms / out["copy_ms"], 2)}
+        print(f"hard constraints, {rows} rows, continuation {length:5d}: {ms:.3f} ms per call "
+              f"({ms / out['copy_ms']:.2f}x a copy of the scores, {out['copy_ms']:.3f} ms)")
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=str(ROOT.parent / "shared" / "data" / "models" / "base-llama2tok"))
@@ -83,7 +116,16 @@ def main():
     ap.add_argument("--beams", default="1,5,10,20")
     ap.add_argument("--weight", type=float, default=1.0)
     ap.add_argument("--out", default=str(ROOT / "docs" / "results" / "conditional_beam"))
+    ap.add_argument("--ban-lengths", default="40,160,640,2560")
+    ap.add_argument("--ban-only", action="store_true", help="only time the hard constraints' ban")
     args = ap.parse_args()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the ban's cost alone, free of thread scheduling
+    ban = ban_cost([int(x) for x in args.ban_lengths.split(",")], Degeneracy(**AttrTrainConfig().degeneracy))
+    torch.set_num_threads(threads)
+    if args.ban_only:
+        print(json.dumps({"ban": ban}))
+        return
     os.environ.setdefault("STEER_CORPORA_DIR", str(ROOT.parent / "shared" / "data" / "corpora"))
     torch.manual_seed(0)
     model, tok = load_model(args.model)
@@ -129,7 +171,7 @@ def main():
     write(out, rows, report, train_s)
     print(json.dumps({"model": Path(args.model).name, "train_seconds": round(train_s, 1),
                       "heldout_accuracy": report["heldout_accuracy"], "heldout_auc": report["heldout_auc"],
-                      "rows": rows}))
+                      "rows": rows, "ban": ban}))
 
 
 def write(out: Path, rows, report, train_s):

@@ -17,6 +17,10 @@ from transformers import LogitsProcessor
 
 from steer.conditional.attributes import Degeneracy
 
+# Continuations up to V / SORT_COUNT_RATIO positions count repeats by sorting, longer ones by a
+# [B, V] bincount (the two cost the same near there: V = 32000, about 250 positions).
+SORT_COUNT_RATIO = 128
+
 
 class NoNgramLoop(LogitsProcessor):
     """Bans w when (last n-1 generated tokens, w) already occurs ``repeats - 1`` times in the continuation.
@@ -64,9 +68,19 @@ class NoNgramLoop(LogitsProcessor):
             nxt = win[:, :, n - 1]  # (B, W): the token that followed
         nxt = nxt.clamp(max=v - 1)
         if self.r > 2:
-            # How often each next token followed the context: pairwise over the W positions.
-            times = ((nxt[:, :, None] == nxt[:, None, :]) & match[:, None, :]).sum(-1)  # (B, W)
-            match = match & (times >= self.r - 1)
+            # How often each next token followed the context, without a pairwise [W, W]
+            # compare; the other positions count as token V, past every id.
+            key = torch.where(match, nxt, v)  # (B, W)
+            if key.shape[1] * SORT_COUNT_RATIO <= v:
+                # Short continuations, O(W log W): a token's count is the width of its run
+                # in the sorted row, the gap between its rightmost and leftmost insertion points.
+                run = key.sort(dim=1).values
+                times = torch.searchsorted(run, key, right=True) - torch.searchsorted(run, key)
+            else:
+                # Long ones, O(W + V): one bincount over (row, token) pairs, read back per position.
+                flat = torch.arange(key.shape[0], device=key.device)[:, None] * (v + 1) + key
+                times = torch.bincount(flat.view(-1), minlength=key.shape[0] * (v + 1)).take(flat)
+            match = match & (times >= self.r - 1)  # (B, W)
         # amin with -inf where banned and +inf elsewhere: duplicates agree, other scores stay.
         return nxt, torch.where(match, float("-inf"), float("inf")).to(scores.dtype)
 

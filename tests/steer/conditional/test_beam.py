@@ -6,6 +6,7 @@ import pytest
 import torch
 from transformers import LogitsProcessorList, MinNewTokensLengthLogitsProcessor
 
+from steer.conditional import constraints
 from steer.conditional.attributes import Degeneracy
 from steer.conditional.beam import ConditionalBeam, HiddenStateTap
 from steer.conditional.constraints import HardConstraints, NoNgramLoop, hard_constraints
@@ -227,7 +228,10 @@ def _dense_reference_bans(input_ids, scores, n, r, prompt_length):
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4])
 @pytest.mark.parametrize("r", [2, 3, 4])
-def test_no_ngram_loop_bans_exactly_what_a_dense_count_bans(n, r):
+@pytest.mark.parametrize("count_by", ["sort", "bincount"])
+def test_no_ngram_loop_bans_exactly_what_a_dense_count_bans(n, r, count_by, monkeypatch):
+    # repeats are counted by sorting short continuations and by a bincount long ones: force each
+    monkeypatch.setattr(constraints, "SORT_COUNT_RATIO", 0 if count_by == "sort" else 10**9)
     g = torch.Generator().manual_seed(n * 10 + r)
     for trial in range(25):
         length = int(torch.randint(0, 30, (1,), generator=g))
