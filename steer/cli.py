@@ -229,7 +229,8 @@ def _parse_knobs(items: list[str]) -> dict:
 def _guided_options(args) -> dict:
     """The variants' options given on the command line (those left out keep their defaults)."""
     given = {"plausibility": args.plausibility, "clip": args.clip, "kl_max_lam": args.kl_max_lam,
-             "centre": True if args.centre else None, "mask": True if args.mask else None}
+             "centre": True if args.centre else None, "mask": True if args.mask else None,
+             "temper": True if args.temper else None}
     return {k: v for k, v in given.items() if v is not None}
 
 
@@ -568,6 +569,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "there is subtracted)")
     p.add_argument("--mask", action="store_true",
                    help="the plausible methods set the tokens outside their support to -inf")
+    p.add_argument("--temper", action="store_true",
+                   help="the variants divide their steered scores by a per-row temperature that brings the "
+                        "distribution's entropy back to the model's (sampling only: the argmax is unchanged)")
     p.add_argument("--lora-steps", type=int, default=1000,
                    help="step budget of each LoRA baseline (training stops earlier when a held-out loss stalls)")
     p.add_argument("--lora-rank", type=int, default=8, help="LoRA rank r")

@@ -18,9 +18,11 @@ from dataclasses import dataclass, field
 
 # Options of the steering variants a sweep may set (SweepConfig.guided): alpha of the plausible
 # methods (contrastive decoding's 0.1), an optional clip c of the bonus, the strength cap of the
-# KL-budgeted methods (the budget, not lam, binds), and whether the plausible methods centre the
-# bonus over their support and mask the tokens outside it.
-GUIDED_DEFAULTS = {"plausibility": 0.1, "clip": None, "kl_max_lam": 8.0, "centre": False, "mask": False}
+# KL-budgeted methods (the budget, not lam, binds), whether the plausible methods centre the
+# bonus over their support and mask the tokens outside it, and whether every variant tempers its
+# distribution back to the model's entropy.
+GUIDED_DEFAULTS = {"plausibility": 0.1, "clip": None, "kl_max_lam": 8.0, "centre": False, "mask": False,
+                   "temper": False}
 
 
 def guided_options(options: dict) -> dict:
@@ -30,7 +32,7 @@ def guided_options(options: dict) -> dict:
         raise ValueError(f"`guided` has unknown options {unknown}; known: {sorted(GUIDED_DEFAULTS)}")
     out = {**GUIDED_DEFAULTS, **options}
     alpha, clip, cap = out["plausibility"], out["clip"], out["kl_max_lam"]
-    for name in ("centre", "mask"):
+    for name in ("centre", "mask", "temper"):
         if not isinstance(out[name], bool):
             raise ValueError(f"`guided[{name!r}]` must be True or False, got {out[name]!r}")
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha <= 1:
@@ -155,7 +157,8 @@ def _guided(contrastive: bool, plausible: bool, strength: str) -> Callable[[Cont
         prior = GuidedStylePrior(table, lam, background=background, clip=options["clip"],
                                  plausibility=options["plausibility"] if plausible else None, strength=strength,
                                  kl_budget=knob if strength == "kl" else None, tokenizer=ctx.tokenizer,
-                                 centre=options["centre"] and plausible, mask=options["mask"] and plausible)
+                                 centre=options["centre"] and plausible, mask=options["mask"] and plausible,
+                                 temper=options["temper"])
         costs = _table_costs(table)
         if background is not None:
             costs["extra_mem_mb"] += background.nbytes / 2**20

@@ -21,6 +21,9 @@ from steer.style import check_lam, check_width, pad_columns
 Strength = Literal["constant", "entropy", "kl"]
 STRENGTHS = ("constant", "entropy", "kl")
 KL_BISECTION_STEPS = 12
+# ``temper``: the per-row temperature is searched in [1 / TEMPER_MAX, TEMPER_MAX] on a log scale.
+TEMPER_MAX = 4.0
+TEMPER_BISECTION_STEPS = 12
 
 
 def _finite_positive(name: str, value, allow_none: bool = True):
@@ -60,6 +63,14 @@ class GuidedStylePrior(LogitsProcessor):
       KL(p_t || p) grows with lam_t (its derivative is lam_t Var_{p_t}(b) >= 0),
       so a fixed number (12) of vectorised bisection steps finds lam_t to
       within lam / 4096; a row whose KL at lam stays within the budget gets lam.
+    * **temper** (optional): the steered scores o (after the support's mask)
+      are divided by a per-row temperature tau, the largest in [1/4, 4] with
+      H(softmax(o / tau)) <= H(p): the steered distribution is no more
+      certain than the model's own at that step (H grows with tau, so 12
+      bisection steps on log tau find it to within a factor 1.0007; a row
+      already more uncertain than the model at tau = 1/4 gets 1/4). It moves
+      where the mass goes, not how spread it is, which a truncating support
+      otherwise narrows. The argmax is unchanged: greedy decoding is unaffected.
 
     With a background table both estimates come from one joint lookup
     (:class:`ngram.lookup.ContrastPlan`) where the tables allow it (same
@@ -79,6 +90,7 @@ class GuidedStylePrior(LogitsProcessor):
         plausibility: optional alpha in (0, 1], restrict the bonus to plausible tokens.
         centre: centre the bonus over the support (needs ``plausibility``).
         mask: set the scores outside the support to -inf (needs ``plausibility``).
+        temper: match the steered distribution's entropy to the model's (above).
         strength: "constant", "entropy" or "kl".
         kl_budget: epsilon > 0 in nats, required for (and only for) strength="kl".
         discount: Kneser-Ney discount of both tables.
@@ -93,7 +105,7 @@ class GuidedStylePrior(LogitsProcessor):
     def __init__(self, table: NGramTable, lam: float, background: NGramTable | None = None,
                  clip: float | None = None, plausibility: float | None = None, strength: str = "constant",
                  kl_budget: float | None = None, discount: float = 0.75, tokenizer=None, centre: bool = False,
-                 mask: bool = False):
+                 mask: bool = False, temper: bool = False):
         if not isinstance(table, NGramTable):
             raise TypeError(f"`table` must be an ngram.NGramTable, got {type(table).__name__}")
         if background is not None:
@@ -122,6 +134,9 @@ class GuidedStylePrior(LogitsProcessor):
         if mask and self.plausibility is None:
             raise ValueError("`mask` applies to a support: give `plausibility` too")
         self.mask = mask
+        if not isinstance(temper, bool):
+            raise TypeError(f"`temper` must be True or False, got {temper!r}")
+        self.temper = temper
         if strength not in STRENGTHS:
             raise ValueError(f"`strength` must be one of {STRENGTHS}, got {strength!r}")
         self.strength = strength
@@ -183,14 +198,14 @@ class GuidedStylePrior(LogitsProcessor):
             out = torch.addcmul(s, lam_t, b, value=scale)  # s + scale * lam_t * b
         if self.mask:
             out = out.masked_fill(~support, float("-inf"))
+        if self.temper:
+            out = out / temperature_for_entropy(out, entropy(s))
         return out if scores.dtype == torch.float32 else out.to(scores.dtype)
 
     def _strength(self, s: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, float]:
         """(t [B, 1], scale) with lam_t = scale * t per row (entropy-gated or KL-budgeted)."""
         if self.strength == "entropy":
-            p = torch.softmax(s, dim=-1)  # (B, V)
-            neg_h = torch.special.xlogy(p, p).sum(-1, keepdim=True)  # (B, 1): -H in nats (0 log 0 = 0)
-            return neg_h, -self.lam / math.log(s.shape[-1])
+            return entropy(s), self.lam / math.log(s.shape[-1])
         logp = torch.log_softmax(s, dim=-1)  # (B, V)
         # KL budget: bisection for every row at once, a fixed number of steps. The
         # bracket [lo, lo + width] halves each step, so only lo is carried.
@@ -215,3 +230,30 @@ def kl_tilt(logp: torch.Tensor, b: torch.Tensor, lam: torch.Tensor) -> torch.Ten
     q = (t - log_z).exp()  # (B, V) = p_lam
     # sum_w q (lam b - log Z) = lam E_q[b] - log Z, since q sums to 1.
     return lam * torch.linalg.vecdot(q, b).unsqueeze(-1) - log_z
+
+
+def entropy(s: torch.Tensor) -> torch.Tensor:
+    """H(softmax(s)) in nats per row, float [B, 1]; -inf scores take no part (0 log 0 = 0)."""
+    logp = torch.log_softmax(s, dim=-1)  # (B, V)
+    return -torch.special.xlogy(logp.exp(), logp.exp()).sum(-1, keepdim=True)
+
+
+def temperature_for_entropy(o: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per row, the largest tau in [1/TEMPER_MAX, TEMPER_MAX] with H(softmax(o / tau)) <= target, [B, 1].
+
+    H(softmax(o / tau)) = log Z - E_q[o] / tau with q = softmax(o / tau) and
+    log Z = logsumexp(o / tau); it grows with tau. Bisection on u = log tau for
+    every row at once, a fixed number of steps; only the bracket's low end is
+    carried. -inf scores are left out of E_q[o] (their q is 0).
+    """
+    finite = torch.where(torch.isfinite(o), o, 0.0)  # (B, V): o where q can be > 0
+    lo = o.new_full((o.shape[0], 1), -math.log(TEMPER_MAX))
+    width = 2 * math.log(TEMPER_MAX)
+    for _ in range(TEMPER_BISECTION_STEPS):
+        width /= 2
+        inv = (-(lo + width)).exp()  # (B, 1): 1 / tau at the bracket's midpoint
+        t = o * inv  # (B, V)
+        log_z = torch.logsumexp(t, dim=-1, keepdim=True)
+        h = log_z - inv * torch.linalg.vecdot((t - log_z).exp(), finite).unsqueeze(-1)
+        lo = torch.where(h <= target, lo + width, lo)
+    return lo.exp()

@@ -100,7 +100,8 @@ class SweepConfig:
             ``plausibility`` (alpha of the plausible methods), ``clip`` (c, or None:
             clip the bonus to [-c, c]), ``kl_max_lam`` (the strength cap of the
             KL-budgeted methods), ``centre`` and ``mask`` (the plausible methods
-            centre the bonus over their support; mask the tokens outside it).
+            centre the bonus over their support; mask the tokens outside it),
+            ``temper`` (every variant matches its entropy to the model's).
         style_prompt: fields of steer.baselines.prompt.StylePrompt.
         lora: fields of steer.baselines.lora.LoraTrainConfig.
     """

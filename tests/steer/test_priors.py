@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ngram import NGramTable
-from steer.priors import KL_BISECTION_STEPS, GuidedStylePrior
+from steer.priors import KL_BISECTION_STEPS, TEMPER_MAX, GuidedStylePrior, entropy
 from tests.conftest import tiny_llama
 
 V = 12
@@ -21,8 +21,13 @@ def _kn(table, ids):
     return table.logprobs(ids, smoothing="kneser_ney").double().numpy()
 
 
+def _entropy(x):
+    q = np.exp(x - np.logaddexp.reduce(x))
+    return float(-(q[q > 0] * np.log(q[q > 0])).sum())
+
+
 def _reference(scores, ids, lam, background=None, clip=None, plausibility=None, strength="constant", eps=None,
-               centre=False, mask=False):
+               centre=False, mask=False, temper=False):
     """Row by row, in float64 numpy, straight from the docstring's formulas."""
     s = scores.double().numpy()
     b_all = _kn(STYLE, ids) - (_kn(BACKGROUND, ids) if background else 0.0)
@@ -58,6 +63,10 @@ def _reference(scores, ids, lam, background=None, clip=None, plausibility=None, 
         out[r] = s[r] + lt * b
         if mask:
             out[r][outside] = -np.inf
+        if temper:  # the largest tau on a fine grid whose entropy stays within the model's
+            grid = np.exp(np.linspace(-math.log(TEMPER_MAX), math.log(TEMPER_MAX), 20001))
+            ok = [tau for tau in grid if _entropy(out[r] / tau) <= _entropy(s[r])]
+            out[r] = out[r] / (max(ok) if ok else grid[0])
     return out
 
 
@@ -93,6 +102,36 @@ def test_matches_brute_force(batch, opts):
     assert torch.isneginf(got[1, 5])  # -inf kept
 
 
+@pytest.mark.parametrize("opts", [
+    dict(background=True, plausibility=0.1, mask=True),
+    dict(background=True, plausibility=0.3),
+    dict(background=True),
+    dict(background=True, strength="entropy", clip=1.0),
+])
+def test_temper_finds_the_largest_temperature_within_the_models_entropy(batch, opts):
+    scores, ids = batch
+    for lam in (0.5, 3.0):
+        kw = {**opts, "background": BACKGROUND}
+        got = GuidedStylePrior(STYLE, lam, temper=True, **kw)(ids, scores)
+        want = _reference(scores, ids, lam, temper=True, **opts)
+        finite = np.isfinite(want)
+        # the bisection's resolution: a factor exp(2 log 4 / 2**steps) on tau, times the scores' size
+        np.testing.assert_allclose(got.numpy()[finite], want[finite], rtol=2e-3, atol=2e-3)
+        np.testing.assert_array_equal(np.isneginf(got.numpy()), np.isneginf(want))
+        # never more certain than the model, within the resolution, where the bracket allows
+        untempered = GuidedStylePrior(STYLE, lam, **kw)(ids, scores)
+        tau = untempered[:, 0:1] / got[:, 0:1]
+        inside = (tau > 1 / TEMPER_MAX * 1.01) & (tau < TEMPER_MAX * 0.99)
+        h_got, h_model = entropy(got), entropy(scores)
+        assert (h_got <= h_model + 1e-4).all()
+        assert ((h_model - h_got)[inside] <= 5e-3).all()
+        assert torch.equal(got.argmax(-1), untempered.argmax(-1))  # greedy decoding is unaffected
+    lone = torch.full((2, V), -math.inf)
+    lone[0, 3], lone[1, 3:6] = 1.0, 0.5  # one finite score; three equal ones
+    out = GuidedStylePrior(STYLE, 2.0, background=BACKGROUND, temper=True)(ids[:2], lone)
+    assert not out.isnan().any() and torch.equal(torch.isfinite(out), torch.isfinite(lone))
+
+
 @pytest.mark.parametrize("eps", [0.01, 0.05, 0.3])
 def test_kl_budget_finds_the_largest_strength_within_the_budget(batch, eps):
     scores, ids = batch
@@ -118,7 +157,7 @@ def test_kl_of_the_result_is_within_budget_on_random_rows():
 
 
 @pytest.mark.parametrize("opts", [dict(), dict(background=BACKGROUND, plausibility=0.1, strength="kl", kl_budget=0.1),
-                                  dict(strength="entropy")])
+                                  dict(strength="entropy"), dict(plausibility=0.1, mask=True, temper=True)])
 def test_lam_zero_is_the_identity_and_inputs_are_not_mutated(batch, opts):
     scores, ids = batch
     before = scores.clone()
@@ -150,6 +189,8 @@ def test_bad_arguments_are_refused():
         GuidedStylePrior(STYLE, 1.0, plausibility=0.1, centre="yes")
     with pytest.raises(ValueError, match="`mask` applies to a support"):
         GuidedStylePrior(STYLE, 1.0, mask=True)
+    with pytest.raises(TypeError, match="`temper`"):
+        GuidedStylePrior(STYLE, 1.0, temper=1)
     with pytest.raises(ValueError, match="`clip`"):
         GuidedStylePrior(STYLE, 1.0, clip=-1)
     with pytest.raises(ValueError, match="`lam`"):
