@@ -108,6 +108,8 @@ def processors(tab, bg):
         ("contrastive_entropy", GuidedStylePrior(tab, 2.0, background=bg, strength="entropy")),
         ("contrastive_plausible_kl", GuidedStylePrior(tab, 8.0, background=bg, plausibility=0.1, strength="kl",
                                                       kl_budget=0.05)),
+        ("contrastive_plausible_mask_temper", GuidedStylePrior(tab, 2.0, background=bg, plausibility=0.02, mask=True,
+                                                               temper=True)),
     ]
 
 
