@@ -68,9 +68,11 @@ class GuidedStylePrior(LogitsProcessor):
       H(softmax(o / tau)) <= H(p): the steered distribution is no more
       certain than the model's own at that step (H grows with tau, so 12
       bisection steps on log tau find it to within a factor 1.0007; a row
-      already more uncertain than the model at tau = 1/4 gets 1/4). It moves
-      where the mass goes, not how spread it is, which a truncating support
-      otherwise narrows. The argmax is unchanged: greedy decoding is unaffected.
+      already more uncertain than the model at tau = 1/4 gets 1/4, one that
+      stays more certain at tau = 4 gets 4). It moves where the mass goes, not
+      how spread it is. With ``mask`` the support is often too small to reach
+      the model's entropy even flat, and tau is then the cap: a temperature of
+      4 on the plausible set. The argmax is unchanged: greedy decoding is unaffected.
 
     With a background table both estimates come from one joint lookup
     (:class:`ngram.lookup.ContrastPlan`) where the tables allow it (same
