@@ -225,37 +225,62 @@ def kl_tilt(logp: torch.Tensor, b: torch.Tensor, lam: torch.Tensor) -> torch.Ten
     """KL(p_lam || p) in nats per row for the tilt p_lam ∝ p exp(lam b), float [B, 1].
 
     KL = sum_w p_lam(w) (lam b(w) - log Z), log Z = logsumexp_w(log p(w) + lam b(w)).
-    Tokens with p = 0 (-inf log p) contribute 0.
+    Tokens with p = 0 (-inf log p) contribute 0 (b must be 0 there).
     """
     t = torch.addcmul(logp, lam, b)  # (B, V): log p + lam b
-    log_z = torch.logsumexp(t, dim=-1, keepdim=True)  # (B, 1)
-    q = (t - log_z).exp()  # (B, V) = p_lam
-    # sum_w q (lam b - log Z) = lam E_q[b] - log Z, since q sums to 1.
-    return lam * torch.linalg.vecdot(q, b).unsqueeze(-1) - log_z
+    top = t.amax(dim=-1, keepdim=True)  # (B, 1)
+    e = _exp_floored(t.sub_(top))  # (B, V): exp(t - top), -inf -> exp(EXP_FLOOR)
+    total = e.sum(dim=-1, keepdim=True)  # (B, 1), >= 1
+    # sum_w q (lam b - log Z) = lam E_q[b] - log Z with q = e / total, log Z = top + log total.
+    return lam * torch.linalg.vecdot(e, b).unsqueeze(-1) / total - top - total.log()
 
 
 def entropy(s: torch.Tensor) -> torch.Tensor:
-    """H(softmax(s)) in nats per row, float [B, 1]; -inf scores take no part (0 log 0 = 0)."""
-    logp = torch.log_softmax(s, dim=-1)  # (B, V)
-    return -torch.special.xlogy(logp.exp(), logp.exp()).sum(-1, keepdim=True)
+    """H(softmax(s)) in nats per row, float [B, 1]; -inf scores take no part."""
+    return _entropy_at(_shifted(s), 1.0)
 
 
 def temperature_for_entropy(o: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per row, the largest tau in [1/TEMPER_MAX, TEMPER_MAX] with H(softmax(o / tau)) <= target, [B, 1].
 
-    H(softmax(o / tau)) = log Z - E_q[o] / tau with q = softmax(o / tau) and
-    log Z = logsumexp(o / tau); it grows with tau. Bisection on u = log tau for
-    every row at once, a fixed number of steps; only the bracket's low end is
-    carried. -inf scores are left out of E_q[o] (their q is 0).
+    H(softmax(o / tau)) grows with tau (see :func:`_entropy_at`). Bisection on
+    u = log tau for every row at once, a fixed number of steps; only the
+    bracket's low end is carried.
     """
-    finite = torch.where(torch.isfinite(o), o, 0.0)  # (B, V): o where q can be > 0
+    z = _shifted(o)
     lo = o.new_full((o.shape[0], 1), -math.log(TEMPER_MAX))
     width = 2 * math.log(TEMPER_MAX)
     for _ in range(TEMPER_BISECTION_STEPS):
         width /= 2
         inv = (-(lo + width)).exp()  # (B, 1): 1 / tau at the bracket's midpoint
-        t = o * inv  # (B, V)
-        log_z = torch.logsumexp(t, dim=-1, keepdim=True)
-        h = log_z - inv * torch.linalg.vecdot((t - log_z).exp(), finite).unsqueeze(-1)
-        lo = torch.where(h <= target, lo + width, lo)
+        lo = torch.where(_entropy_at(z, inv) <= target, lo + width, lo)
     return lo.exp()
+
+
+# exp(x) for x below this is raised to exp(EXP_FLOOR) ~ 1.8e-35, still a normal float32: on a CPU,
+# exponentials that underflow into subnormals or zero take a slow path (~10x), and a sum of at most
+# V such terms (< 1e-29 for V < 1e6) is invisible next to the sums of >= 1 they are added to.
+EXP_FLOOR = -80.0
+
+
+def _exp_floored(x: torch.Tensor) -> torch.Tensor:
+    """exp(max(x, EXP_FLOOR)), in place on ``x`` (which the caller owns)."""
+    return x.clamp_(min=EXP_FLOOR).exp_()
+
+
+def _shifted(s: torch.Tensor) -> torch.Tensor:
+    """s - max s per row, with -inf raised to -1e4 (below the exponent floor at any tau <= 4 in use)."""
+    return (s - s.amax(dim=-1, keepdim=True)).clamp_(min=-1e4)
+
+
+def _entropy_at(z: torch.Tensor, inv) -> torch.Tensor:
+    """H(softmax(z * inv)) per row, [B, 1], for z = :func:`_shifted` scores and inv = 1 / tau.
+
+    With e = exp(z / tau), S = sum e and D = sum e z: H = log S - D / (tau S); one
+    exponential, no overflow (z <= 0), S >= 1 (the largest score gives e = 1). A
+    former -inf adds exp(EXP_FLOOR) to S and 1e4 exp(EXP_FLOOR) to |D|: nothing a
+    float32 sum of >= 1 can show.
+    """
+    e = _exp_floored(z * inv)  # (B, V)
+    total = e.sum(dim=-1, keepdim=True)  # (B, 1)
+    return total.log() - inv * torch.linalg.vecdot(e, z).unsqueeze(-1) / total
