@@ -257,15 +257,18 @@ def temperature_for_entropy(o: torch.Tensor, target: torch.Tensor) -> torch.Tens
     return lo.exp()
 
 
-# exp(x) for x below this is raised to exp(EXP_FLOOR) ~ 1.8e-35, still a normal float32: on a CPU,
-# exponentials that underflow into subnormals or zero take a slow path (~10x), and a sum of at most
-# V such terms (< 1e-29 for V < 1e6) is invisible next to the sums of >= 1 they are added to.
+# On a CPU, exp(x) for x below this is raised to exp(EXP_FLOOR) ~ 1.8e-35, still a normal float32:
+# there, exponentials that underflow into subnormals or zero take a slow path (~10x). A sum of at
+# most V such terms (< 1e-29 for V < 1e6) is invisible next to the sums of >= 1 they are added to.
+# Accelerators have no such slow path and skip the extra op.
 EXP_FLOOR = -80.0
 
 
 def _exp_floored(x: torch.Tensor) -> torch.Tensor:
-    """exp(max(x, EXP_FLOOR)), in place on ``x`` (which the caller owns)."""
-    return x.clamp_(min=EXP_FLOOR).exp_()
+    """exp(x), on a CPU exp(max(x, EXP_FLOOR)); in place on ``x`` (which the caller owns)."""
+    if x.device.type == "cpu":
+        x.clamp_(min=EXP_FLOOR)
+    return x.exp_()
 
 
 def _shifted(s: torch.Tensor) -> torch.Tensor:
