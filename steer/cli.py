@@ -400,14 +400,11 @@ def cmd_edits_train(args) -> int:
 
     fields = ("prompt", "completion") if args.target == "spans" else ("rewrite_prompt", "rewrite")
     sets = [_read_examples(f, fields) for f in args.data]
-    try:
-        shares = [1.0] * len(sets) if args.weights is None else [float(w) for w in args.weights.split(",")]
-    except ValueError:
-        shares = []
-    if len(shares) != len(sets) or min(shares) < 0 or not sum(shares) > 0:
+    try:  # no --weights: every file weighs the same; mix checks the shares
+        examples, weights = mix(sets, None if args.weights is None else [float(w) for w in args.weights.split(",")])
+    except ValueError as e:
         raise ValueError(f"`--weights` must hold one non-negative share per --data file ({len(sets)}), "
-                         f"got {args.weights!r}")
-    examples, weights = mix(sets, shares)  # no --weights: every file weighs the same
+                         f"got {args.weights!r}") from e
     model, tokenizer = load_model(args.model)
     compact = args.target == "spans" and any(POSITION.format(0) in ex["prompt"] for ex in examples)
     if compact:
