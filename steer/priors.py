@@ -182,6 +182,8 @@ class GuidedStylePrior(LogitsProcessor):
             return scores.clone()
         s = scores.float()
         b = self.bonus(input_ids, s.shape[-1])  # finite everywhere
+        # The model's entropy per row, for the entropy gate and the temper (once for both).
+        h = entropy(s) if self.strength == "entropy" or self.temper else None
         if self.plausibility is not None:
             # p(w) >= alpha max p  <=>  s(w) >= max s + log alpha: no softmax needed.
             top = s.amax(dim=-1, keepdim=True)  # (B, 1)
@@ -196,18 +198,18 @@ class GuidedStylePrior(LogitsProcessor):
             if self.strength == "kl":
                 # -inf scores would turn 0 * b into nan in the KL sums; they get no bonus and stay -inf.
                 b = torch.where(torch.isneginf(s), 0.0, b)
-            lam_t, scale = self._strength(s, b)
+            lam_t, scale = self._strength(s, b, h)
             out = torch.addcmul(s, lam_t, b, value=scale)  # s + scale * lam_t * b
         if self.mask:
             out = out.masked_fill(~support, float("-inf"))
         if self.temper:
-            out = out / temperature_for_entropy(out, entropy(s))
+            out = out / temperature_for_entropy(out, h)
         return out if scores.dtype == torch.float32 else out.to(scores.dtype)
 
-    def _strength(self, s: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, float]:
-        """(t [B, 1], scale) with lam_t = scale * t per row (entropy-gated or KL-budgeted)."""
+    def _strength(self, s: torch.Tensor, b: torch.Tensor, h: torch.Tensor | None) -> tuple[torch.Tensor, float]:
+        """(t [B, 1], scale) with lam_t = scale * t per row (entropy-gated by the model's entropy h, or KL-budgeted)."""
         if self.strength == "entropy":
-            return entropy(s), self.lam / math.log(s.shape[-1])
+            return h, self.lam / math.log(s.shape[-1])
         logp = torch.log_softmax(s, dim=-1)  # (B, V)
         # KL budget: bisection for every row at once, a fixed number of steps. The
         # bracket [lo, lo + width] halves each step, so only lo is carried.
