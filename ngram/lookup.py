@@ -275,31 +275,33 @@ class StepPlan:
 
     def step(self, tail: torch.Tensor) -> torch.Tensor:
         """The estimate from exactly the last N-1 ids of every row, ``tail`` [B, N-1] (static shapes)."""
-        slot = self._slots(tail)  # (B, c): odd = seen context, even = not seen
-        # Dense-row ids grow with the order, so the largest id among a row's
+        # 1-2. Every order's key (one matrix product) and its slot (one search).
+        slot = torch.searchsorted(self.keys, _query(self, tail), right=True) if self.exact else self._slots(tail)
+        # 3. Dense-row ids grow with the order, so the largest id among a row's
         # contexts is its deepest context with a dense row (0: none).
         out = self.rows.index_select(0, torch.take(self.dense_id, slot).amax(dim=1))  # (B, V)
         if not self.windows_fit(tail.shape[0]):
             self._scatter_ragged(out, slot)
         else:
+            # 4. Every context's window of entries; where several orders stored w, the
+            # highest one's value is the largest and already holds the lower orders'
+            # terms (see chain_values), so one max-scatter lands them all.
             pos = _window_positions(self, slot)  # (B, S)
-            # Where several orders stored w, the highest one's value is the largest
-            # and already holds the lower orders' terms (see chain_values).
             out.scatter_reduce_(1, torch.take(self.cols, pos), torch.take(self.full, pos), "amax")
-        return self._finish(out, slot)
-
-    def windows_fit(self, rows: int) -> bool:
-        """Whether ``rows`` rows take the static windows (always off the CPU, and when compiling)."""
-        return _windows_fit(self, rows)
-
-    def _finish(self, out: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
-        """Add the per-row part (in place on ``out``, which the step owns)."""
+        # 5. The estimator's per-row part, in place on ``out`` (which the step owns).
         if self.kind == "kneser_ney":
             # log G(h_K): the longest context's G is the smallest G found (G <= 1, 1 where not seen).
             return out.add_(torch.take(self.row_1d, slot).amin(dim=1, keepdim=True))
         if self.kind == "logsum":
             return out.add_(torch.take(self.row_1d, slot).sum(dim=1, keepdim=True))
-        # mixture: the matched orders' smoothing mass, then divide by their weights
+        return self._finish_mixture(out, slot)
+
+    def windows_fit(self, rows: int) -> bool:
+        """Whether ``rows`` rows take the static windows (always off the CPU, and when compiling)."""
+        return _windows_fit(self, rows)
+
+    def _finish_mixture(self, out: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
+        """The mixture's finish: add the matched orders' smoothing mass, divide by their weights, log."""
         s = self.row[slot].sum(dim=1)  # (B, 2)
         out.add_(s[:, :1])
         z = s[:, 1:] + self.b1
@@ -324,8 +326,7 @@ class StepPlan:
         out.view(-1).scatter_reduce_(0, flat, torch.take(self.full, pos), "amax")
 
     def _slots(self, tail: torch.Tensor) -> torch.Tensor:
-        if self.exact:
-            return torch.searchsorted(self.keys, _query(self, tail), right=True)
+        """Slots of tables whose keys do not fit one int64 range: one search per order."""
         ids, ok_from = prepare_tail(tail, self.width + 1, self.vocab_size)
         out = []
         for meta, arrays, slot0 in self.per_order:

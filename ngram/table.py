@@ -428,7 +428,7 @@ class NGramTable:
             LongTensor [M] on ``ngrams.device``; 0 for unseen n-grams and for rows
             holding ids outside [0, V).
         """
-        self._check_contexts(ngrams, validate=False)
+        self.check_contexts(ngrams, validate=False)
         m, k = ngrams.shape
         if not 1 <= k <= self.order:
             raise ValueError(f"`ngrams` must have 1..{self.order} columns, got {k}")
@@ -545,7 +545,7 @@ class NGramTable:
 
     def logprobs_with(self, contexts: torch.Tensor, opts: LookupOptions, validate: bool = True):
         """:meth:`logprobs` with options already validated by :meth:`options`."""
-        self._check_contexts(contexts, validate)
+        self.check_contexts(contexts, validate)
         return self.plan(opts, contexts.device)(contexts)
 
     def plan(self, opts: LookupOptions, device, accelerator: bool | None = None,
@@ -580,7 +580,8 @@ class NGramTable:
                                         self.hash_seed, device, accelerator, dense_bytes)
         return self._plans[key]
 
-    def _check_contexts(self, contexts, validate: bool) -> None:
+    def check_contexts(self, contexts, validate: bool = False) -> None:
+        """Refuse anything but integer ids [B, T]; with ``validate`` also ids outside [0, V) (one host sync)."""
         if not isinstance(contexts, torch.Tensor):
             raise TypeError(f"`contexts` must be a torch.Tensor, got {type(contexts).__name__}")
         if contexts.dim() != 2:

@@ -73,25 +73,26 @@ class NGramStylePrior(LogitsProcessor):
         self.lam = check_lam(lam)
         self.options = table.options(**prior_options)
         self.compile = compile
-        self._compiled = {}
+        self._plans: dict = {}  # device -> the table's step plan for these options
+        self._compiled: dict = {}  # device -> plan.step compiled
         if tokenizer is not None:
             table.check_tokenizer(tokenizer)
 
     def prior(self, input_ids: torch.LongTensor, width: int) -> torch.Tensor:
         """The style log-prior for every row, float32 [B, width] (zeros past the table's vocab)."""
         check_width(width, self.table.vocab_size)
-        if self.compile:
-            plan = self.table.plan(self.options, input_ids.device)
-            if plan.orders:
-                if plan.device not in self._compiled:
-                    self._compiled[plan.device] = torch.compile(plan.step, fullgraph=True, dynamic=False)
-                # A fresh [B, N-1] copy: the slice's stride and offset change with the length
-                # (even when a single row makes it "contiguous"), which would recompile.
-                tail = plan.tail(input_ids).clone(memory_format=torch.contiguous_format)
-                return pad_columns(self._compiled[plan.device](tail), width)
-        # validate=False: no host sync per step; out-of-range ids never match.
-        prior = self.table.logprobs_with(input_ids, self.options, validate=False)  # (B, V_table)
-        return pad_columns(prior, width)
+        self.table.check_contexts(input_ids)  # type and shape; out-of-range ids never match (no host sync)
+        plan = self._plans.get(input_ids.device)
+        if plan is None:  # once per device: a decode step then goes straight to the lookup
+            plan = self._plans[input_ids.device] = self.table.plan(self.options, input_ids.device)
+        if self.compile and plan.orders:
+            if plan.device not in self._compiled:
+                self._compiled[plan.device] = torch.compile(plan.step, fullgraph=True, dynamic=False)
+            # A fresh [B, N-1] copy: the slice's stride and offset change with the length
+            # (even when a single row makes it "contiguous"), which would recompile.
+            tail = plan.tail(input_ids).clone(memory_format=torch.contiguous_format)
+            return pad_columns(self._compiled[plan.device](tail), width)
+        return pad_columns(plan(input_ids), width)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if self.lam == 0:

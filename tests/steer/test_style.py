@@ -73,6 +73,13 @@ def test_smaller_score_width_is_an_error(table):
         NGramStylePrior(table, 0.5)(torch.zeros(1, 3, dtype=torch.long), torch.zeros(1, V - 1))
 
 
+@pytest.mark.parametrize("ids, exc, match", [(torch.zeros(5, dtype=torch.long), ValueError, "2-D"),
+                                              (torch.zeros(1, 5), TypeError, "integer ids")])
+def test_malformed_input_ids_are_refused(table, ids, exc, match):
+    with pytest.raises(exc, match=match):
+        NGramStylePrior(table, 0.5)(ids, torch.zeros(1, V))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_keeps_scores_dtype(table, dtype):
     ids, scores = torch.randint(0, V, (2, 5)), torch.randn(2, V).to(dtype)
