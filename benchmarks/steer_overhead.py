@@ -8,7 +8,9 @@ N = 3; background table (contrastive variants): the shared base-model books.
 Greedy ``generate`` with the KV cache, batch 1 and 16; the processor is timed
 inside generate (on the small model the best of ``--repeats`` runs), the step from
 runs without it; ``dense_add`` is the floor, one dense [B, V] add of fixed rows,
-measured the same way. ``ops_per_call`` counts the
+measured the same way. ``small_b<B>_<mode>_warmth`` (floor and Kneser-Ney) splits a processor's
+cost: the call as generate makes it, the same code right after on other
+contexts, and the same call warm (median ms). ``ops_per_call`` counts the
 ATen ops one processor call dispatches (batch 16, warm). ``--device cuda`` runs
 the same on a GPU (keys ``cuda_*`` and ``small_cuda_*``). Last line: one JSON object.
 
@@ -57,6 +59,49 @@ class Timed(LogitsProcessor):
         self.seconds += time.perf_counter() - t0
         self.calls += 1
         return out
+
+
+class Warmth(LogitsProcessor):
+    """Times the wrapped processor three times per step: as generate calls it (after the model's
+    step), again on other random contexts (its code warm, the table rows of those contexts not),
+    and again on the same inputs (everything warm). Returns the first call's output."""
+
+    def __init__(self, inner, vocab):
+        self.inner, self.vocab = inner, vocab
+        self.times = {"cold": [], "other_rows": [], "warm": []}
+        self.gen = torch.Generator().manual_seed(0)
+
+    def __call__(self, input_ids, scores):
+        t0 = time.perf_counter()
+        out = self.inner(input_ids, scores)
+        t1 = time.perf_counter()
+        other = torch.randint(0, self.vocab, input_ids.shape, generator=self.gen).to(input_ids.device)
+        t2 = time.perf_counter()
+        self.inner(other, scores)
+        t3 = time.perf_counter()
+        self.inner(input_ids, scores)
+        t4 = time.perf_counter()
+        for key, sec in (("cold", t1 - t0), ("other_rows", t3 - t2), ("warm", t4 - t3)):
+            self.times[key].append(sec)
+        return out
+
+
+def warmth(model, table, prompt_ids, steps, batches, repeats):
+    """Median per-call ms of the floor and of Kneser-Ney's processor: cold / on other rows / warm (CPU)."""
+    out = {}
+    for b in batches:
+        ids = prompt_ids[:1].repeat(b, 1)
+        ids[:, -1] = torch.arange(b) + 100
+        for name, proc in (("dense_add", DenseAdd(0.1)),
+                           ("kneser_ney", NGramStylePrior(table, 0.1, smoothing="kneser_ney"))):
+            probe = Warmth(proc, table.vocab_size)
+            for _ in range(1 + repeats):
+                generate(model, ids, steps, [probe])
+            fig = {k: round(sorted(v)[len(v) // 2] * 1e3, 3) for k, v in probe.times.items()}
+            out[f"small_b{b}_{name}_warmth"] = fig
+            print(f"small B={b:2d} {name} per call: {fig['cold']:.3f} ms as generate calls it, "
+                  f"{fig['other_rows']:.3f} ms right after on other contexts, {fig['warm']:.3f} ms warm")
+    return out
 
 
 class CountOps(TorchDispatchMode):
@@ -205,6 +250,8 @@ def main():
         prefix = "small" if dev == "cpu" else "small_cuda"
         figures.update(measure(prefix, small, table, background, prompt["input_ids"], args.steps, (1, 16),
                                repeats=args.repeats))
+        if dev == "cpu":
+            figures.update(warmth(small, table, prompt["input_ids"], args.steps, (1, 16), args.repeats))
         del small
         torch.set_num_threads(threads)
         big = tinyllama_shape(dev, dtype)
