@@ -182,11 +182,13 @@ class GuidedStylePrior(LogitsProcessor):
             return scores.clone()
         s = scores.float()
         b = self.bonus(input_ids, s.shape[-1])  # finite everywhere
+        need_h = self.strength == "entropy" or self.temper
+        # The row maxima once, for the support and the entropy.
+        top = s.amax(dim=-1, keepdim=True) if self.plausibility is not None or need_h else None  # (B, 1)
         # The model's entropy per row, for the entropy gate and the temper (once for both).
-        h = entropy(s) if self.strength == "entropy" or self.temper else None
+        h = entropy(s, top) if need_h else None
         if self.plausibility is not None:
             # p(w) >= alpha max p  <=>  s(w) >= max s + log alpha: no softmax needed.
-            top = s.amax(dim=-1, keepdim=True)  # (B, 1)
             support = s >= top + math.log(self.plausibility)  # (B, V)
             if self.centre:
                 q = torch.where(support, (s - top).exp(), 0.0)  # p on the support, unnormalised (max 1)
@@ -237,9 +239,9 @@ def kl_tilt(logp: torch.Tensor, b: torch.Tensor, lam: torch.Tensor) -> torch.Ten
     return lam * torch.linalg.vecdot(e, b).unsqueeze(-1) / total - top - total.log()
 
 
-def entropy(s: torch.Tensor) -> torch.Tensor:
-    """H(softmax(s)) in nats per row, float [B, 1]; -inf scores take no part."""
-    return _entropy_at(_shifted(s), 1.0)
+def entropy(s: torch.Tensor, top: torch.Tensor | None = None) -> torch.Tensor:
+    """H(softmax(s)) in nats per row, float [B, 1]; -inf scores take no part. ``top``: max s per row, if known."""
+    return _entropy_at(_shifted(s, top), 1.0)
 
 
 def temperature_for_entropy(o: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -273,9 +275,9 @@ def _exp_floored(x: torch.Tensor) -> torch.Tensor:
     return x.exp_()
 
 
-def _shifted(s: torch.Tensor) -> torch.Tensor:
-    """s - max s per row, with -inf raised to -1e4 (below the exponent floor at any tau <= 4 in use)."""
-    return (s - s.amax(dim=-1, keepdim=True)).clamp_(min=-1e4)
+def _shifted(s: torch.Tensor, top: torch.Tensor | None = None) -> torch.Tensor:
+    """s - max s per row (``top``, if given), with -inf raised to -1e4 (below the exponent floor at any tau <= 4)."""
+    return (s - (s.amax(dim=-1, keepdim=True) if top is None else top)).clamp_(min=-1e4)
 
 
 def _entropy_at(z: torch.Tensor, inv) -> torch.Tensor:
