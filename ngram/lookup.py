@@ -202,6 +202,14 @@ class StepPlan:
             vals[dest] = values
             first += f.size
         self.cols, self.full = put(cols), put(vals)
+        # For point queries (score): every layout position gets a strictly increasing
+        # key, context i's entry for w at i*(V+1) + w+1 and the separator after it at
+        # (i+1)*(V+1), so one searchsorted finds (context, w) among all entries.
+        owner = np.repeat(np.arange(n, dtype=np.int64), fan_new + 1)  # (total - 1,): positions 1..
+        entry_keys = np.zeros(total, np.int64)
+        entry_keys[1:] = owner * (v + 1) + cols[1:] + 1
+        entry_keys[end] = (np.arange(n, dtype=np.int64) + 1) * (v + 1)
+        self._entry_keys_host, self._entry_keys = entry_keys, None
         start[is_dense] = end[is_dense] = 0
         # Each order gets a window as wide as its widest context without a dense
         # row, F_k; the windows of all orders sit side by side in one row of
@@ -295,6 +303,41 @@ class StepPlan:
         if self.kind == "logsum":
             return out.add_(torch.take(self.row_1d, slot).sum(dim=1, keepdim=True))
         return self._finish_mixture(out, slot)
+
+    def score(self, tail: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The estimate at one next id per row, float32 [B]: ``step(tail)`` gathered at ``targets`` [B].
+
+        Never builds a [B, V] row. A row's value at w is its start row's entry
+        at w (the deepest context with a dense row) or, if larger, the entry for
+        w of any context it matched (found by one search over all entries'
+        keys), then the estimator's per-row finish, op for op as in :meth:`step`.
+        """
+        targets = targets.long()
+        if not self.orders:
+            return self.constant[targets]
+        slot = torch.searchsorted(self.keys, _query(self, tail), right=True) if self.exact else self._slots(tail)
+        val = self.rows[torch.take(self.dense_id, slot).amax(dim=1), targets]  # (B,)
+        if self._entry_keys is None:
+            self._entry_keys = torch.from_numpy(self._entry_keys_host).to(self.device)
+        keys_e = self._entry_keys
+        # Slot 2i+1 is layout context i; even slots (not seen) match no entry.
+        q = (slot - 1).div(2, rounding_mode="floor") * (self.vocab_size + 1) + targets[:, None] + 1  # (B, c)
+        pos = torch.searchsorted(keys_e, q).clamp_(max=keys_e.shape[0] - 1)
+        hit = (slot % 2 == 1) & (keys_e[pos] == q)
+        found = torch.where(hit, self.full[pos], -torch.inf).amax(dim=1)  # (B,)
+        val = torch.maximum(val, found)
+        if self.kind == "kneser_ney":
+            return val + torch.take(self.row_1d, slot).amin(dim=1)
+        if self.kind == "logsum":
+            return val + torch.take(self.row_1d, slot).sum(dim=1)
+        s = self.row[slot].sum(dim=1)  # (B, 2): as in _finish_mixture
+        val = val + s[:, 0]
+        z = s[:, 1] + self.b1
+        if self.b1 == 0:
+            none = z == 0
+            val = val + none.float() * self.p1[targets]
+            z = z + none
+        return (val / z).log()
 
     def windows_fit(self, rows: int) -> bool:
         """Whether ``rows`` rows take the static windows (always off the CPU, and when compiling)."""

@@ -548,6 +548,54 @@ class NGramTable:
         self.check_contexts(contexts, validate)
         return self.plan(opts, contexts.device)(contexts)
 
+    def score(self, contexts: torch.Tensor, targets: torch.Tensor, *, validate: bool = True,
+              **options) -> torch.Tensor:
+        """Natural-log probability of one next token per context: log p(targets[i] | contexts[i]).
+
+        A point query (KenLM's ``score``, infini-gram's ``prob``): equal to
+        ``logprobs(contexts, **options).gather(1, targets[:, None])[:, 0]`` but
+        never builds a [B, V] row, so scoring a text of M tokens costs O(M log n)
+        rather than O(M V). Same options and estimates as :meth:`logprobs`
+        (for ``mode="logsum"`` the value is the seed paper's unnormalised score).
+
+        Args:
+            contexts: integer ids [B, T], any T >= 0 (only the last N-1 matter);
+                pad short rows on the left with -1, which matches nothing.
+            targets: integer ids [B] in [0, V).
+            validate: check ids' ranges (one host sync on CUDA).
+            **options: as in :meth:`logprobs`.
+
+        Returns:
+            float32 [B] on ``contexts.device``.
+
+        Example:
+            >>> t = NGramTable.from_token_ids([[0, 1, 2, 1, 2]], vocab_size=3, order=2)
+            >>> t.score(torch.tensor([[1]]), torch.tensor([2]), order=2, alpha=1.0).exp()
+            tensor([0.6000])
+
+            Wrong: ``t.score(torch.tensor([[1, 2]]), torch.tensor([[2]]))``; targets are 1-D, one per row.
+        """
+        return self.score_with(contexts, targets, self.options(**options), validate=validate)
+
+    def score_with(self, contexts: torch.Tensor, targets: torch.Tensor, opts: LookupOptions,
+                   validate: bool = True) -> torch.Tensor:
+        """:meth:`score` with options already validated by :meth:`options`."""
+        self.check_contexts(contexts, validate)
+        if not isinstance(targets, torch.Tensor):
+            raise TypeError(f"`targets` must be a torch.Tensor, got {type(targets).__name__}")
+        if targets.dim() != 1 or targets.shape[0] != contexts.shape[0]:
+            raise ValueError(f"`targets` must be 1-D with one id per context row ({contexts.shape[0]}), "
+                             f"got shape {tuple(targets.shape)}")
+        if targets.dtype.is_floating_point or targets.dtype.is_complex or targets.dtype == torch.bool:
+            raise TypeError(f"`targets` must hold integer ids, got dtype {targets.dtype}")
+        if validate and targets.numel():
+            bad = (targets < 0) | (targets >= self.vocab_size)
+            if bool(bad.any()):
+                raise ValueError(f"`targets` holds id {int(targets[bad][0])}, outside "
+                                 f"[0, vocab_size={self.vocab_size})")
+        plan = self.plan(opts, contexts.device)
+        return plan.score(plan.tail(contexts), targets.to(contexts.device))
+
     def plan(self, opts: LookupOptions, device, accelerator: bool | None = None,
              dense_bytes: int | None = None) -> StepPlan:
         """The per-step lookup of ``opts`` on ``device`` (built on first use, then cached).

@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 from transformers import LogitsProcessorList
 
-from steer.models import encode_prompts
+from steer.models import encode_prompts, stop_ids
 
 Decoding = Literal["greedy", "sample", "beam"]
 DECODINGS = ("greedy", "sample", "beam")
@@ -59,25 +59,26 @@ def continue_prompts(model, tokenizer, prompts: list[str], processors=(), config
     """Generate a continuation of every prompt in one batch.
 
     Returns:
-        (prompt_ids, continuation_ids): per prompt, the prompt's ids (with BOS)
-        and the generated ids, stopped at and excluding EOS.
+        (prompt_ids, continuation_ids): per prompt, the prompt's ids (with its
+        document start) and the generated ids, stopped at and excluding the
+        first EOS or document separator (:func:`steer.models.stop_ids`).
     """
     config = config or DecodeConfig()
     enc = encode_prompts(tokenizer, prompts, device=model.device)
+    stops = stop_ids(tokenizer)
     torch.manual_seed(config.seed)
     out = model.generate(
         **enc,
         logits_processor=LogitsProcessorList(list(processors)),
         pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=stops or None,
         **config.generate_kwargs(),
     )
     width = enc["input_ids"].shape[1]
-    eos = tokenizer.eos_token_id
     prompt_ids, conts = [], []
     for row, mask in zip(out, enc["attention_mask"], strict=True):
         prompt_ids.append(row[:width][mask.bool()].tolist())
         cont = row[width:].tolist()
-        if eos is not None and eos in cont:
-            cont = cont[: cont.index(eos)]
-        conts.append(cont)
+        end = next((i for i, t in enumerate(cont) if t in stops), len(cont))
+        conts.append(cont[:end])
     return prompt_ids, conts

@@ -125,7 +125,8 @@ def _prior(ctx: Context, lam: float) -> Setup:
 
 
 def _prompt(ctx: Context, knob: float) -> Setup:
-    return Setup(prefix=ctx.config.prompt_style().prefix(ctx.corpus.steer), costs={"train_s": 0.0, "extra_mem_mb": 0.0})
+    prefix = ctx.config.prompt_style().prefix(ctx.corpus.steer, ctx.tokenizer)
+    return Setup(prefix=prefix, costs={"train_s": 0.0, "extra_mem_mb": 0.0})
 
 
 def _prior_prompt(ctx: Context, lam: float) -> Setup:

@@ -13,41 +13,49 @@ import torch
 from ngram import NGramTable
 
 
-def _windows(seqs: Sequence[Sequence[int]], starts: Sequence[int], width: int):
-    """Context rows for every scored position, grouped by available width.
+def _scored_positions(seqs: Sequence[Sequence[int]], starts: Sequence[int], width: int):
+    """Every scored position's context and target, all at once.
 
-    Yields (ctx LongTensor [M, w], targets [M], (seq index, position) pairs).
+    Returns:
+        (contexts long [M, width], left-padded with -1 where a position has fewer
+        than ``width`` tokens before it (matches nothing, as in the table's own
+        lookup); targets long [M]; owner long [M], the sequence each came from).
     """
-    groups: dict[int, tuple[list, list, list]] = {}
+    ctx, tgt, owner = [], [], []
     for i, (seq, start) in enumerate(zip(seqs, starts, strict=True)):
-        for pos in range(start, len(seq)):
-            w = min(width, pos)
-            ctx, tgt, where = groups.setdefault(w, ([], [], []))
-            ctx.append(seq[pos - w : pos])
-            tgt.append(seq[pos])
-            where.append(i)
-    for w, (ctx, tgt, where) in groups.items():
-        yield torch.tensor(ctx, dtype=torch.long).reshape(len(ctx), w), torch.tensor(tgt), where
+        if start >= len(seq):
+            continue
+        padded = torch.tensor([-1] * width + list(seq), dtype=torch.long)
+        # Window j of the padded sequence holds the `width` ids before position j.
+        ctx.append(padded.unfold(0, width, 1)[start : len(seq)] if width else torch.zeros(len(seq) - start, 0,
+                                                                                          dtype=torch.long))
+        tgt.append(padded[width + start :])
+        owner.append(torch.full((len(seq) - start,), i, dtype=torch.long))
+    if not ctx:
+        empty = torch.zeros(0, dtype=torch.long)
+        return torch.zeros(0, width, dtype=torch.long), empty, empty
+    return torch.cat(ctx), torch.cat(tgt), torch.cat(owner)
 
 
 def style_nll(table: NGramTable, prompts: Sequence[Sequence[int]], conts: Sequence[Sequence[int]],
               **options) -> list[float]:
     """Per sample: total NLL (nats) of the continuation under the style table, and its length.
 
+    Every token is one point query (:meth:`ngram.NGramTable.score`), so no
+    [tokens, V] rows are built. A token outside the table's vocabulary gets log V.
+
     Returns:
         list of (sum of -log p(y_t | prompt, y_<t), number of tokens) per sample.
     """
     seqs = [list(p) + list(c) for p, c in zip(prompts, conts, strict=True)]
-    starts = [len(p) for p in prompts]
-    nll = [0.0] * len(seqs)
+    ctx, tgt, owner = _scored_positions(seqs, [len(p) for p in prompts], table.order - 1)
     opts = table.options(**options)
-    for ctx, tgt, where in _windows(seqs, starts, table.order - 1):
-        lp = table.logprobs_with(ctx, opts, validate=False)  # (M, V)
-        vals = -lp.gather(1, tgt.clamp(max=table.vocab_size - 1)[:, None])[:, 0]
-        vals = torch.where(tgt < table.vocab_size, vals, math.log(table.vocab_size))
-        for i, v in zip(where, vals.tolist(), strict=True):
-            nll[i] += v
-    return [(n, len(c)) for n, c in zip(nll, conts, strict=True)]
+    inside = tgt < table.vocab_size
+    ctx = torch.where((ctx >= table.vocab_size), -1, ctx)  # an id the table lacks matches no context
+    vals = -table.score_with(ctx, tgt.clamp(max=table.vocab_size - 1), opts, validate=False).double()
+    vals = torch.where(inside, vals, math.log(table.vocab_size))
+    nll = torch.zeros(len(seqs), dtype=torch.float64).index_add_(0, owner, vals)
+    return [(float(n), len(c)) for n, c in zip(nll, conts, strict=True)]
 
 
 def pooled_perplexity(nll: Sequence[float], counts: Sequence[float]) -> float:

@@ -43,7 +43,13 @@ def hub_offline_reason(timeout: float = 3.0) -> str | None:
 
 
 def load_model(name_or_path: str, device: str | None = None, dtype: torch.dtype | None = None):
-    """(model, tokenizer) from a local folder or a hub id, in eval mode with gradients off.
+    """(model, tokenizer) from a local folder, a GGUF file or a hub id, in eval mode with gradients off.
+
+    A ``.gguf`` file, or a folder holding exactly one (and no config.json), is
+    read through transformers' GGUF loader once and cached de-quantised as a
+    safetensors folder keyed by the file's sha256 (:func:`steer.gguf.converted_folder`);
+    later loads read the cache. A corrupt or truncated file, or one of an
+    architecture transformers cannot load, is refused naming the file.
 
     A hub id is loaded from the local Hugging Face cache when it is there;
     otherwise it is downloaded, unless the hub cannot be reached (offline mode
@@ -54,6 +60,11 @@ def load_model(name_or_path: str, device: str | None = None, dtype: torch.dtype 
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from steer.gguf import converted_folder, find_gguf
+
+    gguf_file = find_gguf(name_or_path)
+    if gguf_file is not None:
+        name_or_path = str(converted_folder(gguf_file))
     path = Path(name_or_path)
     looks_local = path.exists() or str(name_or_path).startswith((".", "/", "~"))
     if looks_local and not (path / "config.json").exists():
@@ -89,20 +100,73 @@ def load_model(name_or_path: str, device: str | None = None, dtype: torch.dtype 
     return model, tokenizer
 
 
-def encode_prompts(tokenizer, prompts: list[str], device=None) -> dict[str, torch.Tensor]:
-    """Left-padded ``input_ids``/``attention_mask`` for a batch of prompts, each starting with BOS.
+# The document separator of GPT-2-style byte-level BPE pretraining (GPT-2, SmolLM, Qwen, StarCoder, ...).
+DOCUMENT_SEPARATORS = ("<|endoftext|>",)
 
-    Tokenizers that do not add BOS themselves (llama2.c conversions) get it
-    prepended, so every model sees its training format.
+
+def _opens_every_turn(tokenizer, token: str | None) -> bool:
+    """Whether ``token`` opens every turn of the tokenizer's chat template: a chat marker, not a document start."""
+    if not token or not getattr(tokenizer, "chat_template", None):
+        return False
+    turns = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
+    try:
+        text = tokenizer.apply_chat_template(turns, tokenize=False)
+    except Exception:  # a template that needs other roles or fields: nothing to learn from it
+        return False
+    return text.count(token) >= len(turns)
+
+
+def document_separator_id(tokenizer) -> int | None:
+    """The id of the pretraining document separator (``<|endoftext|>``) if the vocabulary has one."""
+    vocab = tokenizer.get_vocab()
+    for token in DOCUMENT_SEPARATORS:
+        if token in vocab:
+            return vocab[token]
+    return None
+
+
+def document_start_id(tokenizer) -> int | None:
+    """The id a plain-text document starts with in the model's pretraining format, or None.
+
+    The declared BOS, unless the chat template opens every turn with it (an
+    instruct model that declares ``<|im_start|>`` as BOS, as SmolLM2 does):
+    then the pretraining document separator, ``<|endoftext|>``, if the
+    vocabulary has it, else nothing. llama2.c conversions get their ``<s>``.
+
+    Example (SmolLM2-135M-Instruct): declared BOS ``<|im_start|>`` (id 1);
+    ``document_start_id`` is 0, ``<|endoftext|>``. Mean log-probability per
+    token of "The old man walked": -7.79 after ``<|im_start|>``, -4.75 after
+    ``<|endoftext|>``.
+    """
+    bos = tokenizer.bos_token_id
+    if bos is not None and not _opens_every_turn(tokenizer, tokenizer.bos_token):
+        return bos
+    return document_separator_id(tokenizer)
+
+
+def stop_ids(tokenizer) -> list[int]:
+    """Ids that end a continuation: the declared EOS and the document separator (where they differ)."""
+    ids = [i for i in (tokenizer.eos_token_id, document_separator_id(tokenizer)) if i is not None]
+    return list(dict.fromkeys(ids))
+
+
+def encode_prompts(tokenizer, prompts: list[str], device=None) -> dict[str, torch.Tensor]:
+    """Left-padded ``input_ids``/``attention_mask`` for a batch of prompts, each in the model's document format.
+
+    A prompt that the tokenizer starts with no special token of its own gets
+    :func:`document_start_id` prepended (a llama2.c conversion's ``<s>``,
+    SmolLM2's ``<|endoftext|>``); one that already starts with a special token
+    (the tokenizer's own BOS, a chat template's ``<|im_start|>``) is left as it is.
     """
     if isinstance(prompts, str) or not prompts:
         raise ValueError("`prompts` must be a non-empty list of strings")
     rows = []
-    bos = tokenizer.bos_token_id
+    start = document_start_id(tokenizer)
+    special = set(tokenizer.all_special_ids)
     for p in prompts:
         ids = tokenizer(p, add_special_tokens=True)["input_ids"]
-        if bos is not None and (not ids or ids[0] != bos):
-            ids = [bos, *ids]
+        if start is not None and (not ids or ids[0] not in special):
+            ids = [start, *ids]
         if not ids:
             raise ValueError(f"prompt {p!r} tokenises to nothing")
         rows.append(ids)

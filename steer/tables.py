@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from ngram import NGramTable, TableFileError, tokenizer_fingerprint
+from steer.cache import cache_root
 from steer.corpora import Corpus
 
 
 def default_cache_dir() -> Path:
     """``$STEER_CACHE_DIR/tables`` or ``~/.cache/steer/tables``."""
-    root = os.environ.get("STEER_CACHE_DIR") or Path.home() / ".cache" / "steer"
-    return Path(root) / "tables"
+    return cache_root() / "tables"
 
 
 def table_for(corpus: Corpus, tokenizer, order: int = 3, cache_dir=None) -> NGramTable:

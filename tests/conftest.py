@@ -80,3 +80,21 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     """Tables built by tests go to a per-session temporary cache, never ~/.cache."""
     monkeypatch.setenv("STEER_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "steer-cache"))
     monkeypatch.setenv("STEER_CORPORA_DIR", str(SHARED / "corpora"))
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    return shared_path("models", "smollm2-135m-instruct", "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_gguf, tmp_path_factory):
+    """SmolLM2-135M-Instruct through steer.load_model: converted once per test session into its cache."""
+    import steer
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("STEER_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "steer-cache"))
+    try:
+        return steer.load_model(str(smollm2_gguf))
+    finally:
+        mp.undo()

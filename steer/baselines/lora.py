@@ -6,7 +6,6 @@ import copy
 import hashlib
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from steer.cache import cache_root
 from steer.fingerprint import model_fingerprint
 
 META_FILE = "steer_lora.json"
@@ -95,19 +95,24 @@ class LoraResult:
 
 
 def corpus_windows(tokenizer, docs: list[str], window: int) -> torch.Tensor:
-    """Non-overlapping training windows: BOS + (window - 1) tokens of the concatenated corpus.
+    """Non-overlapping training windows: the document start + (window - 1) tokens of the concatenated corpus.
 
-    Documents are joined with EOS so that the model sees where one ends.
+    Documents are joined with the pretraining document separator (``<|endoftext|>``
+    where the vocabulary has one, else EOS), so that the model sees where one
+    ends; every window opens as a document does (:func:`steer.models.document_start_id`).
 
     Returns:
         LongTensor [n_windows, window].
     """
+    from steer.models import document_separator_id, document_start_id
+
     ids: list[int] = []
-    eos = tokenizer.eos_token_id
+    sep = document_separator_id(tokenizer)
+    sep = tokenizer.eos_token_id if sep is None else sep
     for enc in tokenizer(docs, add_special_tokens=False, verbose=False)["input_ids"]:
         ids.extend(enc)
-        if eos is not None:
-            ids.append(eos)
+        if sep is not None:
+            ids.append(sep)
     body = window - 1
     n = len(ids) // body
     if n == 0:
@@ -116,8 +121,9 @@ def corpus_windows(tokenizer, docs: list[str], window: int) -> torch.Tensor:
             "use a larger corpus or a smaller `window`"
         )
     rows = torch.tensor(ids[: n * body]).reshape(n, body)
-    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else eos
-    return torch.cat([torch.full((n, 1), bos), rows], dim=1)
+    start = document_start_id(tokenizer)
+    start = sep if start is None else start
+    return torch.cat([torch.full((n, 1), start), rows], dim=1)
 
 
 @torch.no_grad()
@@ -216,8 +222,7 @@ def train_lora(model, tokenizer, docs: list[str], config: LoraTrainConfig, out_d
 
 def adapter_cache_dir() -> Path:
     """``$STEER_CACHE_DIR/adapters`` or ``~/.cache/steer/adapters``."""
-    root = os.environ.get("STEER_CACHE_DIR") or Path.home() / ".cache" / "steer"
-    return Path(root) / "adapters"
+    return cache_root() / "adapters"
 
 
 def cached_lora(model, tokenizer, docs: list[str], config: LoraTrainConfig, corpus_name: str = "",

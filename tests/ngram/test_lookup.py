@@ -189,3 +189,33 @@ def test_exact_cpu_gather_for_large_batches_agrees_with_the_windows(table, opts)
         plan.ragged_min_slots = ngram_lookup.RAGGED_MIN_SLOTS
     torch.testing.assert_close(ragged, windows, rtol=1e-6, atol=1e-5)
     assert torch.isfinite(ragged).all() or opts.get("mode") == "logsum"
+
+
+def _score_cases(seed=7, n=64):
+    g = torch.Generator().manual_seed(seed)
+    ctx = torch.cat([_contexts(), torch.tensor([[-1, 5, 2, 1, 300, 1, 2]]), torch.randint(0, 300, (n, 7), generator=g)])
+    targets = torch.randint(0, 300, (ctx.shape[0],), generator=g)
+    targets[: _contexts().shape[0]] = torch.randint(0, 12, (_contexts().shape[0],), generator=g)  # seen entries
+    return ctx, targets
+
+
+@pytest.mark.parametrize("opts", ALL_OPTIONS, ids=str)
+@pytest.mark.parametrize("accelerator", [False, True])
+@pytest.mark.parametrize("dense_bytes", [0, 4 * 300 * 8, None])
+def test_point_query_equals_the_gathered_dense_rows(table, opts, accelerator, dense_bytes):
+    ctx, targets = _score_cases()
+    plan = table.plan(table.options(**opts), "cpu", accelerator=accelerator, dense_bytes=dense_bytes)
+    dense = plan(ctx).gather(1, targets[:, None])[:, 0]
+    assert torch.equal(plan.score(plan.tail(ctx), targets), dense)
+
+
+@pytest.mark.parametrize("opts", ALL_OPTIONS, ids=str)
+def test_point_query_equals_the_dense_rows_on_the_per_order_search(table, opts, monkeypatch):
+    ctx, targets = _score_cases()
+    monkeypatch.setattr(ngram_lookup, "_INT63", 0)  # as in test_per_order_search_agrees_with_the_joint_keys
+    table._plans.clear()
+    try:
+        plan = table.plan(table.options(**opts), "cpu")
+        assert torch.equal(plan.score(plan.tail(ctx), targets), plan(ctx).gather(1, targets[:, None])[:, 0])
+    finally:
+        table._plans.clear()

@@ -331,3 +331,38 @@ def test_count_many_bad_width_and_out_of_range():
     with pytest.raises(ValueError, match="columns"):
         table.count_many(torch.tensor([[1, 2, 3]]))
     assert table.count_many(torch.tensor([[1, 9], [1, 2]])).tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("opts", [dict(smoothing="kneser_ney"), dict(mode="mixture"), dict(order=2, alpha=1.0),
+                                  dict(mode="logsum", weights=(0.2, 0.3, 0.5))], ids=str)
+def test_score_is_the_logprobs_row_at_the_target(opts):
+    rng = np.random.default_rng(3)
+    docs = [rng.integers(0, 40, size=int(rng.integers(2, 200))).tolist() for _ in range(30)]
+    table = NGramTable.from_token_ids(docs, 40, 3)
+    ctx = torch.tensor(rng.integers(0, 40, size=(200, 4)))
+    ctx[:50, 2:] = torch.tensor(docs[0][:2])  # a seen context
+    targets = torch.tensor(rng.integers(0, 40, size=200))
+    expected = table.logprobs(ctx, **opts).gather(1, targets[:, None])[:, 0]
+    assert torch.equal(table.score(ctx, targets, **opts), expected)
+    # Contexts shorter than N-1 and empty ones, as logprobs takes them.
+    assert torch.equal(table.score(ctx[:, 3:], targets, **opts),
+                       table.logprobs(ctx[:, 3:], **opts).gather(1, targets[:, None])[:, 0])
+    assert torch.equal(table.score(ctx[:, :0], targets, **opts),
+                       table.logprobs(ctx[:, :0], **opts).gather(1, targets[:, None])[:, 0])
+
+
+def test_score_refuses_bad_targets_by_name():
+    table = NGramTable.from_token_ids([[0, 1, 2, 1, 2]], vocab_size=3, order=2)
+    ctx = torch.tensor([[1], [2]])
+    with pytest.raises(ValueError, match="`targets` holds id 3"):
+        table.score(ctx, torch.tensor([0, 3]))
+    with pytest.raises(ValueError, match="`targets` must be 1-D"):
+        table.score(ctx, torch.tensor([[0], [1]]))
+    with pytest.raises(ValueError, match="`targets` must be 1-D"):
+        table.score(ctx, torch.tensor([0]))
+    with pytest.raises(TypeError, match="`targets` must hold integer ids"):
+        table.score(ctx, torch.tensor([0.0, 1.0]))
+    with pytest.raises(TypeError, match="`targets` must be a torch.Tensor"):
+        table.score(ctx, [0, 1])
+    with pytest.raises(ValueError, match="`contexts` holds id -1"):
+        table.score(torch.tensor([[-1], [2]]), torch.tensor([0, 1]))
