@@ -64,10 +64,9 @@ def _decode_config(args) -> DecodeConfig:
 
 
 def cmd_build_table(args) -> int:
-    from transformers import AutoTokenizer
-
     from ngram import NGramTable
     from steer.corpora import load_corpus
+    from steer.models import load_tokenizer
 
     if args.memory_gb is not None:
         table = _build_table_bounded(args)
@@ -77,7 +76,7 @@ def cmd_build_table(args) -> int:
                              "give --memory-gb too")
         corpus = load_corpus(args.corpus, judge_fraction=args.judge_fraction, encoding=args.encoding)
         _print_corpus(corpus)
-        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+        tokenizer = load_tokenizer(args.tokenizer)
         table = NGramTable.from_texts(corpus.steer, tokenizer, args.order)
         table.save(args.out)
     st = table.stats
@@ -184,6 +183,19 @@ def _print_summary(rows: list[dict]) -> None:
           "each baseline at equal base_ppl.")
 
 
+def _print_judge_notes(out) -> None:
+    """Say why a judge's columns are empty (a classifier that refused to judge), from the run's judge.json."""
+    import json
+
+    path = Path(out) / "judge.json"
+    if not path.exists():
+        return
+    clf = json.loads(path.read_text(encoding="utf-8")).get("classifier") or {}
+    if "refused" in clf:
+        print(f"\nnote: the style classifier's columns (hit, judge_p_target) are empty: {clf['refused']}. "
+              f"To get them, {clf['how_to_get_it']}. The other judges scored every cell.")
+
+
 def _run_sweep(config, out) -> int:
     from tqdm import tqdm
 
@@ -206,6 +218,7 @@ def _run_sweep(config, out) -> int:
         raise Interrupted(f"interrupted after {bar.n}/{total} cells; rerun the same command to resume") from None
     bar.close()
     _print_summary(rows)
+    _print_judge_notes(out)
     print(f"\nwrote {out}/results.csv, results.json, matched.csv, samples.jsonl, config.json, judge.json"
           + (", metrics_vs_lambda.png, pareto.png" if (Path(out) / "metrics_vs_lambda.png").exists() else
              " (install steer[plot] for the figures)"))
@@ -249,7 +262,8 @@ def cmd_sweep(args) -> int:
         prior=_prior_options(args), baselines=args.baseline or [], encoding=args.encoding,
         judge_fraction=args.judge_fraction, judges=[j for j in args.judges.split(",") if j.strip()],
         methods=args.method or [], knobs=_parse_knobs(args.knob or []), background=args.background,
-        guided=_guided_options(args), lora=dict(steps=args.lora_steps, rank=args.lora_rank),
+        guided=_guided_options(args), lora=dict(steps=args.lora_steps, rank=args.lora_rank, window=args.lora_window,
+                  eval_every=args.lora_eval_every),
     )
     return _run_sweep(config, args.out)
 
@@ -348,9 +362,9 @@ def cmd_edits_make_data(args) -> int:
         print(f"read {note}")
     tokenizer = None
     if args.tokenizer:
-        from transformers import AutoTokenizer
+        from steer.models import load_tokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+        tokenizer = load_tokenizer(args.tokenizer)
         if args.format == "compact":
             from steer.edits.compact import add_position_tokens
 
@@ -482,7 +496,8 @@ EXAMPLES = {
     "demo": "example:\n  steer demo --model ../shared/data/models/base-llama2tok",
     "report": "example:\n  steer report runs/study",
 }
-MODEL_HELP = "model folder or hub id ($STEER_MODEL if set, else TinyLlama-1.1B from the hub)"
+MODEL_HELP = ("model folder, GGUF file (or a folder holding one) or hub id ($STEER_MODEL if set, else "
+              "TinyLlama-1.1B from the hub)")
 
 
 def _add(sub, name: str, help: str, func, **kw) -> argparse.ArgumentParser:
@@ -505,7 +520,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _add(sub, "build-table", "count a corpus's n-grams in a tokenizer's space and save them to one file",
              cmd_build_table)
     p.add_argument("--corpus", required=True, help=_corpus_help())
-    p.add_argument("--tokenizer", required=True, help="tokenizer folder or model folder (the model you will steer)")
+    p.add_argument("--tokenizer", required=True,
+                   help="tokenizer folder, model folder or GGUF file (the model you will steer)")
     p.add_argument("--order", type=int, default=3, help="highest n-gram order N")
     p.add_argument("--judge-fraction", type=float, default=0.2,
                    help="share of the corpus held out for judging, never counted (0: use all of it)")
@@ -572,6 +588,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lora-steps", type=int, default=1000,
                    help="step budget of each LoRA baseline (training stops earlier when a held-out loss stalls)")
     p.add_argument("--lora-rank", type=int, default=8, help="LoRA rank r")
+    p.add_argument("--lora-window", type=int, default=128, help="tokens per LoRA training window")
+    p.add_argument("--lora-eval-every", type=int, default=50,
+                   help="LoRA steps between evaluations of the held-out loss (early stopping)")
     p.add_argument("--judge-fraction", type=float, default=0.2,
                    help="share of each corpus held out for the judges, never seen by any method (>= 0.15)")
     p.add_argument("--judges", default="heldout_ppl,classifier,diversity",

@@ -42,6 +42,21 @@ def hub_offline_reason(timeout: float = 3.0) -> str | None:
     return None
 
 
+def resolve_model_source(name_or_path: str) -> str:
+    """A GGUF file (or a folder holding one) -> its converted safetensors folder; anything else unchanged."""
+    from steer.gguf import converted_folder, find_gguf
+
+    gguf_file = find_gguf(name_or_path)
+    return str(converted_folder(gguf_file)) if gguf_file is not None else name_or_path
+
+
+def load_tokenizer(name_or_path: str):
+    """The tokenizer of a model folder, GGUF file (converted once, as :func:`load_model` does) or hub id."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(resolve_model_source(str(name_or_path)))
+
+
 def load_model(name_or_path: str, device: str | None = None, dtype: torch.dtype | None = None):
     """(model, tokenizer) from a local folder, a GGUF file or a hub id, in eval mode with gradients off.
 
@@ -60,11 +75,7 @@ def load_model(name_or_path: str, device: str | None = None, dtype: torch.dtype 
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from steer.gguf import converted_folder, find_gguf
-
-    gguf_file = find_gguf(name_or_path)
-    if gguf_file is not None:
-        name_or_path = str(converted_folder(gguf_file))
+    name_or_path = resolve_model_source(name_or_path)
     path = Path(name_or_path)
     looks_local = path.exists() or str(name_or_path).startswith((".", "/", "~"))
     if looks_local and not (path / "config.json").exists():

@@ -39,9 +39,9 @@ def table_for(corpus: Corpus, tokenizer, order: int = 3, cache_dir=None) -> NGra
 
 @functools.lru_cache(maxsize=4)
 def _tokenizer(name: str):
-    from transformers import AutoTokenizer
+    from steer.models import load_tokenizer
 
-    return AutoTokenizer.from_pretrained(name)
+    return load_tokenizer(name)
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,14 @@ def make_chunks(docs: Sequence[str], lengths: Sequence[int], seed: int = 0) -> l
     return chunks
 
 
+class UnreliableClassifier(JudgeError):
+    """The classifier trained but cannot tell the corpora apart well enough; ``report`` holds its accuracy."""
+
+    def __init__(self, message: str, report: dict):
+        super().__init__(message)
+        self.report = report
+
+
 class StyleClassifier:
     """Which corpus does a text read like? TF-IDF word (1-2) and character (2-4) n-grams, logistic regression.
 
@@ -115,9 +123,10 @@ class StyleClassifier:
         }
         if self.report["heldout_accuracy"] < min_accuracy:
             worst = min(self.report["heldout_accuracy_per_class"].items(), key=lambda kv: kv[1])
-            raise JudgeError(
+            raise UnreliableClassifier(
                 f"the style classifier's held-out accuracy is {self.report['heldout_accuracy']:.3f} < "
-                f"{min_accuracy} (worst class {worst[0]!r}: {worst[1]:.3f}); it refuses to judge"
+                f"{min_accuracy} (worst class {worst[0]!r}: {worst[1]:.3f}); it refuses to judge",
+                self.report,
             )
         self._columns = {c: i for i, c in enumerate(self.pipeline.classes_)}
 

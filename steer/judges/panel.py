@@ -11,6 +11,10 @@ from steer.judges.heldout import HeldoutStylePPL
 from steer.judges.text import words
 
 JUDGES = ("heldout_ppl", "classifier", "diversity")
+HOW_TO_GET_THE_CLASSIFIER = (
+    "the classifier must tell the corpora apart on held-out chunks as long as the continuations (accuracy >= 0.75): "
+    "use a more distinctive or a larger corpus (more judge text, e.g. --judge-fraction up to 0.5), or longer "
+    "continuations (--max-new-tokens)")
 
 
 class JudgePanel:
@@ -19,7 +23,10 @@ class JudgePanel:
     Built from the corpora's judge splits only (a judge split that shares a
     document with its steer split is refused). The classifier's classes are
     the ``class_corpora`` (every named corpus, whether swept or not) plus
-    ``neutral``.
+    ``neutral``. A classifier that refuses to judge (too little text, or too
+    inaccurate to trust) is left out and the other judges still score: its
+    columns stay empty and :attr:`classifier_refusal` (also in :meth:`report`)
+    says why and how to get it.
 
     Args:
         targets: the swept corpora, by the name the results use.
@@ -43,6 +50,7 @@ class JudgePanel:
         if "heldout_ppl" in kinds:
             self.heldout = {name: HeldoutStylePPL(c.judge, name=name) for name, c in targets.items()}
         self.classifier = None
+        self.classifier_refusal: dict | None = None
         if "classifier" in kinds:
             from steer.judges.classifier import NEUTRAL, StyleClassifier
 
@@ -50,7 +58,11 @@ class JudgePanel:
                 raise ValueError("the style classifier needs a `neutral` corpus (ordinary text of no target style)")
             classes = {name: c.judge for name, c in {**(class_corpora or {}), **targets}.items()}
             classes[NEUTRAL] = neutral.judge
-            self.classifier = StyleClassifier(classes, lengths, **dict(classifier_options or {}))
+            try:
+                self.classifier = StyleClassifier(classes, lengths, **dict(classifier_options or {}))
+            except JudgeError as err:
+                self.classifier_refusal = {"refused": str(err), "how_to_get_it": HOW_TO_GET_THE_CLASSIFIER,
+                                           "report": getattr(err, "report", None)}
         self.diversity = DiversityJudge() if "diversity" in kinds else None
 
     def score(self, target: str, prompts: Sequence[str], continuations: Sequence[str]) -> dict[str, list[float]]:
@@ -77,6 +89,8 @@ class JudgePanel:
                                   for name, j in self.heldout.items()}
         if self.classifier is not None:
             out["classifier"] = self.classifier.report
+        elif self.classifier_refusal is not None:
+            out["classifier"] = self.classifier_refusal
         return out
 
 
@@ -84,8 +98,11 @@ def check_judge_text(targets: Mapping[str, Corpus], classes: Mapping[str, Corpus
                      kinds: Sequence[str] = JUDGES) -> None:
     """Refuse, before any model loads, judge splits too small for the judges (JudgeError naming the corpus).
 
-    The held-out perplexity needs 1,000 judge words per target; the
-    classifier needs 50 chunks of up to ``max_words`` words per class.
+    The held-out perplexity needs 1,000 judge words per target. The
+    classifier needs 50 chunks of up to ``max_words`` words per class, but a
+    class too small for it does not stop a study: the panel then leaves the
+    classifier out and says why, so only the shipped corpora (which are
+    classes whatever is swept) are checked here.
     """
     if "heldout_ppl" in kinds:
         for name, c in targets.items():
@@ -94,7 +111,9 @@ def check_judge_text(targets: Mapping[str, Corpus], classes: Mapping[str, Corpus
                 raise JudgeError(f"the judge split of {name!r} has about {n} words; the held-out perplexity needs "
                                  "1,000 (a larger corpus, or --judge-fraction up to 0.5)")
     if "classifier" in kinds:
-        for name, c in {**(classes or {}), **targets}.items():
+        for name, c in (classes or {}).items():
+            if name in targets:
+                continue
             n = sum(len(d.split()) for d in c.judge)
             if n < 50 * max_words:
                 raise JudgeError(f"the judge split of {name!r} has about {n} words; the style classifier needs "

@@ -188,3 +188,17 @@ def test_too_little_judge_text_fails_before_the_model_loads(aidreams_path, tmp_p
     with pytest.raises(JudgeError, match="held-out perplexity needs"):
         run_sweep(_config(aidreams_path, path, judges=["heldout_ppl"]), tmp_path / "run")
     assert not (tmp_path / "run" / "config.json").exists()
+
+
+def test_a_sweep_on_a_corpus_the_classifier_cannot_judge_runs_with_the_other_judges(aidreams, aidreams_path,
+                                                                                      corpus_file, tmp_path):
+    # The classifier refuses (this corpus is too small for it, and no accuracy would reach 1.01):
+    # its columns stay empty, the diversity judge still scores, and judge.json says why and what to do.
+    model, tok = aidreams
+    cfg = _config(aidreams_path, corpus_file, lambdas=[0.5], judges=["classifier", "diversity"],
+                  classifier=dict(min_accuracy=1.01, max_chunks=60))
+    rows = run_sweep(cfg, tmp_path / "run", model=model, tokenizer=tok)
+    assert len(rows) == 2 and all(r["judge_hit"] != r["judge_hit"] for r in rows)  # NaN: not reported
+    assert all(0 <= r["degenerate_rate"] <= 1 for r in rows)
+    judge = json.loads((tmp_path / "run" / "judge.json").read_text())
+    assert "style classifier" in judge["classifier"]["refused"] and judge["classifier"]["how_to_get_it"]

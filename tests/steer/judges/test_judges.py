@@ -101,3 +101,17 @@ def test_a_judge_built_on_steer_text_is_refused():
     leaky = Corpus("pirate", None, PIRATE, PIRATE[:50], "0" * 64)
     with pytest.raises(ValueError, match="overlaps the steer split"):
         JudgePanel({"pirate": leaky}, kinds=["heldout_ppl"])
+
+
+def test_a_classifier_that_cannot_tell_corpora_apart_is_left_out_and_the_others_still_judge():
+    def same(k):  # one text for every class; each number occurs once, so it is no feature
+        return [f"the same words again and again {3 * i + k} and once more" for i in range(600)]
+
+    panel = JudgePanel({"a": _corpus("a", same(0))}, {"b": _corpus("b", same(1))},
+                       neutral=_corpus("neutral", same(2)), lengths=[6])
+    assert panel.classifier is None
+    report = panel.report()["classifier"]
+    assert "refuses to judge" in report["refused"] and "larger corpus" in report["how_to_get_it"]
+    assert report["report"]["heldout_accuracy"] < 0.75
+    scores = panel.score("a", ["x"], [" the same words again"])
+    assert "judge_hit" not in scores and "heldout_nll" in scores and "degenerate" in scores
