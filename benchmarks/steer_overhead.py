@@ -12,9 +12,13 @@ measured the same way. ``small_b<B>_<mode>_warmth`` (floor and Kneser-Ney) split
 cost: the call as generate makes it, the same code right after on other
 contexts, and the same call warm (median ms). ``ops_per_call`` counts the
 ATen ops one processor call dispatches (batch 16, warm). ``--device cuda`` runs
-the same on a GPU (keys ``cuda_*`` and ``small_cuda_*``). Last line: one JSON object.
+the same on a GPU (keys ``cuda_*`` and ``small_cuda_*``). ``smollm2_*`` keys: the shared
+SmolLM2-135M-Instruct (the study model, real weights from its GGUF file, 30 layers, vocab 49,152,
+all threads) with tables in its own token space. ``--models`` picks which of the three run.
+Last line: one JSON object.
 
     python benchmarks/steer_overhead.py [--steps 16] [--repeats 5] [--shared ../shared/data] [--device cpu|cuda|all]
+        [--models small,tinyllama,smollm2]
 """
 
 from __future__ import annotations
@@ -131,6 +135,22 @@ def tinyllama_shape(device, dtype):
     return model.eval().requires_grad_(False)
 
 
+def smollm2(shared, device, dtype, steps, repeats):
+    """The study model with its real weights, and tables of the same corpora in its own token space."""
+    from steer.models import encode_prompts, load_model
+
+    model, tok = load_model(str(Path(shared) / "models" / "smollm2-135m-instruct"))
+    model = model.to(device=device, dtype=dtype)
+    docs = [d for name in CORPORA for d in load_corpus(name).steer]
+    table = NGramTable.from_texts(docs, tok, 3)
+    background = NGramTable.from_texts(load_corpus("background").steer, tok, 3)
+    print(f"smollm2 tables: {table.stats['n_tokens']:,} style tokens, {background.stats['n_tokens']:,} background "
+          f"tokens, vocab {table.vocab_size:,}")
+    ids = encode_prompts(tok, ["It was a bright cold day in April, and the clocks were striking"])["input_ids"]
+    prefix = "smollm2" if device == "cpu" else "smollm2_cuda"
+    return measure(prefix, model, table, background, ids, steps, (1, 16), repeats=repeats)
+
+
 def generate(model, ids, steps, processors=()):
     if ids.is_cuda:
         torch.cuda.synchronize()
@@ -223,7 +243,13 @@ def main():
     ap.add_argument("--device", default="all", choices=["cpu", "cuda", "all"])
     ap.add_argument("--repeats", type=int, default=5,
                     help="timed runs per processor on the small model (the best is kept; the large shape runs once)")
+    ap.add_argument("--models", default="small,tinyllama,smollm2",
+                    help="comma-separated: small (11M, real), tinyllama (1.1B shape), smollm2 (135M, real)")
     args = ap.parse_args()
+    models = {m.strip() for m in args.models.split(",") if m.strip()}
+    bad = models - {"small", "tinyllama", "smollm2"}
+    if bad:
+        ap.error(f"--models: unknown {sorted(bad)}")
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(Path(args.shared) / "tokenizers" / "llama2" / "hf")
@@ -245,18 +271,22 @@ def main():
     for dev in devices:
         dtype = torch.float32 if dev == "cpu" else torch.bfloat16
         threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # small models: one thread, the regime of a cheap decode step
-        small = small_model(args.shared, dev, dtype)
-        prefix = "small" if dev == "cpu" else "small_cuda"
-        figures.update(measure(prefix, small, table, background, prompt["input_ids"], args.steps, (1, 16),
-                               repeats=args.repeats))
-        if dev == "cpu":
-            figures.update(warmth(small, table, prompt["input_ids"], args.steps, (1, 16), args.repeats))
-        del small
-        torch.set_num_threads(threads)
-        big = tinyllama_shape(dev, dtype)
-        figures.update(measure(dev, big, table, background, prompt["input_ids"], args.steps, (1, 16)))
-        del big
+        if "small" in models:
+            torch.set_num_threads(1)  # small models: one thread, the regime of a cheap decode step
+            small = small_model(args.shared, dev, dtype)
+            prefix = "small" if dev == "cpu" else "small_cuda"
+            figures.update(measure(prefix, small, table, background, prompt["input_ids"], args.steps, (1, 16),
+                                   repeats=args.repeats))
+            if dev == "cpu":
+                figures.update(warmth(small, table, prompt["input_ids"], args.steps, (1, 16), args.repeats))
+            del small
+            torch.set_num_threads(threads)
+        if "tinyllama" in models:
+            big = tinyllama_shape(dev, dtype)
+            figures.update(measure(dev, big, table, background, prompt["input_ids"], args.steps, (1, 16)))
+            del big
+        if "smollm2" in models:
+            figures.update(smollm2(args.shared, dev, dtype, args.steps, args.repeats))
         ops = count_ops(table.to(dev), background.to(dev), dev, table.vocab_size)
         figures["ops_per_call" if dev == "cpu" else "ops_per_call_cuda"] = ops
         print(f"{dev} ATen ops per processor call: {ops}")

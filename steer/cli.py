@@ -56,11 +56,27 @@ def _decode_args(p: argparse.ArgumentParser, max_new: int = 40) -> None:
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (with --decoding sample)")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (with --decoding sample)")
     p.add_argument("--seed", type=int, default=0, help="torch seed set before every generate call")
+    p.add_argument("--ban-loops", default=None, metavar="N,R",
+                   help="ban the R-th occurrence of any N-gram within a continuation (every method alike)")
+
+
+def _loop_ban(text: str | None) -> list[int] | None:
+    """'3,2' -> [3, 2]; None stays None."""
+    if text is None:
+        return None
+    try:
+        ban = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise ValueError(f"`--ban-loops` must be N,R (two integers), got {text!r}") from None
+    if len(ban) != 2:
+        raise ValueError(f"`--ban-loops` must be N,R (two integers), got {text!r}")
+    return ban
 
 
 def _decode_config(args) -> DecodeConfig:
     return DecodeConfig(max_new_tokens=args.max_new_tokens, decoding=args.decoding, num_beams=args.num_beams,
-                        temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+                        temperature=args.temperature, top_p=args.top_p, seed=args.seed,
+                        loop_ban=_loop_ban(args.ban_loops))
 
 
 def cmd_build_table(args) -> int:
@@ -258,6 +274,7 @@ def cmd_sweep(args) -> int:
     config = SweepConfig(
         model=args.model, corpora=args.corpus, lambdas=parse_lambdas(args.lambdas), prompts=prompts,
         max_new_tokens=args.max_new_tokens, samples=args.samples, seed=args.seed, decoding=args.decoding,
+        loop_ban=_loop_ban(args.ban_loops),
         num_beams=args.num_beams, temperature=args.temperature, top_p=args.top_p, order=args.order,
         prior=_prior_options(args), baselines=args.baseline or [], encoding=args.encoding,
         judge_fraction=args.judge_fraction, judges=[j for j in args.judges.split(",") if j.strip()],
@@ -307,12 +324,21 @@ def cmd_train_lora(args) -> int:
     return 0
 
 
-def cmd_demo(args) -> int:
-    from steer.sweep import SweepConfig
+DEMO_PROMPTS = 64
 
-    config = SweepConfig(model=args.model, corpora=["don_quixote", "cnn_highlights"],
-                         lambdas=[0.0, 0.05, 0.1, 0.2, 0.5, 1.0], max_new_tokens=32)
-    return _run_sweep(config, args.out)
+
+def cmd_demo(args) -> int:
+    from steer.models import demo_model
+    from steer.sweep import SweepConfig, builtin_prompts
+
+    model, source = (args.model, "--model") if args.model else demo_model()
+    print(f"model: {model} ({source})", file=sys.stderr)
+    config = SweepConfig(model=model, corpora=["don_quixote", "cnn_highlights"], lambdas=[0.0, 0.1, 0.5],
+                         prompts=builtin_prompts()[:DEMO_PROMPTS], max_new_tokens=32, decoding="sample", top_p=0.95,
+                         methods=["contrastive+plausible"], knobs={"contrastive+plausible": [2.0, 4.0]})
+    code = _run_sweep(config, args.out)
+    print(f"model: {model} ({source})")
+    return code
 
 
 def cmd_train_attr(args) -> int:
@@ -493,7 +519,7 @@ EXAMPLES = {
              "  steer edits train --data gec.jsonl --model ../shared/data/models/base-llama2tok --out gec-model",
     "run": "example:\n  steer edits run --model gec-model --sources ../shared/data/edits/jfleg/test/test.src "
            "--out corrected.txt",
-    "demo": "example:\n  steer demo --model ../shared/data/models/base-llama2tok",
+    "demo": "example:\n  steer demo\n  steer demo --model ../shared/data/models/base-llama2tok",
     "report": "example:\n  steer report runs/study",
 }
 MODEL_HELP = ("model folder, GGUF file (or a folder holding one) or hub id ($STEER_MODEL if set, else "
@@ -674,8 +700,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--max-new-tokens", type=int, default=128, help="token budget of one answer")
     q.add_argument("--mark-every", type=int, default=1, help="compact: as the training data was made")
 
-    p = _add(sub, "demo", "a small sweep (2 corpora, 6 lambdas, 24 prompts) that runs in minutes on a CPU", cmd_demo)
-    p.add_argument("--model", default=default_model(), help=MODEL_HELP)
+    p = _add(sub, "demo", "a small sweep (2 corpora, the seed paper's prior at 3 lambdas and the contrastive, "
+             "plausibility-bounded variant at 2, 64 prompts, sampled) that runs in minutes on a CPU", cmd_demo)
+    p.add_argument("--model", default=None,
+                   help="model folder, GGUF file or hub id (default: $STEER_MODEL, else the shared "
+                        "SmolLM2-135M-Instruct when ../shared/data holds it, else TinyLlama-1.1B from the hub)")
     p.add_argument("--out", default=Path("runs/demo"), type=Path, help="run folder")
     return parser
 

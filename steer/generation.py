@@ -24,6 +24,10 @@ class DecodeConfig:
         temperature, top_p: sampling settings.
         num_beams: beam width for "beam".
         seed: torch seed set before every generate call (same seed for every lam).
+        loop_ban: (n, r) to ban the r-th occurrence of any n-gram within a
+            continuation (:class:`steer.conditional.constraints.NoNgramLoop`,
+            applied after every other processor; the prompt does not count), or
+            None. A decoding setting: in a study it applies to every cell alike.
     """
 
     max_new_tokens: int = 40
@@ -32,6 +36,7 @@ class DecodeConfig:
     top_p: float = 1.0
     num_beams: int = 4
     seed: int = 0
+    loop_ban: tuple[int, int] | None = None
 
     def __post_init__(self):
         if self.decoding not in DECODINGS:
@@ -44,6 +49,12 @@ class DecodeConfig:
             raise ValueError(f"`top_p` must lie in (0, 1], got {self.top_p}")
         if not isinstance(self.num_beams, int) or self.num_beams < 1:
             raise ValueError(f"`num_beams` must be an int >= 1, got {self.num_beams!r}")
+        if self.loop_ban is not None:
+            ban = tuple(self.loop_ban) if isinstance(self.loop_ban, (tuple, list)) else ()
+            if (len(ban) != 2 or any(isinstance(v, bool) or not isinstance(v, int) for v in ban)
+                    or ban[0] < 1 or ban[1] < 2):
+                raise ValueError(f"`loop_ban` must be (n >= 1, r >= 2) or None, got {self.loop_ban!r}")
+            object.__setattr__(self, "loop_ban", ban)
 
     def generate_kwargs(self) -> dict:
         kw = dict(max_new_tokens=self.max_new_tokens, do_sample=self.decoding == "sample")
@@ -66,15 +77,20 @@ def continue_prompts(model, tokenizer, prompts: list[str], processors=(), config
     config = config or DecodeConfig()
     enc = encode_prompts(tokenizer, prompts, device=model.device)
     stops = stop_ids(tokenizer)
+    width = enc["input_ids"].shape[1]
+    processors = list(processors)
+    if config.loop_ban is not None:
+        from steer.conditional.constraints import NoNgramLoop
+
+        processors.append(NoNgramLoop(*config.loop_ban, prompt_length=width))
     torch.manual_seed(config.seed)
     out = model.generate(
         **enc,
-        logits_processor=LogitsProcessorList(list(processors)),
+        logits_processor=LogitsProcessorList(processors),
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=stops or None,
         **config.generate_kwargs(),
     )
-    width = enc["input_ids"].shape[1]
     prompt_ids, conts = [], []
     for row, mask in zip(out, enc["attention_mask"], strict=True):
         prompt_ids.append(row[:width][mask.bool()].tolist())

@@ -17,6 +17,32 @@ def default_model() -> str:
     return os.environ.get("STEER_MODEL") or DEFAULT_MODEL
 
 
+# The study model in the shared data folder: a real pretrained model, as the GGUF file users hold.
+SHARED_STUDY_MODEL = Path("models") / "smollm2-135m-instruct"
+
+
+def shared_data_dir() -> Path | None:
+    """The shared data folder: ``$STEER_SHARED_DATA``, else ``../shared/data`` from the working directory,
+    else beside the source checkout steer runs from; None when none of them exists."""
+    candidates = [os.environ.get("STEER_SHARED_DATA"), Path.cwd().parent / "shared" / "data",
+                  Path(__file__).resolve().parents[2] / "shared" / "data"]
+    for c in candidates:
+        if c and Path(c).is_dir():
+            return Path(c)
+    return None
+
+
+def demo_model() -> tuple[str, str]:
+    """(model, where it came from) for the demo: ``$STEER_MODEL``, else the shared SmolLM2-135M-Instruct
+    GGUF when the shared data folder holds it, else :func:`default_model`'s hub model."""
+    if os.environ.get("STEER_MODEL"):
+        return os.environ["STEER_MODEL"], "$STEER_MODEL"
+    shared = shared_data_dir()
+    if shared is not None and (shared / SHARED_STUDY_MODEL).is_dir():
+        return str(shared / SHARED_STUDY_MODEL), "SmolLM2-135M-Instruct (GGUF Q4_1) in the shared data folder"
+    return DEFAULT_MODEL, "the seed paper's TinyLlama-1.1B from the hub (no shared data folder found)"
+
+
 _USE_LOCAL = "give a local model folder (`--model DIR` on the command line) or set STEER_MODEL"
 _TRUE = ("1", "true", "yes", "on")
 

@@ -78,6 +78,9 @@ class SweepConfig:
         lambdas: prior weights; 0 (the unsteered baseline) is always added.
         prompts: prompt texts (default: the built-in neutral set).
         samples: continuations per prompt (seeds seed, seed+1, ...).
+        loop_ban: [n, r] bans the r-th occurrence of an n-gram within every
+            continuation of every cell, unsteered included (a decoding setting,
+            see DecodeConfig), or None.
         order: n-gram order N of the style tables.
         prior: options of the injected prior (see NGramTable.logprobs). The
             default is the seed paper's form, a weighted sum of per-order
@@ -114,6 +117,7 @@ class SweepConfig:
     samples: int = 1
     seed: int = 0
     decoding: str = "greedy"
+    loop_ban: list[int] | None = None
     num_beams: int = 4
     temperature: float = 1.0
     top_p: float = 1.0
@@ -187,7 +191,8 @@ class SweepConfig:
     def decode(self, sample: int) -> DecodeConfig:
         return DecodeConfig(max_new_tokens=self.max_new_tokens, decoding=self.decoding,
                             num_beams=self.num_beams, temperature=self.temperature,
-                            top_p=self.top_p, seed=self.seed + sample)
+                            top_p=self.top_p, seed=self.seed + sample,
+                            loop_ban=tuple(self.loop_ban) if self.loop_ban is not None else None)
 
     def prompt_style(self):
         from steer.baselines.prompt import StylePrompt

@@ -48,12 +48,14 @@ def test_licence_file_matches_pyproject():
 
 
 @pytest.mark.slow
-def test_quickstart_example_runs_as_written(tmp_path):
-    env = {**__import__("os").environ, "STEER_MODEL": str(shared_path("models", "base-llama2tok"))}
+def test_quickstart_example_runs_as_written(tmp_path, smollm2):
+    # The SmolLM2 GGUF, converted once by the `smollm2` fixture into this session's cache (which env holds).
+    env = {**__import__("os").environ, "STEER_MODEL": str(shared_path("models", "smollm2-135m-instruct"))}
     done = subprocess.run([sys.executable, str(ROOT / "examples" / "quickstart.py")], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.splitlines()
     assert any(line.startswith("[unsteered] The old man walked") for line in lines)
     assert any(line.startswith("[steered, lam=0.2] The old man walked") for line in lines)
+    assert any(line.startswith("[contrastive+plausible, lam=2] The old man walked") for line in lines)
     assert (tmp_path / "quixote.safetensors").exists()
