@@ -15,7 +15,6 @@ import torch
 from transformers import LogitsProcessorList
 
 import steer
-from steer.models import encode_prompts, stop_ids
 
 model_path = os.environ.get("STEER_MODEL", "../shared/data/models/smollm2-135m-instruct")
 model, tokenizer = steer.load_model(model_path)          # frozen, eval mode, left padding for batches
@@ -34,11 +33,11 @@ books = steer.table_for(steer.load_corpus("background"), tokenizer, order=3)
 guided = steer.GuidedStylePrior(table, lam=2.0, background=books, plausibility=0.1, tokenizer=tokenizer)
 
 # Prompts in the model's document format (SmolLM2: after <|endoftext|>, not its chat token <|im_start|>).
-inputs = encode_prompts(tokenizer, ["The old man walked into the village and"])
+inputs = steer.encode_prompts(tokenizer, ["The old man walked into the village and"])
 for name, processors in [("unsteered", []), ("steered, lam=0.2", [prior]),
                          ("contrastive+plausible, lam=2", [guided])]:
     torch.manual_seed(0)
     out = model.generate(**inputs, max_new_tokens=30, do_sample=True, top_p=0.95, top_k=0,
                          logits_processor=LogitsProcessorList(processors), pad_token_id=tokenizer.pad_token_id,
-                         eos_token_id=stop_ids(tokenizer))
+                         eos_token_id=steer.stop_ids(tokenizer))
     print(f"[{name}]", tokenizer.decode(out[0], skip_special_tokens=True))

@@ -29,6 +29,9 @@ _EXPORTS = {
     "table_for": "steer.tables",
     # loading
     "load_model": "steer.models",
+    "load_tokenizer": "steer.models",
+    "encode_prompts": "steer.models",
+    "stop_ids": "steer.models",
     "load_corpus": "steer.corpora",
     "Corpus": "steer.corpora",
     "split_steer_judge": "steer.corpora",

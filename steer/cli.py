@@ -178,14 +178,15 @@ def _num(x: float, fmt: str, width: int) -> str:
 
 
 def _print_summary(rows: list[dict]) -> None:
-    head = (f"{'corpus':18s} {'method':12s} {'lam':>5s} {'hit':>5s} {'[95% CI]':>13s} {'held_ppl':>9s} "
+    mw = max([12, *(len(r["method"]) for r in rows)])  # method column: as wide as the longest name
+    head = (f"{'corpus':18s} {'method':{mw}s} {'lam':>5s} {'hit':>5s} {'[95% CI]':>13s} {'held_ppl':>9s} "
             f"{'base_ppl':>9s} {'Δbase':>8s} {'degen':>6s} {'dist2':>6s} {'sBLEU':>6s} {'JS':>6s} {'ms/tok':>7s}")
     print(head)
     print("-" * len(head))
     for r in rows:
         ci = (f"[{r['judge_hit_lo']:.2f}, {r['judge_hit_hi']:.2f}]" if r["judge_hit_lo"] == r["judge_hit_lo"]
               else "")
-        print(f"{r['corpus'][:18]:18s} {r['method']:12s} {r['lam']:5.3g} {_num(r['judge_hit'], '.2f', 5)} "
+        print(f"{r['corpus'][:18]:18s} {r['method']:{mw}s} {r['lam']:5.3g} {_num(r['judge_hit'], '.2f', 5)} "
               f"{ci:>13s} {_num(r['heldout_style_ppl'], '.1f', 9)} {_num(r['base_ppl'], '.1f', 9)} "
               f"{_pct(r['base_ppl_rel'])} {_num(r['degenerate_rate'], '.2f', 6)} {_num(r['distinct_2'], '.3f', 6)} "
               f"{_num(r['self_bleu'], '.3f', 6)} {_num(r['js_div'], '.3f', 6)} "

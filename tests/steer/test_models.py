@@ -85,3 +85,16 @@ def test_style_prompt_uses_the_chat_template_where_the_model_has_one(smol_tokeni
     assert StylePrompt().prefix(docs, llama) == plain  # no chat template: plain paragraphs
     with pytest.raises(ValueError, match="`chat` must be 'auto' or 'never'"):
         StylePrompt(chat="always")
+
+
+def test_demo_uses_steer_model_then_the_shared_smollm2(monkeypatch, tmp_path):
+    from steer.models import demo_model, shared_data_dir
+
+    monkeypatch.setenv("STEER_MODEL", "some/model")
+    assert demo_model() == ("some/model", "$STEER_MODEL")
+    monkeypatch.delenv("STEER_MODEL")
+    monkeypatch.setenv("STEER_SHARED_DATA", str(shared_path()))
+    model, source = demo_model()
+    assert model == str(shared_path("models", "smollm2-135m-instruct")) and "SmolLM2" in source
+    monkeypatch.setenv("STEER_SHARED_DATA", str(tmp_path))  # a shared folder without the model
+    assert shared_data_dir() == tmp_path and demo_model()[0] == "TinyLlama/TinyLlama_v1.1"
