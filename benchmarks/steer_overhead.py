@@ -175,8 +175,15 @@ class DenseAdd(LogitsProcessor):
         return torch.add(scores, self.rows, alpha=self.lam)
 
 
+MODES = None  # every mode; --modes picks some
+
+
 def processors(tab, bg):
     """(name, processor) of every measured mode: the floor, the paper's injection and the variants."""
+    return [(name, proc) for name, proc in _processors(tab, bg) if MODES is None or name in MODES]
+
+
+def _processors(tab, bg):
     return [
         ("dense_add", DenseAdd(0.1)),
         ("logsum", NGramStylePrior(tab, 0.1, mode="logsum", weights=(0.2, 0.3, 0.5))),
@@ -243,10 +250,13 @@ def main():
     ap.add_argument("--device", default="all", choices=["cpu", "cuda", "all"])
     ap.add_argument("--repeats", type=int, default=5,
                     help="timed runs per processor on the small model (the best is kept; the large shape runs once)")
+    ap.add_argument("--modes", default="", help="comma-separated processor modes to time (default: all)")
     ap.add_argument("--models", default="small,tinyllama,smollm2",
                     help="comma-separated: small (11M, real), tinyllama (1.1B shape), smollm2 (135M, real)")
     args = ap.parse_args()
     models = {m.strip() for m in args.models.split(",") if m.strip()}
+    global MODES
+    MODES = {m.strip() for m in args.modes.split(",") if m.strip()} or None
     bad = models - {"small", "tinyllama", "smollm2"}
     if bad:
         ap.error(f"--models: unknown {sorted(bad)}")

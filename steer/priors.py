@@ -177,10 +177,29 @@ class GuidedStylePrior(LogitsProcessor):
                                                        self.background.plan(self.options, device))
         return self._pairs[device]
 
+    def support_bonus(self, input_ids: torch.LongTensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """The bonus at given (row, token) pairs only, float32 [P]: ``bonus(...)[rows, cols]`` by point queries.
+
+        Tokens past the tables' vocabulary (a padded embedding) get 0, as in :meth:`bonus`.
+        """
+        plan = self.table.plan(self.options, input_ids.device)
+        tail = plan.tail(input_ids)[rows]  # (P, N-1): each pair's context
+        inside = cols < self.table.vocab_size
+        w = cols.clamp(max=self.table.vocab_size - 1)
+        b = plan.score(tail, w)  # (P,)
+        if self.background is not None:
+            bg = self.background.plan(self.options, input_ids.device)
+            b = b - bg.score(bg.tail(input_ids)[rows], w)
+        if self.clip is not None:
+            b = b.clamp(-self.clip, self.clip)
+        return torch.where(inside, b, 0.0)
+
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if self.lam == 0:
             return scores.clone()
         s = scores.float()
+        if self._sparse_support(s):
+            return self._call_on_support(input_ids, s, scores.dtype)
         b = self.bonus(input_ids, s.shape[-1])  # finite everywhere
         need_h = self.strength == "entropy" or self.temper
         # The row maxima once, for the support and the entropy.
@@ -207,6 +226,33 @@ class GuidedStylePrior(LogitsProcessor):
         if self.temper:
             out = out / temperature_for_entropy(out, h)
         return out if scores.dtype == torch.float32 else out.to(scores.dtype)
+
+    def _sparse_support(self, s: torch.Tensor) -> bool:
+        """Whether this call looks the bonus up on the plausible support only (see :meth:`_call_on_support`)."""
+        return (self.plausibility is not None and self.strength == "constant" and not self.centre
+                and s.device.type == "cpu" and not torch.compiler.is_compiling())
+
+    def _call_on_support(self, input_ids, s: torch.Tensor, dtype) -> torch.Tensor:
+        """The constant-strength plausible variant with the bonus looked up only where it is added.
+
+        Off the support the bonus is 0, so only the support's (row, token) pairs,
+        usually a few per row, need the tables: point queries instead of two
+        [B, V] rows. ``nonzero`` reads the support's size, free on a CPU (a
+        host sync on an accelerator, which keeps the dense path). Same values as
+        the dense path.
+        """
+        top = s.amax(dim=-1, keepdim=True)  # (B, 1)
+        support = s >= top + math.log(self.plausibility)  # (B, V)
+        check_width(s.shape[-1], self.table.vocab_size)
+        rows, cols = support.nonzero(as_tuple=True)  # (P,) each
+        out = s.clone()
+        # (s + lam * b) at the support, as torch.add(s, b, alpha=lam) computes it on the dense path.
+        out[rows, cols] = torch.add(s[rows, cols], self.support_bonus(input_ids, rows, cols), alpha=self.lam)
+        if self.mask:
+            out = out.masked_fill(~support, float("-inf"))
+        if self.temper:
+            out = out / temperature_for_entropy(out, entropy(s, top))
+        return out if dtype == torch.float32 else out.to(dtype)
 
     def _strength(self, s: torch.Tensor, b: torch.Tensor, h: torch.Tensor | None) -> tuple[torch.Tensor, float]:
         """(t [B, 1], scale) with lam_t = scale * t per row (entropy-gated by the model's entropy h, or KL-budgeted)."""

@@ -231,3 +231,30 @@ def test_contrastive_bonus_in_one_lookup_equals_two_lookups_within_the_op_budget
     separate = GuidedStylePrior(STYLE, 1.5, background=BACKGROUND, clip=clip)
     separate._pairs[ids.device] = None  # tables that do not combine: two lookups
     torch.testing.assert_close(got, separate(ids, scores))
+
+
+@pytest.mark.parametrize("opts", [
+    dict(plausibility=0.1),
+    dict(background=True, plausibility=0.1),
+    dict(background=True, plausibility=0.02, clip=1.0),
+    dict(background=True, plausibility=0.1, mask=True),
+    dict(background=True, plausibility=0.02, mask=True, temper=True),
+    dict(background=True, plausibility=0.3, temper=True),
+], ids=str)
+@pytest.mark.parametrize("extra_columns", [0, 3])
+def test_bonus_on_the_support_only_equals_the_dense_bonus(opts, extra_columns, monkeypatch):
+    rng = np.random.default_rng(1)
+    style = NGramTable.from_token_ids([rng.integers(0, 40, 400).tolist()], 40, 3)
+    books = NGramTable.from_token_ids([rng.integers(0, 40, 600).tolist()], 40, 3)
+    g = torch.Generator().manual_seed(2)
+    scores = torch.randn(16, 40 + extra_columns, generator=g) * 3
+    scores[0, :5] = -math.inf
+    ids = torch.randint(0, 40, (16, 6), generator=g)
+    prior = GuidedStylePrior(style, 2.0, **{**opts, "background": books if opts.get("background") else None})
+    assert prior._sparse_support(scores)
+    sparse = prior(ids, scores)
+    monkeypatch.setattr(GuidedStylePrior, "_sparse_support", lambda self, s: False)
+    dense = prior(ids, scores)
+    torch.testing.assert_close(sparse, dense, rtol=1e-6, atol=1e-6)
+    assert torch.equal(torch.isneginf(sparse), torch.isneginf(dense))
+    assert torch.equal(sparse.argmax(1), dense.argmax(1))
