@@ -646,13 +646,22 @@ def _with_intervals(rows: list[dict], samples: list[dict]) -> list[dict]:
 
 
 def _write_results(out: Path, rows: list[dict], config: SweepConfig) -> None:
-    from steer.matched import MATCHED_COLUMNS, VARIANT_COLUMNS, matched_table, matched_variants
+    from steer.matched import (
+        FLUENCY_COLUMNS,
+        MATCHED_COLUMNS,
+        VARIANT_COLUMNS,
+        at_no_worse_fluency,
+        matched_table,
+        matched_variants,
+    )
 
     samples = _read_jsonl(out / "samples.jsonl")
     rows = _with_intervals(rows, samples)
     tables = [("matched.csv", MATCHED_COLUMNS, matched_table(rows, samples))]
     if config.methods:
         tables.append(("matched_variants.csv", VARIANT_COLUMNS, matched_variants(rows, samples)))
+    if config.baselines:
+        tables.append(("no_worse_fluency.csv", FLUENCY_COLUMNS, at_no_worse_fluency(rows, samples)))
     for name, columns, matched in tables:
         with open(out / name, "w", newline="", encoding="utf-8") as f:
             w = csv.DictWriter(f, fieldnames=columns)

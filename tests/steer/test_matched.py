@@ -72,3 +72,21 @@ def test_constraint_table_and_widest_holding_range():
     loose = constraint_table(rows, Constraints(min_distinct2_ratio=0.85, max_extra_degenerate=0.01))
     assert widest_holding_range(loose, "c", "v") == (1.0, 4.0, 4.0)
     assert widest_holding_range(table, "c", "none") is None
+
+
+def test_at_no_worse_fluency_takes_the_method_cell_closest_in_fluency_never_the_best_hit():
+    from steer.matched import FLUENCY_COLUMNS, at_no_worse_fluency
+
+    n = 30
+    cells = [_cell("prior", 0.0, 10.0, [0.0] * n), _cell("prompt", 0.0, 25.0, [0.0] * n),
+             _cell("cp", 1.0, 9.0, [1.0] * n), _cell("cp", 2.0, 12.0, [0.5] * n), _cell("cp", 4.0, 30.0, [1.0] * n)]
+    for row, _ in cells:
+        row["knob"] = row["lam"]
+    rows = [c[0] for c in cells]
+    got = at_no_worse_fluency(rows, [s for c in cells for s in c[1]])
+    assert set(got[0]) == set(FLUENCY_COLUMNS)
+    cp = [g for g in got if g["method"] == "cp"]
+    # base ppl 12 is the largest not above the prompt's 25 (the cell at 30 is less fluent; 9 has a higher hit)
+    assert len(cp) == 1 and cp[0]["knob"] == 2.0 and cp[0]["diff"] == pytest.approx(0.5)
+    assert cp[0]["diff_lo"] == pytest.approx(0.5) and cp[0]["baseline"] == "prompt"
+    assert not [g for g in got if g["method"] == "prior"]  # only its unsteered cell: nothing steered to compare
