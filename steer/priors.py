@@ -34,6 +34,11 @@ def _finite_positive(name: str, value, allow_none: bool = True):
     return float(value)
 
 
+# From this many rows a CPU call of the plausible variant looks its bonus up on the support only
+# (SmolLM2's vocabulary: 2.3 ms against 2.9 ms dense at 16 rows, 0.9 ms against 0.5 ms at 1 row).
+SPARSE_MIN_ROWS = 8
+
+
 class GuidedStylePrior(LogitsProcessor):
     """scores + lam_t * where(support, b, 0), with the bonus b, the support and lam_t set by the options.
 
@@ -228,9 +233,10 @@ class GuidedStylePrior(LogitsProcessor):
         return out if scores.dtype == torch.float32 else out.to(scores.dtype)
 
     def _sparse_support(self, s: torch.Tensor) -> bool:
-        """Whether this call looks the bonus up on the plausible support only (see :meth:`_call_on_support`)."""
+        """Whether this call looks the bonus up on the plausible support only (see :meth:`_call_on_support`):
+        on a CPU, from SPARSE_MIN_ROWS rows (below that the dense rows are cheaper than the extra ops)."""
         return (self.plausibility is not None and self.strength == "constant" and not self.centre
-                and s.device.type == "cpu" and not torch.compiler.is_compiling())
+                and s.device.type == "cpu" and s.shape[0] >= SPARSE_MIN_ROWS and not torch.compiler.is_compiling())
 
     def _call_on_support(self, input_ids, s: torch.Tensor, dtype) -> torch.Tensor:
         """The constant-strength plausible variant with the bonus looked up only where it is added.
