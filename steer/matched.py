@@ -29,6 +29,16 @@ def _per_prompt(samples: list[dict], key: str, n_prompts: int) -> np.ndarray:
     return full
 
 
+def _judged_cells(samples: list[dict]) -> tuple[dict, int]:
+    """(corpus, method, knob) -> that cell's judged samples, and the number of prompts."""
+    by_cell = defaultdict(list)
+    for s in samples:
+        if "judge_hit" in s:
+            by_cell[(s["corpus"], s["method"], _knob(s))].append(s)
+    n_prompts = 1 + max((s["prompt_index"] for cell in by_cell.values() for s in cell), default=-1)
+    return by_cell, n_prompts
+
+
 def matched_table(rows: list[dict], samples: list[dict], curve: str = "prior") -> list[dict]:
     """One row per corpus and baseline cell: the ``curve`` method at the baseline's fluency, and the paired difference.
 
@@ -43,13 +53,9 @@ def matched_table(rows: list[dict], samples: list[dict], curve: str = "prior") -
     prior never reaches the baseline's fluency) the prior's figures are NaN:
     no matched comparison exists, and none is invented.
     """
-    by_cell = defaultdict(list)
-    for s in samples:
-        if "judge_hit" in s:
-            by_cell[(s["corpus"], s["method"], _knob(s))].append(s)
+    by_cell, n_prompts = _judged_cells(samples)
     if not by_cell:
         return []
-    n_prompts = 1 + max(s["prompt_index"] for cell in by_cell.values() for s in cell)
     out = []
     for corpus in dict.fromkeys(r["corpus"] for r in rows):
         prior = sorted((r for r in rows if r["corpus"] == corpus and r.get("method", "prior") == curve
@@ -115,13 +121,9 @@ def at_no_worse_fluency(rows: list[dict], samples: list[dict]) -> list[dict]:
     95 % paired bootstrap interval over prompts. A positive interval there
     means the method is both more fluent and more in style. Columns FLUENCY_COLUMNS.
     """
-    by_cell = defaultdict(list)
-    for s in samples:
-        if "judge_hit" in s:
-            by_cell[(s["corpus"], s["method"], _knob(s))].append(s)
+    by_cell, n_prompts = _judged_cells(samples)
     if not by_cell:
         return []
-    n_prompts = 1 + max(s["prompt_index"] for cell in by_cell.values() for s in cell)
     methods = [m for m in dict.fromkeys(r.get("method", "prior") for r in rows) if m not in BASELINE_METHODS]
     out = []
     for m in methods:
