@@ -50,8 +50,7 @@ def style_nll(table: NGramTable, prompts: Sequence[Sequence[int]], conts: Sequen
     seqs = [list(p) + list(c) for p, c in zip(prompts, conts, strict=True)]
     ctx, tgt, owner = _scored_positions(seqs, [len(p) for p in prompts], table.order - 1)
     opts = table.options(**options)
-    inside = tgt < table.vocab_size
-    ctx = torch.where((ctx >= table.vocab_size), -1, ctx)  # an id the table lacks matches no context
+    inside = tgt < table.vocab_size  # a context id the table lacks simply matches nothing (validate=False)
     vals = -table.score_with(ctx, tgt.clamp(max=table.vocab_size - 1), opts, validate=False).double()
     vals = torch.where(inside, vals, math.log(table.vocab_size))
     nll = torch.zeros(len(seqs), dtype=torch.float64).index_add_(0, owner, vals)

@@ -194,7 +194,8 @@ class GuidedStylePrior(LogitsProcessor):
         b = plan.score(tail, w)  # (P,)
         if self.background is not None:
             bg = self.background.plan(self.options, input_ids.device)
-            b = b - bg.score(bg.tail(input_ids)[rows], w)
+            bg_tail = tail if bg.width == plan.width else bg.tail(input_ids)[rows]  # same order: one gather
+            b = b - bg.score(bg_tail, w)
         if self.clip is not None:
             b = b.clamp(-self.clip, self.clip)
         return torch.where(inside, b, 0.0)

@@ -191,8 +191,7 @@ class SweepConfig:
     def decode(self, sample: int) -> DecodeConfig:
         return DecodeConfig(max_new_tokens=self.max_new_tokens, decoding=self.decoding,
                             num_beams=self.num_beams, temperature=self.temperature,
-                            top_p=self.top_p, seed=self.seed + sample,
-                            loop_ban=tuple(self.loop_ban) if self.loop_ban is not None else None)
+                            top_p=self.top_p, seed=self.seed + sample, loop_ban=self.loop_ban)
 
     def prompt_style(self):
         from steer.baselines.prompt import StylePrompt
