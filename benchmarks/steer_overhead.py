@@ -14,7 +14,9 @@ contexts, and the same call warm (median ms). ``ops_per_call`` counts the
 ATen ops one processor call dispatches (batch 16, warm). ``--device cuda`` runs
 the same on a GPU (keys ``cuda_*`` and ``small_cuda_*``). ``smollm2_*`` keys: the shared
 SmolLM2-135M-Instruct (the study model, real weights from its GGUF file, 30 layers, vocab 49,152,
-all threads) with tables in its own token space. ``--models`` picks which of the three run.
+all threads) with tables in its own token space; there also activation steering at the default layer,
+alone and with contrastive+plausible (``smollm2_b<B>_activation*``: time inside the hooks and the
+steered step minus the plain step). ``--models`` picks which of the three run.
 Last line: one JSON object.
 
     python benchmarks/steer_overhead.py [--steps 16] [--repeats 5] [--shared ../shared/data] [--device cpu|cuda|all]
@@ -39,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 from ngram import NGramTable  # noqa: E402
+from steer.activation import ActivationSteering, default_layers  # noqa: E402
 from steer.corpora import load_corpus  # noqa: E402
 from steer.priors import GuidedStylePrior  # noqa: E402
 from steer.style import NGramStylePrior  # noqa: E402
@@ -148,7 +151,85 @@ def smollm2(shared, device, dtype, steps, repeats):
           f"tokens, vocab {table.vocab_size:,}")
     ids = encode_prompts(tok, ["It was a bright cold day in April, and the clocks were striking"])["input_ids"]
     prefix = "smollm2" if device == "cpu" else "smollm2_cuda"
-    return measure(prefix, model, table, background, ids, steps, (1, 16), repeats=repeats)
+    out = measure(prefix, model, table, background, ids, steps, (1, 16), repeats=repeats)
+    if MODES is None or "activation" in MODES or "activation_contrastive_plausible" in MODES:
+        out.update(measure_activation(prefix, model, table.to(device), background.to(device), ids, steps, (1, 16),
+                                      repeats))
+    return out
+
+
+class TimedSteering(ActivationSteering):
+    """ActivationSteering whose hooks time themselves (the add they make per layer and step)."""
+
+    seconds, calls = 0.0, 0
+
+    def _hook(self, delta):
+        inner = super()._hook(delta)
+
+        def timed(module, args, output):
+            if delta.is_cuda:
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            out = inner(module, args, output)
+            if delta.is_cuda:
+                torch.cuda.synchronize()
+            TimedSteering.seconds += time.perf_counter() - t0
+            TimedSteering.calls += 1
+            return out
+
+        return timed
+
+
+def measure_activation(prefix, model, tab, bg, prompt_ids, steps, batches, repeats):
+    """Activation steering at the default layer (a random direction of the residual width: the cost does not
+    depend on the values), alone and with contrastive+plausible (lam 4).
+
+    ``processor_ms`` is the time inside the hooks per step (plus the n-gram processor's for the combination);
+    ``step_delta_ms`` is the steered step minus the plain step (best of ``repeats`` runs each, interleaved), which
+    also holds the cost of calling a hooked module. ``overhead_pct`` uses the larger of the two.
+    """
+    device = model.device.type
+    direction = torch.randn(model.config.hidden_size, generator=torch.Generator().manual_seed(0))
+    layers = default_layers(model)
+    results = {}
+    for b in batches:
+        ids = prompt_ids[:1].repeat(b, 1).to(device)
+        ids[:, -1] = torch.arange(b, device=device) + 100
+        generate(model, ids, 2)
+        for name, procs in (("activation", []),
+                            ("activation_contrastive_plausible",
+                             [GuidedStylePrior(tab, 4.0, background=bg, plausibility=0.1)])):
+            if MODES is not None and name not in MODES:
+                continue
+            timed = [Timed(p) for p in procs]
+            steering = TimedSteering(model, direction, layers, scale=4.0)
+            plain_s, steered_s, inside_s = float("inf"), float("inf"), float("inf")
+            with steering:
+                generate(model, ids, 2, timed)  # warm-up
+            for _ in range(repeats + 1):
+                plain_s = min(plain_s, generate(model, ids, steps, timed))
+                TimedSteering.seconds, TimedSteering.calls = 0.0, 0
+                for t in timed:
+                    t.seconds, t.calls = 0.0, 0
+                with steering:
+                    steered_s = min(steered_s, generate(model, ids, steps, timed))
+                per_step = TimedSteering.calls / len(layers)
+                inside_s = min(inside_s, TimedSteering.seconds / per_step
+                               + sum(t.seconds / t.calls for t in timed))
+            step_s = plain_s / steps
+            if procs:  # the plain run had the processor too: the step without it comes from generate alone
+                step_s = min(generate(model, ids, steps) for _ in range(1 + repeats)) / steps
+                delta_s = steered_s / steps - step_s
+            else:
+                delta_s = (steered_s - plain_s) / steps
+            cost = max(inside_s, delta_s)
+            key = f"{prefix}_b{b}_{name}"
+            results[key] = dict(step_ms=round(step_s * 1e3, 2), processor_ms=round(inside_s * 1e3, 3),
+                                step_delta_ms=round(delta_s * 1e3, 3), overhead_pct=round(100 * cost / step_s, 3))
+            print(f"{prefix} B={b:2d} {name:34s}: decode step {step_s * 1e3:8.2f} ms, inside the hooks "
+                  f"(and processor) {inside_s * 1e3:6.3f} ms, step delta {delta_s * 1e3:6.3f} ms -> "
+                  f"{100 * cost / step_s:.3f} % of the step")
+    return results
 
 
 def generate(model, ids, steps, processors=()):

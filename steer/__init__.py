@@ -61,6 +61,10 @@ _EXPORTS = {
     "LoraTrainConfig": "steer.baselines.lora",
     "train_lora": "steer.baselines.lora",
     "load_lora": "steer.baselines.lora",
+    # activation steering
+    "StyleVector": "steer.activation",
+    "ActivationSteering": "steer.activation",
+    "style_vector_for": "steer.activation",
     # conditional beam search
     "Degeneracy": "steer.conditional.attributes",
     "PrefixHead": "steer.conditional.head",
@@ -82,7 +86,7 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 
-_RENAMED = {"register_method": "register"}
+_RENAMED = {"register_method": "register", "style_vector_for": "vector_for"}
 
 
 def __getattr__(name: str):

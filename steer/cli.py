@@ -264,6 +264,19 @@ def _guided_options(args) -> dict:
     return {k: v for k, v in given.items() if v is not None}
 
 
+def _activation_options(args) -> dict:
+    """Activation steering's options given on the command line (those left out keep their defaults)."""
+    given = {"scale": args.activation_scale, "position": args.activation_position,
+             "normalise": False if args.activation_raw else None}
+    if args.activation_layers is not None:
+        try:
+            given["layers"] = [int(v) for v in args.activation_layers.split(",") if v.strip()]
+        except ValueError:
+            raise ValueError(f"`activation-layers` must be comma-separated ints, got {args.activation_layers!r}") \
+                from None
+    return {k: v for k, v in given.items() if v is not None}
+
+
 class Interrupted(Exception):
     """Ctrl-C, with what was kept and how to go on."""
 
@@ -280,8 +293,8 @@ def cmd_sweep(args) -> int:
         prior=_prior_options(args), baselines=args.baseline or [], encoding=args.encoding,
         judge_fraction=args.judge_fraction, judges=[j for j in args.judges.split(",") if j.strip()],
         methods=args.method or [], knobs=_parse_knobs(args.knob or []), background=args.background,
-        guided=_guided_options(args), lora=dict(steps=args.lora_steps, rank=args.lora_rank, window=args.lora_window,
-                  eval_every=args.lora_eval_every),
+        guided=_guided_options(args), activation=_activation_options(args),
+        lora=dict(steps=args.lora_steps, rank=args.lora_rank, window=args.lora_window, eval_every=args.lora_eval_every),
     )
     return _run_sweep(config, args.out)
 
@@ -612,6 +625,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temper", action="store_true",
                    help="the variants divide their steered scores by a per-row temperature that brings the "
                         "distribution's entropy back to the model's (sampling only: the argmax is unchanged)")
+    p.add_argument("--activation-layers", default=None, metavar="L1,L2",
+                   help="decoder layers (0-based) the activation methods add their style vector at "
+                        "(default: one, at 72 %% of the depth: layer 21 of 30)")
+    p.add_argument("--activation-scale", type=float, default=None, metavar="S",
+                   help="the style vector's scale that activation+contrastive+plausible holds fixed (default: 0.125)")
+    p.add_argument("--activation-position", choices=["mean", "last"], default=None,
+                   help="style vectors from activations averaged over tokens, or at each chunk's last token "
+                        "(default: mean)")
+    p.add_argument("--activation-raw", action="store_true",
+                   help="use the style vector as measured instead of rescaled to the residual stream's typical "
+                        "norm (then the scale is in the activations' own units)")
     p.add_argument("--lora-steps", type=int, default=1000,
                    help="step budget of each LoRA baseline (training stops earlier when a held-out loss stalls)")
     p.add_argument("--lora-rank", type=int, default=8, help="LoRA rank r")

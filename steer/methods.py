@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 # Options of the steering variants a sweep may set (SweepConfig.guided): alpha of the plausible
@@ -45,6 +46,42 @@ def guided_options(options: dict) -> dict:
     return out
 
 
+# Options of activation steering (SweepConfig.activation): the decoder layers the style vector is
+# added at, how it is measured (the mean over tokens or each chunk's last token, chunks of the
+# steer split and of the background corpus), whether it is normalised to the residual stream's
+# typical norm, and the scale the combined methods hold fixed while their n-gram strength moves.
+# layers=None: steer.activation.default_layers (one layer, at the depth chosen on SmolLM2's dev prompts).
+ACTIVATION_DEFAULTS = {"layers": None, "position": "mean", "normalise": True, "scale": 0.125, "chunk_tokens": 64,
+                       "max_chunks": 128}
+
+
+def activation_options(options: dict) -> dict:
+    """Activation steering's options: ACTIVATION_DEFAULTS updated by ``options``, validated."""
+    from steer.activation import POSITIONS
+
+    unknown = sorted(set(options) - set(ACTIVATION_DEFAULTS))
+    if unknown:
+        raise ValueError(f"`activation` has unknown options {unknown}; known: {sorted(ACTIVATION_DEFAULTS)}")
+    out = {**ACTIVATION_DEFAULTS, **options}
+    layers = out["layers"]
+    if layers is not None and (not isinstance(layers, (list, tuple)) or not layers
+                               or any(isinstance(v, bool) or not isinstance(v, int) for v in layers)):
+        raise ValueError(f"`activation['layers']` must be a non-empty list of ints or None, got {layers!r}")
+    if out["position"] not in POSITIONS:
+        raise ValueError(f"`activation['position']` must be one of {POSITIONS}, got {out['position']!r}")
+    if not isinstance(out["normalise"], bool):
+        raise ValueError(f"`activation['normalise']` must be True or False, got {out['normalise']!r}")
+    scale = out["scale"]
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
+        raise ValueError(f"`activation['scale']` must be a finite number, got {scale!r}")
+    for name, low in (("chunk_tokens", 2), ("max_chunks", 1)):
+        value = out[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"`activation[{name!r}]` must be an int >= {low}, got {value!r}")
+    out["layers"] = None if layers is None else list(layers)
+    return out
+
+
 @dataclass
 class Setup:
     """What one cell generates with."""
@@ -54,13 +91,16 @@ class Setup:
     processors: list = field(default_factory=list)
     costs: dict = field(default_factory=dict)
     lam: float = 0.0  # the strength reported in the `lam` column (lam_max for budgeted methods)
+    # Entered around each generation of the cell (activation steering's hooks), or None.
+    context: Callable[[], AbstractContextManager] | None = None
 
 
 @dataclass
 class Context:
     """What a method may use: the frozen model, the corpus's steer split and tables built from it.
 
-    ``table()``, ``background()`` and ``lora()`` build lazily and are cached by the sweep.
+    ``table()``, ``background()``, ``background_corpus()`` and ``lora()`` build lazily and are cached
+    by the sweep; ``memo`` keeps what a method derives once per corpus (a style vector).
     """
 
     model: object
@@ -70,6 +110,8 @@ class Context:
     table: Callable[[], object]
     background: Callable[[], object]
     lora: Callable[[], tuple]
+    background_corpus: Callable[[], object] | None = None  # steer.corpora.Corpus; methods use its steer split
+    memo: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -82,7 +124,7 @@ class Method:
         knobs: default knob values of a sweep (None: the sweep's --lambdas).
         build: (context, knob) -> Setup.
         needs_text: needs the corpus's text (not just a table).
-        needs_background: needs the background table (contrastive methods).
+        needs_background: needs the background corpus (contrastive and activation methods).
     """
 
     name: str
@@ -179,3 +221,47 @@ for _name, _contrastive, _plausible, _strength, _knobs in [
 ]:
     register(Method(_name, "eps" if _strength == "kl" else "lam", _knobs, _guided(_contrastive, _plausible, _strength),
                     needs_background=_contrastive))
+
+
+# ---------------------------------------------------------------- activation steering (steer.activation)
+def _style_vector(ctx: Context):
+    """The corpus's style vector (steer split against the background's), measured once per corpus."""
+    from steer.activation import vector_for
+
+    options = activation_options(ctx.config.activation)
+    key = ("style_vector", options["position"], options["chunk_tokens"], options["max_chunks"])
+    if key not in ctx.memo:
+        ctx.memo[key] = vector_for(ctx.model, ctx.tokenizer, ctx.corpus, ctx.background_corpus(),
+                                   position=options["position"], chunk_tokens=options["chunk_tokens"],
+                                   max_chunks=options["max_chunks"])
+    return ctx.memo[key]
+
+
+def _activation_setup(ctx: Context, scale: float) -> Setup:
+    from steer.activation import ActivationSteering
+
+    options = activation_options(ctx.config.activation)
+    vector = _style_vector(ctx)
+    from steer.activation import default_layers
+
+    layers = options["layers"] if options["layers"] is not None else default_layers(ctx.model)
+    hooks = ActivationSteering(ctx.model, vector, layers, scale, normalise=options["normalise"])
+    costs = {"train_s": vector.meta.get("seconds", float("nan")),
+             "extra_mem_mb": vector.vectors.numel() * 4 / 2**20}
+    return Setup(costs=costs, lam=0.0, context=lambda: hooks)
+
+
+def _activation_guided(ctx: Context, lam: float) -> Setup:
+    """The style vector at the fixed ``activation['scale']`` plus contrastive+plausible at strength ``lam``."""
+    setup = _guided(True, True, "constant")(ctx, lam)
+    hooked = _activation_setup(ctx, activation_options(ctx.config.activation)["scale"])
+    setup.context = hooked.context
+    setup.costs = {"train_s": setup.costs["train_s"] + hooked.costs["train_s"],
+                   "extra_mem_mb": setup.costs["extra_mem_mb"] + hooked.costs["extra_mem_mb"]}
+    return setup
+
+
+register(Method("activation", "scale", (0.0625, 0.125, 0.25, 0.375), _activation_setup, needs_text=True,
+                needs_background=True))
+register(Method("activation+contrastive+plausible", "lam", (1.0, 2.0, 4.0), _activation_guided, needs_text=True,
+                needs_background=True))

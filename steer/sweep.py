@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import json
@@ -105,6 +106,9 @@ class SweepConfig:
             KL-budgeted methods), ``centre`` and ``mask`` (the plausible methods
             centre the bonus over their support; mask the tokens outside it),
             ``temper`` (every variant matches its entropy to the model's).
+        activation: options of activation steering (steer.methods.ACTIVATION_DEFAULTS):
+            ``layers``, ``position``, ``normalise``, the ``scale`` the combined
+            methods hold fixed, ``chunk_tokens`` and ``max_chunks``.
         style_prompt: fields of steer.baselines.prompt.StylePrompt.
         lora: fields of steer.baselines.lora.LoraTrainConfig.
     """
@@ -135,6 +139,7 @@ class SweepConfig:
     knobs: dict = field(default_factory=dict)
     background: str = NEUTRAL_CORPUS
     guided: dict = field(default_factory=dict)
+    activation: dict = field(default_factory=dict)
     style_prompt: dict = field(default_factory=dict)
     lora: dict = field(default_factory=dict)
 
@@ -165,6 +170,9 @@ class SweepConfig:
         from steer.methods import guided_options
 
         guided_options(self.guided)  # validates
+        from steer.methods import activation_options
+
+        activation_options(self.activation)  # validates
         if not 0.15 <= self.judge_fraction <= 0.5:
             raise ValueError(f"`judge_fraction` must lie in [0.15, 0.5], got {self.judge_fraction}")
         from steer.judges.panel import JUDGES
@@ -322,9 +330,12 @@ class _Runner:
         prompts = [setup.prefix + p for p in cfg.prompts]
         prompt_ids, conts, js, jac, pre, samples = [], [], [], [], [], []
         gen_s = 0.0
+        around = setup.context or contextlib.nullcontext
         # Warm up (lazy device tables, cached unigram rows, first-call kernels)
         # so that the timed generation below measures the steady state.
-        continue_prompts(gen_model, tok, prompts[:1], setup.processors, replace(cfg.decode(0), max_new_tokens=2))
+        with around():
+            continue_prompts(gen_model, tok, prompts[:1], setup.processors,
+                             replace(cfg.decode(0), max_new_tokens=2))
         for k in range(cfg.samples):
             user_ids, base_conts = self.unsteered[k]
             procs = list(setup.processors)
@@ -333,7 +344,8 @@ class _Runner:
                 rec = DivergenceRecorder(procs[0])
                 procs[0] = rec
             t0 = time.perf_counter()
-            _, c_ids = continue_prompts(gen_model, tok, prompts, procs, cfg.decode(k))
+            with around():
+                _, c_ids = continue_prompts(gen_model, tok, prompts, procs, cfg.decode(k))
             gen_s += time.perf_counter() - t0
             if rec is not None:
                 div = rec.divergences()  # (rows, steps)
@@ -560,7 +572,8 @@ def _run_cells(config, out, model, tokenizer, sources, judged, todo, cells, done
         else:
             corpus, table = source, _Lazy(lambda source=source: table_for(source, tokenizer, config.order))
         lora = _Lazy(lambda corpus=corpus: _lora_for(config, model, tokenizer, corpus, out, lora_progress))
-        ctx = Context(model, tokenizer, corpus, config, table, background, lora)
+        ctx = Context(model, tokenizer, corpus, config, table, background, lora,
+                      background_corpus=lambda: extra(config.background))
         for _, method, knob in mine:
             setup = get_method(method).build(ctx, knob)
             row, new = runner.cell(corpus_name, table(), method, knob, setup)

@@ -61,10 +61,13 @@ def test_every_method_builds_processors(aidreams, corpora, tmp_path):
     cfg = SweepConfig(model="m", corpora=[str(style)], judges=[], lora=dict(steps=1, batch_size=2, window=16))
     ctx = Context(model, tok, corpus, cfg, lambda: table_for(corpus, tok),
                   lambda: table_for(load_corpus(background), tok),
-                  lambda: (model, {"wall_seconds": 0.0}, 0))
+                  lambda: (model, {"wall_seconds": 0.0}, 0), background_corpus=lambda: load_corpus(background))
     for name, method in REGISTRY.items():
         setup = method.build(ctx, 0.05)
         assert all(isinstance(p, LogitsProcessor) for p in setup.processors), name
+        if setup.context is not None:
+            with setup.context():
+                pass
         assert isinstance(setup.costs, dict) and setup.lam >= 0
 
 
@@ -94,3 +97,45 @@ def test_guided_options_reach_the_variants_and_bad_ones_are_refused(aidreams, co
                        ({"alpha": 0.1}, "unknown options")]:
         with pytest.raises(ValueError, match=match):
             SweepConfig(model="m", corpora=["x"], judges=[], guided=bad)
+
+
+def test_activation_methods_run_in_a_sweep_and_their_hooks_leave_no_trace(aidreams, aidreams_path, corpora,
+                                                                          tmp_path):
+    from steer.activation import decoder_layers
+
+    model, tok = aidreams
+    style, background = corpora
+    before = [len(layer._forward_hooks) for layer in decoder_layers(model)]
+    cfg = SweepConfig(model=str(aidreams_path), corpora=[str(style)], lambdas=[0.0],
+                      prompts=["Once upon a time", "The machine dreamed"], max_new_tokens=6, judges=["diversity"],
+                      methods=["activation", "activation+contrastive+plausible"],
+                      knobs={"activation": [0.0, 2.0], "activation+contrastive+plausible": [0.0, 1.0]},
+                      activation={"layers": [1, 3], "scale": 2.0, "chunk_tokens": 8, "max_chunks": 8},
+                      background=str(background))
+    rows = {(r["method"], r["knob"]): r for r in run_sweep(cfg, tmp_path / "run", model=model, tokenizer=tok)}
+    samples = {}
+    import json
+
+    for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines():
+        smp = json.loads(line)
+        samples.setdefault((smp["method"], smp["knob"]), []).append(smp["text"])
+    # Scale 0 is the unsteered model; a large scale changes the text; the hooks are gone afterwards.
+    assert samples[("activation", 0.0)] == samples[("prior", 0.0)]
+    assert samples[("activation", 2.0)] != samples[("prior", 0.0)]
+    assert samples[("activation+contrastive+plausible", 0.0)] == samples[("activation", 2.0)]
+    assert rows[("activation", 2.0)]["extra_mem_mb"] > 0
+    assert [len(layer._forward_hooks) for layer in decoder_layers(model)] == before
+
+
+def test_activation_options_are_validated():
+    from steer.methods import ACTIVATION_DEFAULTS, activation_options
+
+    assert activation_options({}) == ACTIVATION_DEFAULTS
+    for bad, name in [({"layers": []}, "layers"), ({"layers": 3}, "layers"), ({"layers": [True]}, "layers"),
+                      ({"position": "first"}, "position"), ({"normalise": 1}, "normalise"),
+                      ({"scale": float("nan")}, "scale"), ({"chunk_tokens": 1}, "chunk_tokens"),
+                      ({"max_chunks": 0}, "max_chunks"), ({"layer": [1]}, "unknown")]:
+        with pytest.raises(ValueError, match=name):
+            activation_options(bad)
+    with pytest.raises(ValueError, match="activation"):
+        SweepConfig(model="m", corpora=["x"], activation={"scale": "big"})
