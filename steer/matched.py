@@ -39,7 +39,8 @@ def _judged_cells(samples: list[dict]) -> tuple[dict, int]:
     return by_cell, n_prompts
 
 
-def matched_table(rows: list[dict], samples: list[dict], curve: str = "prior") -> list[dict]:
+def matched_table(rows: list[dict], samples: list[dict], curve: str = "prior",
+                  against: tuple = BASELINE_METHODS) -> list[dict]:
     """One row per corpus and baseline cell: the ``curve`` method at the baseline's fluency, and the paired difference.
 
     For each corpus the curve method's cells (the prior by default; any
@@ -51,7 +52,8 @@ def matched_table(rows: list[dict], samples: list[dict], curve: str = "prior") -
     rate there minus the baseline's, with a 95 % paired bootstrap interval
     over prompts (``diff_lo``, ``diff_hi``). When no segment spans b (the
     prior never reaches the baseline's fluency) the prior's figures are NaN:
-    no matched comparison exists, and none is invented.
+    no matched comparison exists, and none is invented. ``against`` names the
+    methods whose cells are the baselines (prompting, prior + prompt, LoRA).
     """
     by_cell, n_prompts = _judged_cells(samples)
     if not by_cell:
@@ -69,7 +71,7 @@ def matched_table(rows: list[dict], samples: list[dict], curve: str = "prior") -
         x = [r["base_ppl"] for r in prior]
         ys = [_per_prompt(cell, "judge_hit", n_prompts) for cell in cells]
         for r in rows:
-            if r["corpus"] != corpus or r.get("method") not in BASELINE_METHODS:
+            if r["corpus"] != corpus or r.get("method", "prior") not in against:
                 continue
             cell = by_cell.get((corpus, r["method"], _knob(r)))
             if not cell:
@@ -110,7 +112,8 @@ FLUENCY_COLUMNS = ["method", "corpus", "knob", "method_base_ppl", "method_hit", 
                    "baseline_base_ppl", "baseline_hit", "diff", "diff_lo", "diff_hi", "n_prompts"]
 
 
-def at_no_worse_fluency(rows: list[dict], samples: list[dict]) -> list[dict]:
+def at_no_worse_fluency(rows: list[dict], samples: list[dict], methods: list[str] | None = None,
+                        against: tuple = BASELINE_METHODS) -> list[dict]:
     """Every knob method against every baseline cell, at the method's cell closest in fluency but no less fluent.
 
     Where a method's curve never reaches a baseline's base perplexity (it stays
@@ -119,19 +122,21 @@ def at_no_worse_fluency(rows: list[dict], samples: list[dict]) -> list[dict]:
     largest base perplexity not above the baseline's (chosen by fluency
     alone, never by hit rate), and its hit rate minus the baseline's with a
     95 % paired bootstrap interval over prompts. A positive interval there
-    means the method is both more fluent and more in style. Columns FLUENCY_COLUMNS.
+    means the method is both more fluent and more in style. Columns FLUENCY_COLUMNS. ``methods``
+    (default: every knob method) are compared with the cells of the methods in ``against``.
     """
     by_cell, n_prompts = _judged_cells(samples)
     if not by_cell:
         return []
-    methods = [m for m in dict.fromkeys(r.get("method", "prior") for r in rows) if m not in BASELINE_METHODS]
+    if methods is None:
+        methods = [m for m in dict.fromkeys(r.get("method", "prior") for r in rows) if m not in BASELINE_METHODS]
     out = []
     for m in methods:
         for corpus in dict.fromkeys(r["corpus"] for r in rows):
             mine = [r for r in rows if r["corpus"] == corpus and r.get("method", "prior") == m
                     and (m != "prior" or r["lam"] > 0) and (corpus, m, _knob(r)) in by_cell]
             for b in rows:
-                if b["corpus"] != corpus or b.get("method") not in BASELINE_METHODS:
+                if b["corpus"] != corpus or b.get("method", "prior") not in against:
                     continue
                 fluent = [r for r in mine if r["base_ppl"] <= b["base_ppl"]]
                 base_cell = by_cell.get((corpus, b["method"], _knob(b)))
@@ -146,6 +151,59 @@ def at_no_worse_fluency(rows: list[dict], samples: list[dict]) -> list[dict]:
                             "baseline_lam": b["lam"], "baseline_base_ppl": b["base_ppl"],
                             "baseline_hit": float(np.nanmean(base_hits)), "diff": diff, "diff_lo": lo,
                             "diff_hi": hi, "n_prompts": int(n_prompts)})
+    return out
+
+
+METHOD_COLUMNS = ["method", "corpus", "other", "other_knob", "other_base_ppl", "other_hit", "how", "method_knob_low",
+                  "method_knob_high", "method_base_ppl", "method_hit", "diff", "diff_lo", "diff_hi", "n_prompts"]
+
+
+def matched_methods(rows: list[dict], samples: list[dict]) -> list[dict]:
+    """Every knob method against every cell of every other knob method, at matched fluency.
+
+    For each cell of the other method (its knob > 0), up to two rows:
+    ``how="interpolated"``, the method's curve (from the unsteered cell)
+    interpolated at that cell's base perplexity, as :func:`matched_table` does
+    (NaN where the curve does not span it: nothing is made up); and
+    ``how="no_worse_fluency"``, the method's own cell closest in fluency but no
+    less fluent, as :func:`at_no_worse_fluency` (no row where every cell of the
+    method is less fluent). The second needs no interpolation, so it stays
+    meaningful where a curve turns back in perplexity (a strong bonus can lower
+    it). ``diff`` is the method's hit rate minus the other's, with a 95 % paired
+    bootstrap interval over prompts. The prior counts as a knob method where
+    it has cells at lam > 0. Columns METHOD_COLUMNS.
+    """
+    names = [m for m in dict.fromkeys(r.get("method", "prior") for r in rows) if m not in BASELINE_METHODS
+             and any(r.get("method", "prior") == m and _knob(r) > 0 for r in rows)]
+    corpora = {c: i for i, c in enumerate(dict.fromkeys(r["corpus"] for r in rows))}
+    knob_of = {(r["corpus"], r.get("method", "prior"), r["lam"], r["base_ppl"]): _knob(r) for r in rows}
+    out = []
+    for m in names:
+        for other in names:
+            if other == m:
+                continue
+            for r in matched_table(rows, samples, curve=m, against=(other,)):
+                knob = knob_of[(r["corpus"], other, r["baseline_lam"], r["baseline_base_ppl"])]
+                if knob == 0.0:
+                    continue
+                out.append({"method": m, "corpus": r["corpus"], "other": other, "other_knob": knob,
+                            "other_base_ppl": r["baseline_base_ppl"], "other_hit": r["baseline_hit"],
+                            "how": "interpolated", "method_knob_low": r["prior_lam_low"],
+                            "method_knob_high": r["prior_lam_high"], "method_base_ppl": r["baseline_base_ppl"],
+                            "method_hit": r["prior_hit_at_ppl"], "diff": r["diff"], "diff_lo": r["diff_lo"],
+                            "diff_hi": r["diff_hi"], "n_prompts": r["n_prompts"]})
+            for r in at_no_worse_fluency(rows, samples, methods=[m], against=(other,)):
+                knob = knob_of[(r["corpus"], other, r["baseline_lam"], r["baseline_base_ppl"])]
+                if knob == 0.0:
+                    continue
+                out.append({"method": m, "corpus": r["corpus"], "other": other, "other_knob": knob,
+                            "other_base_ppl": r["baseline_base_ppl"], "other_hit": r["baseline_hit"],
+                            "how": "no_worse_fluency", "method_knob_low": r["knob"], "method_knob_high": r["knob"],
+                            "method_base_ppl": r["method_base_ppl"], "method_hit": r["method_hit"],
+                            "diff": r["diff"], "diff_lo": r["diff_lo"], "diff_hi": r["diff_hi"],
+                            "n_prompts": r["n_prompts"]})
+    order = {m: i for i, m in enumerate(names)}
+    out.sort(key=lambda r: (order[r["method"]], order[r["other"]], corpora[r["corpus"]], r["other_knob"], r["how"]))
     return out
 
 

@@ -425,8 +425,9 @@ def run_sweep(config: SweepConfig, out_dir, model=None, tokenizer=None,
     its per-sample judge values), cells.jsonl (one finished cell a line; a
     resumed run skips these), results.csv / results.json (one row per cell,
     intervals included), matched.csv (the prior against each baseline at the
-    baseline's base perplexity) and, with matplotlib, metrics_vs_lambda.png
-    and pareto.png.
+    baseline's base perplexity), with further methods matched_variants.csv and
+    matched_methods.csv (each knob method against every other at matched
+    fluency), and, with matplotlib, metrics_vs_lambda.png and pareto.png.
 
     Returns:
         The result rows, with relative changes vs the unsteered cell (prior, lam = 0)
@@ -661,8 +662,10 @@ def _write_results(out: Path, rows: list[dict], config: SweepConfig) -> None:
     from steer.matched import (
         FLUENCY_COLUMNS,
         MATCHED_COLUMNS,
+        METHOD_COLUMNS,
         VARIANT_COLUMNS,
         at_no_worse_fluency,
+        matched_methods,
         matched_table,
         matched_variants,
     )
@@ -672,6 +675,7 @@ def _write_results(out: Path, rows: list[dict], config: SweepConfig) -> None:
     tables = [("matched.csv", MATCHED_COLUMNS, matched_table(rows, samples))]
     if config.methods:
         tables.append(("matched_variants.csv", VARIANT_COLUMNS, matched_variants(rows, samples)))
+        tables.append(("matched_methods.csv", METHOD_COLUMNS, matched_methods(rows, samples)))
     if config.baselines:
         tables.append(("no_worse_fluency.csv", FLUENCY_COLUMNS, at_no_worse_fluency(rows, samples)))
     for name, columns, matched in tables:

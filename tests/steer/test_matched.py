@@ -52,6 +52,39 @@ def test_a_variant_curve_starts_from_the_unsteered_cell():
     assert got[0]["method_hit_at_ppl"] == pytest.approx(0.5) and got[0]["knob_low"] == 0.0
 
 
+def test_methods_are_matched_against_each_other_by_interpolation_and_at_no_worse_fluency():
+    from steer.matched import METHOD_COLUMNS, matched_methods
+
+    n = 20
+    cells = [_cell("prior", 0.0, 10.0, [0.0] * n),
+             _cell("a", 1.0, 20.0, [0.5] * n), _cell("a", 2.0, 40.0, [1.0] * n),
+             _cell("b", 1.0, 8.0, [0.25] * n), _cell("b", 2.0, 30.0, [0.0] * n),
+             _cell("lora", 0.0, 50.0, [1.0] * n)]
+    for row, _ in cells:
+        row["knob"] = row["lam"]
+    rows = [c[0] for c in cells]
+    samples = [s for c in cells for s in c[1]]
+    got = {(r["method"], r["other"], r["other_knob"], r["how"]): r for r in matched_methods(rows, samples)}
+    assert all(set(r) == set(METHOD_COLUMNS) for r in got.values())
+    assert {k[:2] for k in got} == {("a", "b"), ("b", "a")}  # baselines and the unsteered cell are no "other"
+    # b's cell at ppl 30 lies on a's curve between 20 and 40 (log-linear): hit 0.5 + 0.5 * log(1.5) / log(2).
+    r = got[("a", "b", 2.0, "interpolated")]
+    assert (r["method_knob_low"], r["method_knob_high"]) == (1.0, 2.0)
+    expected = 0.5 + 0.5 * math.log(1.5) / math.log(2)
+    assert r["method_hit"] == pytest.approx(expected) and r["diff"] == pytest.approx(expected)
+    # ... and a's own cell closest in fluency but no less fluent is knob 1 (ppl 20): 0.5 - 0.
+    r = got[("a", "b", 2.0, "no_worse_fluency")]
+    assert r["method_knob_low"] == 1.0 and r["method_base_ppl"] == 20.0 and r["diff"] == pytest.approx(0.5)
+    # b's cell at ppl 8 is more fluent than a's whole curve (from the unsteered 10): nothing is made up.
+    r = got[("a", "b", 1.0, "interpolated")]
+    assert math.isnan(r["diff"]) and r["other_hit"] == pytest.approx(0.25)
+    assert ("a", "b", 1.0, "no_worse_fluency") not in got
+    # a's cell at ppl 40 lies beyond b's curve (10 -> 8 -> 30): only b's cell at ppl 30 compares.
+    assert math.isnan(got[("b", "a", 2.0, "interpolated")]["diff"])
+    r = got[("b", "a", 2.0, "no_worse_fluency")]
+    assert r["method_knob_low"] == 2.0 and r["diff"] == pytest.approx(-1.0)
+
+
 def test_constraint_table_and_widest_holding_range():
     from steer.matched import Constraints, constraint_table, widest_holding_range
 
