@@ -18,7 +18,7 @@ HERE = Path(__file__).resolve().parent
 def hit_at(points, ppl):
     """Hit rate at base perplexity ``ppl`` on the curve through ``points`` [(ppl, hit)] (sorted by scale)."""
     best = points[0][1]
-    for (p0, h0), (p1, h1) in zip(points, points[1:]):
+    for (p0, h0), (p1, h1) in zip(points, points[1:], strict=False):
         if p0 <= ppl <= p1 and p1 > p0:
             t = (math.log(ppl) - math.log(p0)) / (math.log(p1) - math.log(p0))
             best = max(best, h0 + t * (h1 - h0))
@@ -51,7 +51,7 @@ def main():
         scores[name] = sum(h for _, h in at[1.25]) / len(at[1.25])
         per = ", ".join(f"{c[:6]} {h:.2f}" for c, h in at[1.25])
         print(f"{name:14s} {scores[name]:9.3f} {sum(h for _, h in at[1.5]) / len(at[1.5]):9.3f}   {per}")
-    print(f"unsteered: " + ", ".join(f"{c[:6]} ppl {p:.1f} hit {h:.2f}" for c, (p, h) in unsteered.items()))
+    print("unsteered: " + ", ".join(f"{c[:6]} ppl {p:.1f} hit {h:.2f}" for c, (p, h) in unsteered.items()))
     layers = {name: v for name, v in scores.items() if name.startswith("layer")}
     print(f"chosen: {max(layers, key=layers.get)}")
     combined = {name: corpora for name, corpora in runs.items() if name.startswith("combined")}
