@@ -206,8 +206,8 @@ def measure_activation(prefix, model, tab, bg, prompt_ids, steps, batches, repea
             plain_s, steered_s, inside_s = float("inf"), float("inf"), float("inf")
             with steering:
                 generate(model, ids, 2, timed)  # warm-up
-            for _ in range(repeats + 1):
-                plain_s = min(plain_s, generate(model, ids, steps, timed))
+            for _ in range(repeats + 1):  # the plain step (nothing added) and the steered one, interleaved
+                plain_s = min(plain_s, generate(model, ids, steps))
                 TimedSteering.seconds, TimedSteering.calls = 0.0, 0
                 for t in timed:
                     t.seconds, t.calls = 0.0, 0
@@ -216,12 +216,7 @@ def measure_activation(prefix, model, tab, bg, prompt_ids, steps, batches, repea
                 per_step = TimedSteering.calls / len(layers)
                 inside_s = min(inside_s, TimedSteering.seconds / per_step
                                + sum(t.seconds / t.calls for t in timed))
-            step_s = plain_s / steps
-            if procs:  # the plain run had the processor too: the step without it comes from generate alone
-                step_s = min(generate(model, ids, steps) for _ in range(1 + repeats)) / steps
-                delta_s = steered_s / steps - step_s
-            else:
-                delta_s = (steered_s - plain_s) / steps
+            step_s, delta_s = plain_s / steps, (steered_s - plain_s) / steps
             cost = max(inside_s, delta_s)
             key = f"{prefix}_b{b}_{name}"
             results[key] = dict(step_ms=round(step_s * 1e3, 2), processor_ms=round(inside_s * 1e3, 3),

@@ -179,13 +179,16 @@ class StyleVector:
             return v
         return v * (self.norms[layer] / v.norm().clamp_min(1e-12))
 
-    def check_model(self, model) -> None:
-        """Refuse a model of another width, depth or fingerprint than the one the vector was measured on."""
+    def check_model(self, model, fingerprint: str | None = None) -> None:
+        """Refuse a model of another width, depth or fingerprint than the one the vector was measured on.
+
+        ``fingerprint``: the model's, where the caller has it already (hashing the embeddings is the cost).
+        """
         layers, width = len(decoder_layers(model)), model.config.hidden_size
         if tuple(self.vectors.shape) != (layers, width):
             raise ValueError(f"the style vector has shape {tuple(self.vectors.shape)}, the model has {layers} "
                              f"layers of width {width}")
-        if self.fingerprint and self.fingerprint != model_fingerprint(model):
+        if self.fingerprint and self.fingerprint != (fingerprint or model_fingerprint(model)):
             raise ValueError("the style vector was measured on another model (fingerprint differs); "
                              "measure it again on this model with StyleVector.from_texts")
 
@@ -311,7 +314,9 @@ def vector_for(model, tokenizer, corpus, background, position: str = "mean", chu
     path = cache / f"{key}-{position}-c{chunk_tokens}-m{max_chunks}.safetensors"
     if path.exists():
         try:
-            return StyleVector.load(path, model)
+            vector = StyleVector.load(path)
+            vector.check_model(model, fp)
+            return vector
         except ValueError:
             path.unlink()
     vector = StyleVector.from_texts(model, tokenizer, corpus.steer, background.steer, position=position,

@@ -238,12 +238,10 @@ def _style_vector(ctx: Context):
 
 
 def _activation_setup(ctx: Context, scale: float) -> Setup:
-    from steer.activation import ActivationSteering
+    from steer.activation import ActivationSteering, default_layers
 
     options = activation_options(ctx.config.activation)
     vector = _style_vector(ctx)
-    from steer.activation import default_layers
-
     layers = options["layers"] if options["layers"] is not None else default_layers(ctx.model)
     hooks = ActivationSteering(ctx.model, vector, layers, scale, normalise=options["normalise"])
     costs = {"train_s": vector.meta.get("seconds", float("nan")),
