@@ -277,6 +277,12 @@ def _activation_options(args) -> dict:
     return {k: v for k, v in given.items() if v is not None}
 
 
+def _hso_options(args) -> dict:
+    """Hidden-state optimisation's options given on the command line (those left out keep their defaults)."""
+    given = {"segment": args.hso_segment, "lr": args.hso_lr, "steps": args.hso_steps}
+    return {k: v for k, v in given.items() if v is not None}
+
+
 class Interrupted(Exception):
     """Ctrl-C, with what was kept and how to go on."""
 
@@ -293,7 +299,7 @@ def cmd_sweep(args) -> int:
         prior=_prior_options(args), baselines=args.baseline or [], encoding=args.encoding,
         judge_fraction=args.judge_fraction, judges=[j for j in args.judges.split(",") if j.strip()],
         methods=args.method or [], knobs=_parse_knobs(args.knob or []), background=args.background,
-        guided=_guided_options(args), activation=_activation_options(args),
+        guided=_guided_options(args), activation=_activation_options(args), hso=_hso_options(args),
         lora=dict(steps=args.lora_steps, rank=args.lora_rank, window=args.lora_window, eval_every=args.lora_eval_every),
     )
     return _run_sweep(config, args.out)
@@ -636,6 +642,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--activation-raw", action="store_true",
                    help="use the style vector as measured instead of rescaled to the residual stream's typical "
                         "norm (then the scale is in the activations' own units)")
+    p.add_argument("--hso-segment", type=int, default=None, metavar="N",
+                   help="tokens per segment of the hso methods' optimisation of the exemplars' cache (default: 64)")
+    p.add_argument("--hso-lr", type=float, default=None, metavar="LR",
+                   help="learning rate (Adam) of the hso methods (default: 0.03)")
+    p.add_argument("--hso-steps", type=int, default=None, metavar="K",
+                   help="steps per segment that hso+contrastive+plausible holds fixed (default: 2)")
     p.add_argument("--lora-steps", type=int, default=1000,
                    help="step budget of each LoRA baseline (training stops earlier when a held-out loss stalls)")
     p.add_argument("--lora-rank", type=int, default=8, help="LoRA rank r")

@@ -66,8 +66,14 @@ class DecodeConfig:
 
 
 @torch.no_grad()
-def continue_prompts(model, tokenizer, prompts: list[str], processors=(), config: DecodeConfig | None = None):
+def continue_prompts(model, tokenizer, prompts: list[str], processors=(), config: DecodeConfig | None = None,
+                     prefix=None):
     """Generate a continuation of every prompt in one batch.
+
+    ``prefix``: a context every prompt starts with, already read into a cache (``ids``, the
+    context's token ids, and ``cache_for(batch)``, its cache for a batch; e.g.
+    :class:`steer.hso.CachedPrefix`). Each prompt must tokenise to those ids followed by at
+    least one more token; only the rest is read, after the cached states.
 
     Returns:
         (prompt_ids, continuation_ids): per prompt, the prompt's ids (with its
@@ -76,6 +82,10 @@ def continue_prompts(model, tokenizer, prompts: list[str], processors=(), config
     """
     config = config or DecodeConfig()
     enc = encode_prompts(tokenizer, prompts, device=model.device)
+    extra = {}
+    if prefix is not None:
+        enc = _after_prefix(enc, list(prefix.ids), tokenizer)
+        extra["cache"] = prefix.cache_for(enc["input_ids"].shape[0])
     stops = stop_ids(tokenizer)
     width = enc["input_ids"].shape[1]
     processors = list(processors)
@@ -90,6 +100,7 @@ def continue_prompts(model, tokenizer, prompts: list[str], processors=(), config
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=stops or None,
         **config.generate_kwargs(),
+        **extra,
     )
     prompt_ids, conts = [], []
     for row, mask in zip(out, enc["attention_mask"], strict=True):
@@ -98,3 +109,27 @@ def continue_prompts(model, tokenizer, prompts: list[str], processors=(), config
         end = next((i for i, t in enumerate(cont) if t in stops), len(cont))
         conts.append(cont[:end])
     return prompt_ids, conts
+
+
+def _after_prefix(enc: dict, prefix_ids: list[int], tokenizer) -> dict:
+    """Re-lay a left-padded batch as [shared prefix | left-padded rest], checking every row starts with the prefix.
+
+    The prefix then sits at the same columns (and positions) in every row, where its cache
+    (one row, expanded) holds it; a row's padding moves between the prefix and its own tokens,
+    masked like any padding.
+    """
+    n = len(prefix_ids)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    rests = []
+    for i, (row, mask) in enumerate(zip(enc["input_ids"], enc["attention_mask"], strict=True)):
+        ids = row[mask.bool()].tolist()
+        if ids[:n] != prefix_ids or len(ids) == n:
+            raise ValueError(f"prompt {i} does not tokenise to the cached prefix's {n} tokens followed by more")
+        rests.append(ids[n:])
+    width = max(len(r) for r in rests)
+    device = enc["input_ids"].device
+    rest = torch.tensor([[pad] * (width - len(r)) + r for r in rests], device=device)
+    rest_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rests], device=device)
+    head = torch.tensor(prefix_ids, device=device).expand(len(rests), n)
+    return {"input_ids": torch.cat([head, rest], dim=1),
+            "attention_mask": torch.cat([torch.ones_like(head), rest_mask], dim=1)}

@@ -82,6 +82,28 @@ def activation_options(options: dict) -> dict:
     return out
 
 
+# Options of hidden-state optimisation (SweepConfig.hso): the segment length and learning rate of
+# the optimisation of the exemplars' cache (Adam), and the step count the combined method holds fixed
+# while its n-gram strength moves. lr: the best of 0.001-0.1 on held-out perplexity of steer-split
+# passages (docs/hso.md).
+HSO_DEFAULTS = {"segment": 64, "lr": 0.03, "steps": 2}
+
+
+def hso_options(options: dict) -> dict:
+    """Hidden-state optimisation's options: HSO_DEFAULTS updated by ``options``, validated."""
+    from steer.hso import HSOConfig
+
+    unknown = sorted(set(options) - set(HSO_DEFAULTS))
+    if unknown:
+        raise ValueError(f"`hso` has unknown options {unknown}; known: {sorted(HSO_DEFAULTS)}")
+    out = {**HSO_DEFAULTS, **options}
+    try:
+        HSOConfig(segment=out["segment"], steps=out["steps"], lr=out["lr"])
+    except ValueError as err:
+        raise ValueError(f"`hso`: {err}") from None
+    return out
+
+
 @dataclass
 class Setup:
     """What one cell generates with."""
@@ -93,6 +115,9 @@ class Setup:
     lam: float = 0.0  # the strength reported in the `lam` column (lam_max for budgeted methods)
     # Entered around each generation of the cell (activation steering's hooks), or None.
     context: Callable[[], AbstractContextManager] | None = None
+    # The prefix already read into a cache that generation continues from (steer.hso.CachedPrefix:
+    # hidden-state optimisation's exemplars), or None: every prompt then starts with its ids.
+    prefix_cache: object = None
 
 
 @dataclass
@@ -189,37 +214,54 @@ register(Method("lora", "", (0.0,), _lora, needs_text=True))
 
 
 # ---------------------------------------------------------------- variants (steer.priors.GuidedStylePrior)
-def _guided(contrastive: bool, plausible: bool, strength: str) -> Callable[[Context, float], Setup]:
-    def build(ctx: Context, knob: float) -> Setup:
-        from steer.priors import GuidedStylePrior
+# name -> (subtracts a background table, plausibility-bounded, strength, default knobs of a sweep).
+GUIDED_VARIANTS = {
+    "contrastive": (True, False, "constant", (0.25, 0.5, 1.0, 2.0)),
+    "contrastive+plausible": (True, True, "constant", (1.0, 2.0, 4.0, 8.0)),
+    "contrastive+entropy": (True, False, "entropy", (0.5, 1.0, 2.0, 4.0)),
+    "contrastive+kl": (True, False, "kl", (0.02, 0.04, 0.06, 0.1)),
+    "contrastive+plausible+kl": (True, True, "kl", (0.02, 0.04, 0.06, 0.1)),
+    "plausible": (False, True, "constant", (0.5, 1.0, 2.0, 4.0)),
+    "kl": (False, False, "kl", (0.02, 0.04, 0.06, 0.1)),
+}
 
-        options = guided_options(ctx.config.guided)
+
+def guided_prior(name: str, table, knob: float, background=None, options: dict | None = None, tokenizer=None):
+    """The GuidedStylePrior of variant ``name`` at knob value ``knob`` (lam, or the KL budget eps).
+
+    ``options``: GUIDED_DEFAULTS keys (validated); ``background``: the table contrastive variants subtract.
+    """
+    from steer.priors import GuidedStylePrior
+
+    if name not in GUIDED_VARIANTS:
+        raise ValueError(f"unknown variant {name!r}: one of {sorted(GUIDED_VARIANTS)}")
+    contrastive, plausible, strength, _ = GUIDED_VARIANTS[name]
+    if contrastive and background is None:
+        raise ValueError(f"variant {name!r} subtracts a background table: give `background`")
+    options = guided_options(options or {})
+    lam = options["kl_max_lam"] if strength == "kl" else knob
+    return GuidedStylePrior(table, lam, background=background if contrastive else None, clip=options["clip"],
+                            plausibility=options["plausibility"] if plausible else None, strength=strength,
+                            kl_budget=knob if strength == "kl" else None, tokenizer=tokenizer,
+                            centre=options["centre"] and plausible, mask=options["mask"] and plausible,
+                            temper=options["temper"])
+
+
+def _guided(name: str) -> Callable[[Context, float], Setup]:
+    def build(ctx: Context, knob: float) -> Setup:
         table = ctx.table()
-        background = ctx.background() if contrastive else None
-        lam = options["kl_max_lam"] if strength == "kl" else knob
-        prior = GuidedStylePrior(table, lam, background=background, clip=options["clip"],
-                                 plausibility=options["plausibility"] if plausible else None, strength=strength,
-                                 kl_budget=knob if strength == "kl" else None, tokenizer=ctx.tokenizer,
-                                 centre=options["centre"] and plausible, mask=options["mask"] and plausible,
-                                 temper=options["temper"])
+        background = ctx.background() if GUIDED_VARIANTS[name][0] else None
+        prior = guided_prior(name, table, knob, background, ctx.config.guided, ctx.tokenizer)
         costs = _table_costs(table)
         if background is not None:
             costs["extra_mem_mb"] += background.nbytes / 2**20
-        return Setup(processors=[prior], costs=costs, lam=lam)
+        return Setup(processors=[prior], costs=costs, lam=prior.lam)
 
     return build
 
 
-for _name, _contrastive, _plausible, _strength, _knobs in [
-    ("contrastive", True, False, "constant", (0.25, 0.5, 1.0, 2.0)),
-    ("contrastive+plausible", True, True, "constant", (1.0, 2.0, 4.0, 8.0)),
-    ("contrastive+entropy", True, False, "entropy", (0.5, 1.0, 2.0, 4.0)),
-    ("contrastive+kl", True, False, "kl", (0.02, 0.04, 0.06, 0.1)),
-    ("contrastive+plausible+kl", True, True, "kl", (0.02, 0.04, 0.06, 0.1)),
-    ("plausible", False, True, "constant", (0.5, 1.0, 2.0, 4.0)),
-    ("kl", False, False, "kl", (0.02, 0.04, 0.06, 0.1)),
-]:
-    register(Method(_name, "eps" if _strength == "kl" else "lam", _knobs, _guided(_contrastive, _plausible, _strength),
+for _name, (_contrastive, _plausible, _strength, _knobs) in GUIDED_VARIANTS.items():
+    register(Method(_name, "eps" if _strength == "kl" else "lam", _knobs, _guided(_name),
                     needs_background=_contrastive))
 
 
@@ -251,7 +293,7 @@ def _activation_setup(ctx: Context, scale: float) -> Setup:
 
 def _activation_guided(ctx: Context, lam: float) -> Setup:
     """The style vector at the fixed ``activation['scale']`` plus contrastive+plausible at strength ``lam``."""
-    setup = _guided(True, True, "constant")(ctx, lam)
+    setup = _guided("contrastive+plausible")(ctx, lam)
     hooked = _activation_setup(ctx, activation_options(ctx.config.activation)["scale"])
     setup.context = hooked.context
     setup.costs = {"train_s": setup.costs["train_s"] + hooked.costs["train_s"],
@@ -262,4 +304,41 @@ def _activation_guided(ctx: Context, lam: float) -> Setup:
 register(Method("activation", "scale", (0.0625, 0.125, 0.25, 0.375), _activation_setup, needs_text=True,
                 needs_background=True))
 register(Method("activation+contrastive+plausible", "lam", (1.0, 2.0, 4.0), _activation_guided, needs_text=True,
+                needs_background=True))
+
+
+# ---------------------------------------------------------------- hidden-state optimisation (steer.hso)
+def _hso_setup(ctx: Context, steps: float) -> Setup:
+    """The prompt method's exemplars, their cache optimised with ``steps`` steps per segment (0: plain)."""
+    from steer.hso import HSOConfig, read_prefix
+    from steer.models import encode_prompts
+
+    if steps != int(steps) or steps < 0:
+        raise ValueError(f"the `hso` knob is a step count (an int >= 0), got {steps!r}")
+    options = hso_options(ctx.config.hso)
+    prefix = _prompt(ctx, 0.0).prefix
+    key = ("hso", prefix, int(steps), options["segment"], options["lr"])
+    if key not in ctx.memo:
+        ids = encode_prompts(ctx.tokenizer, [prefix])["input_ids"][0].tolist()
+        config = HSOConfig(segment=options["segment"], steps=int(steps), lr=options["lr"])
+        ctx.memo[key] = read_prefix(ctx.model, ids, config)
+    cached = ctx.memo[key]
+    state = cached.state
+    nbytes = sum(t.numel() * t.element_size() for t in state.leaves())
+    return Setup(prefix=prefix, prefix_cache=cached, lam=0.0,
+                 costs={"train_s": state.seconds, "extra_mem_mb": nbytes / 2**20})
+
+
+def _hso_guided(ctx: Context, lam: float) -> Setup:
+    """The exemplars' cache optimised with the fixed ``hso['steps']``, plus contrastive+plausible at ``lam``."""
+    setup = _guided("contrastive+plausible")(ctx, lam)
+    cached = _hso_setup(ctx, hso_options(ctx.config.hso)["steps"])
+    setup.prefix, setup.prefix_cache = cached.prefix, cached.prefix_cache
+    setup.costs = {"train_s": setup.costs["train_s"] + cached.costs["train_s"],
+                   "extra_mem_mb": setup.costs["extra_mem_mb"] + cached.costs["extra_mem_mb"]}
+    return setup
+
+
+register(Method("hso", "steps", (1.0, 2.0, 4.0), _hso_setup, needs_text=True))
+register(Method("hso+contrastive+plausible", "lam", (1.0, 2.0, 4.0), _hso_guided, needs_text=True,
                 needs_background=True))

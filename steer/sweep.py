@@ -109,6 +109,8 @@ class SweepConfig:
         activation: options of activation steering (steer.methods.ACTIVATION_DEFAULTS):
             ``layers``, ``position``, ``normalise``, the ``scale`` the combined
             methods hold fixed, ``chunk_tokens`` and ``max_chunks``.
+        hso: options of hidden-state optimisation (steer.methods.HSO_DEFAULTS):
+            ``segment``, ``lr``, and the ``steps`` the combined method holds fixed.
         style_prompt: fields of steer.baselines.prompt.StylePrompt.
         lora: fields of steer.baselines.lora.LoraTrainConfig.
     """
@@ -140,6 +142,7 @@ class SweepConfig:
     background: str = NEUTRAL_CORPUS
     guided: dict = field(default_factory=dict)
     activation: dict = field(default_factory=dict)
+    hso: dict = field(default_factory=dict)
     style_prompt: dict = field(default_factory=dict)
     lora: dict = field(default_factory=dict)
 
@@ -173,6 +176,9 @@ class SweepConfig:
         from steer.methods import activation_options
 
         activation_options(self.activation)  # validates
+        from steer.methods import hso_options
+
+        hso_options(self.hso)  # validates
         if not 0.15 <= self.judge_fraction <= 0.5:
             raise ValueError(f"`judge_fraction` must lie in [0.15, 0.5], got {self.judge_fraction}")
         from steer.judges.panel import JUDGES
@@ -335,7 +341,7 @@ class _Runner:
         # so that the timed generation below measures the steady state.
         with around():
             continue_prompts(gen_model, tok, prompts[:1], setup.processors,
-                             replace(cfg.decode(0), max_new_tokens=2))
+                             replace(cfg.decode(0), max_new_tokens=2), prefix=setup.prefix_cache)
         for k in range(cfg.samples):
             user_ids, base_conts = self.unsteered[k]
             procs = list(setup.processors)
@@ -345,7 +351,7 @@ class _Runner:
                 procs[0] = rec
             t0 = time.perf_counter()
             with around():
-                _, c_ids = continue_prompts(gen_model, tok, prompts, procs, cfg.decode(k))
+                _, c_ids = continue_prompts(gen_model, tok, prompts, procs, cfg.decode(k), prefix=setup.prefix_cache)
             gen_s += time.perf_counter() - t0
             if rec is not None:
                 div = rec.divergences()  # (rows, steps)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from transformers import LogitsProcessor
 
 from steer.methods import REGISTRY, Method, Setup, get_method, register
@@ -63,7 +64,7 @@ def test_every_method_builds_processors(aidreams, corpora, tmp_path):
                   lambda: table_for(load_corpus(background), tok),
                   lambda: (model, {"wall_seconds": 0.0}, 0), background_corpus=lambda: load_corpus(background))
     for name, method in REGISTRY.items():
-        setup = method.build(ctx, 0.05)
+        setup = method.build(ctx, method.knobs[0] if method.knobs else 0.05)
         assert all(isinstance(p, LogitsProcessor) for p in setup.processors), name
         if setup.context is not None:
             with setup.context():
@@ -139,3 +140,39 @@ def test_activation_options_are_validated():
             activation_options(bad)
     with pytest.raises(ValueError, match="activation"):
         SweepConfig(model="m", corpora=["x"], activation={"scale": "big"})
+
+
+def test_hso_methods_run_in_a_sweep_from_the_prompt_methods_exemplars(aidreams, aidreams_path, corpora, tmp_path):
+    import json
+
+    model, tok = aidreams
+    style, background = corpora
+    before = [p.detach().clone() for p in model.parameters()]
+    cfg = SweepConfig(model=str(aidreams_path), corpora=[str(style)], lambdas=[0.0],
+                      prompts=["Once upon a time", "The machine dreamed of"], max_new_tokens=6, judges=["diversity"],
+                      baselines=["prompt"], methods=["hso", "hso+contrastive+plausible"],
+                      knobs={"hso": [0.0, 2.0], "hso+contrastive+plausible": [0.0]},
+                      hso={"segment": 8, "lr": 0.5, "steps": 2}, background=str(background))
+    rows = {(r["method"], r["knob"]): r for r in run_sweep(cfg, tmp_path / "run", model=model, tokenizer=tok)}
+    samples = {}
+    for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines():
+        smp = json.loads(line)
+        samples.setdefault((smp["method"], smp["knob"]), []).append(smp["text"])
+    # Zero steps: the prompt method's text, read from the exemplars' cache; steps move it.
+    assert samples[("hso", 0.0)] == samples[("prompt", 0.0)]
+    assert samples[("hso", 2.0)] != samples[("prompt", 0.0)]
+    assert samples[("hso+contrastive+plausible", 0.0)] == samples[("hso", 2.0)]
+    assert rows[("hso", 2.0)]["extra_mem_mb"] > 0 and rows[("hso", 2.0)]["train_s"] > 0
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_hso_options_are_validated():
+    from steer.methods import HSO_DEFAULTS, hso_options
+
+    assert hso_options({}) == HSO_DEFAULTS
+    for bad, name in [({"segment": 0}, "segment"), ({"lr": -1.0}, "lr"), ({"steps": 1.5}, "steps"),
+                      ({"optimiser": "sgd"}, "unknown")]:
+        with pytest.raises(ValueError, match=name):
+            hso_options(bad)
+    with pytest.raises(ValueError, match="hso"):
+        SweepConfig(model="m", corpora=["x"], hso={"lr": float("inf")})
