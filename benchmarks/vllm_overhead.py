@@ -1,0 +1,95 @@
+"""Throughput of vLLM's CPU engine with and without steer's logits processor, on the shared SmolLM2.
+
+Two engines on the same weights (float32, eager): a plain one, and one started with
+``steer.serving.vllm:SteerLogitsProcessor``, whose requests all ask for steering. Greedy, ``--tokens``
+new tokens per request (EOS ignored), the first B of the built-in prompts at batch B = 1, 16, 64;
+the two engines' runs are interleaved ``--repeats`` times and the median of each is kept. Tables:
+the steer splits of Don Quixote (style) and the background books (contrastive), in SmolLM2's tokens.
+``vllm_b<B>``: the paper's prior at lam 0.1; ``vllm_b<B>_contrastive_plausible``: the variant at lam 2.
+Run it in the serving environment (README, "Serving with vLLM").
+
+    python benchmarks/vllm_overhead.py [--tokens 64] [--repeats 3] [--batches 1,16,64]
+
+Last line: one JSON object (per key: tokens_per_s_plain, tokens_per_s_steered, overhead_pct).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+GGUF = ROOT.parent / "shared/data/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf"
+SETTINGS = {"": {"table": "quixote", "lam": 0.1},
+            "_contrastive_plausible": {"table": "quixote", "method": "contrastive+plausible", "lam": 2.0,
+                                       "background": "books"}}
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--batches", default="1,16,64")
+    args = ap.parse_args(argv)
+
+    from transformers import AutoTokenizer
+
+    from steer.corpora import load_corpus
+    from steer.gguf import converted_folder
+    from steer.sweep import builtin_prompts
+    from steer.tables import table_for
+
+    folder = converted_folder(GGUF)
+    tok = AutoTokenizer.from_pretrained(folder)
+    tmp = Path(tempfile.mkdtemp(prefix="steer-vllm-"))
+    paths = {}
+    for name, corpus in (("quixote", "don_quixote"), ("books", "background")):
+        paths[name] = str(tmp / f"{name}.safetensors")
+        table_for(load_corpus(corpus), tok, 3).save(paths[name])
+    os.environ["STEER_VLLM_TABLES"] = json.dumps(paths)
+
+    import vllm
+
+    def engine(processors):
+        return vllm.LLM(model=str(folder), dtype="float32", max_model_len=256, enforce_eager=True, seed=0,
+                        logits_processors=processors, max_num_seqs=64, gpu_memory_utilization=0.2)
+
+    plain, steered = engine([]), engine(["steer.serving.vllm:SteerLogitsProcessor"])
+    prompts = [{"prompt_token_ids": tok(p)["input_ids"]} for p in builtin_prompts()]
+
+    def run(llm, batch, steer):
+        params = vllm.SamplingParams(temperature=0.0, max_tokens=args.tokens, ignore_eos=True,
+                                     extra_args={"steer": steer} if steer else None)
+        t0 = time.perf_counter()
+        outs = llm.generate(prompts[:batch], params, use_tqdm=False)
+        dt = time.perf_counter() - t0
+        return sum(len(o.outputs[0].token_ids) for o in outs) / dt
+
+    result = {"model": "SmolLM2-135M-Instruct (float32, vLLM CPU, eager)", "tokens": args.tokens,
+              "vllm": vllm.__version__}
+    for batch in [int(b) for b in args.batches.split(",")]:
+        for suffix, steer in SETTINGS.items():
+            run(plain, batch, None), run(steered, batch, steer)  # warm-up
+            a, b = [], []
+            for _ in range(args.repeats):  # interleaved: drifts in machine load hit both alike
+                a.append(run(plain, batch, None))
+                b.append(run(steered, batch, steer))
+            tp, ts = statistics.median(a), statistics.median(b)
+            key = f"vllm_b{batch}{suffix}"
+            result[key] = {"tokens_per_s_plain": round(tp, 1), "tokens_per_s_steered": round(ts, 1),
+                           "overhead_pct": round(100 * (1 - ts / tp), 2)}  # share of throughput lost
+            print(key, result[key], flush=True)
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""steer's priors inside vLLM: a v1 batch logits processor, steering the rows whose requests ask for it.
+
+Start an engine with the processor and name the tables it may use (safetensors files written by
+``NGramTable.save`` / ``steer build-table``, memory-mapped) in ``STEER_VLLM_TABLES``, a JSON object
+``{"name": "path", ...}``::
+
+    STEER_VLLM_TABLES='{"quixote": "quixote.safetensors", "books": "books.safetensors"}' \\
+        vllm serve MODEL --logits-processors steer.serving.vllm:SteerLogitsProcessor
+
+A request asks for steering through ``SamplingParams(extra_args={"steer": {...}})``, or over HTTP
+with ``"vllm_xargs": {"steer": "<the same object as a JSON string>"}``::
+
+    {"table": "quixote", "lam": 0.1}                                   # the paper's prior
+    {"table": "quixote", "method": "contrastive+plausible", "lam": 2, "background": "books"}
+    {"table": "quixote", "method": "contrastive+kl", "eps": 0.04, "background": "books",
+     "options": {"kl_max_lam": 8}}
+
+``method`` is ``"prior"`` (:class:`steer.style.NGramStylePrior`; ``options`` are its prior options:
+smoothing, mode, weights, alpha, order, discount) or a variant of :data:`steer.methods.GUIDED_VARIANTS`
+(:class:`steer.priors.GuidedStylePrior`; ``options`` are :data:`steer.methods.GUIDED_DEFAULTS` keys).
+Each row computes exactly what the transformers processor computes for the same context: the same
+object is called on the row's last N-1 tokens. A bad request is refused by :meth:`validate_params`
+(HTTP 400) before it reaches the batch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+from collections import OrderedDict
+
+import torch
+from vllm import SamplingParams
+from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor, MoveDirectionality
+
+from ngram import NGramTable
+from steer.methods import GUIDED_VARIANTS, guided_prior
+from steer.style import NGramStylePrior, check_lam
+
+ENV = "STEER_VLLM_TABLES"
+KEY = "steer"
+REQUEST_KEYS = {"table", "lam", "method", "background", "eps", "options"}
+METHODS = ("prior", *GUIDED_VARIANTS)
+
+_tables: dict[str, NGramTable] = {}
+_lock = threading.Lock()
+
+
+def table_paths() -> dict[str, str]:
+    """The named tables of ``STEER_VLLM_TABLES`` (name -> path); {} when unset."""
+    raw = os.environ.get(ENV, "").strip()
+    if not raw:
+        return {}
+    try:
+        paths = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{ENV} must be a JSON object {{name: path}}: {err}") from None
+    if not isinstance(paths, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in paths.items()):
+        raise ValueError(f"{ENV} must be a JSON object {{name: path}}, got {raw[:80]!r}")
+    return paths
+
+
+def load_table(name: str) -> NGramTable:
+    """The table named ``name``, memory-mapped once per process."""
+    with _lock:
+        if name not in _tables:
+            paths = table_paths()
+            if name not in paths:
+                raise ValueError(f"unknown steer table {name!r}: this engine has {sorted(paths)}")
+            _tables[name] = NGramTable.load(paths[name], mmap=True)
+        return _tables[name]
+
+
+def _request(params: SamplingParams) -> dict | None:
+    """The request's steer arguments, or None when it asks for none.
+
+    An object, or the same as a JSON string (HTTP's ``vllm_xargs`` holds only flat values).
+    """
+    extra = getattr(params, "extra_args", None) or {}
+    args = extra.get(KEY)
+    if isinstance(args, str):
+        try:
+            args = json.loads(args)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"extra_args[{KEY!r}] is not JSON: {err}") from None
+    return args
+
+
+def build_processor(args: dict, tokenizer=None):
+    """The transformers processor a request's steer arguments describe (validating every argument)."""
+    if not isinstance(args, dict):
+        raise ValueError(f"extra_args[{KEY!r}] must be an object, got {type(args).__name__}")
+    unknown = sorted(set(args) - REQUEST_KEYS)
+    if unknown:
+        raise ValueError(f"extra_args[{KEY!r}] has unknown keys {unknown}; known: {sorted(REQUEST_KEYS)}")
+    if "table" not in args:
+        raise ValueError(f"extra_args[{KEY!r}] needs 'table' (one of {sorted(table_paths())})")
+    method = args.get("method", "prior")
+    if method not in METHODS:
+        raise ValueError(f"extra_args[{KEY!r}]['method'] must be one of {list(METHODS)}, got {method!r}")
+    options = args.get("options", {})
+    if not isinstance(options, dict):
+        raise ValueError(f"extra_args[{KEY!r}]['options'] must be an object, got {options!r}")
+    table = load_table(args["table"])
+    kl = method != "prior" and GUIDED_VARIANTS[method][2] == "kl"
+    if kl:
+        if "eps" not in args:
+            raise ValueError(f"method {method!r} needs 'eps' (its KL budget)")
+        knob = args["eps"]
+        if isinstance(knob, bool) or not isinstance(knob, (int, float)) or not math.isfinite(knob) or knob <= 0:
+            raise ValueError(f"extra_args[{KEY!r}]['eps'] must be a finite number > 0, got {knob!r}")
+    else:
+        if "eps" in args:
+            raise ValueError(f"'eps' is the KL budget of the kl methods, not of {method!r}")
+        try:
+            knob = check_lam(args.get("lam", 0.0))
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"extra_args[{KEY!r}]['lam']: {err}") from None
+    background = None
+    if method != "prior" and GUIDED_VARIANTS[method][0]:
+        if "background" not in args:
+            raise ValueError(f"method {method!r} subtracts a background table: give 'background'")
+        background = load_table(args["background"])
+    elif "background" in args:
+        raise ValueError(f"method {method!r} uses no background table")
+    try:
+        if method == "prior":
+            return NGramStylePrior(table, knob, tokenizer=tokenizer, **options)
+        return guided_prior(method, table, knob, background, options, tokenizer)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"extra_args[{KEY!r}]: {err}") from None
+
+
+class SteerLogitsProcessor(LogitsProcessor):
+    """steer's n-gram priors for the requests that ask for them (``extra_args={"steer": {...}}``).
+
+    Rows with the same settings share one processor object; each step, every group's rows are
+    gathered, steered in one batched call and scattered back. The rows' contexts are read from the
+    requests' running token lists (vLLM hands them to logits processors only as Python lists).
+    """
+
+    def __init__(self, vllm_config, device: torch.device, is_pin_memory: bool):
+        self.device = torch.device(device)
+        model_config = vllm_config.model_config
+        self.width = model_config.get_vocab_size()
+        self.tokenizer = None
+        paths = table_paths()
+        if paths:
+            from transformers import AutoTokenizer
+
+            self.tokenizer = AutoTokenizer.from_pretrained(model_config.tokenizer)
+            for name in paths:  # at engine start: a table of another token space stops it here
+                table = load_table(name)
+                table.check_tokenizer(self.tokenizer)
+                if table.vocab_size > self.width:
+                    raise ValueError(f"steer table {name!r} has {table.vocab_size} tokens, the engine's logits "
+                                     f"only {self.width}")
+        self.rows: dict[int, tuple[str, list[int], list[int]]] = {}  # index -> (setting key, prompt tail, output)
+        self.procs: OrderedDict[str, object] = OrderedDict()  # setting key -> processor
+        self.context = max([load_table(n).order - 1 for n in paths] + [1])
+        self.groups: list[tuple[object, torch.Tensor, list[int]]] = []
+
+    @classmethod
+    def validate_params(cls, sampling_params: SamplingParams):
+        args = _request(sampling_params)
+        if args is not None:
+            build_processor(args)
+
+    def is_argmax_invariant(self) -> bool:
+        return False  # the bonus moves the argmax: greedy requests need it too
+
+    def _key(self, args: dict) -> str:
+        key = json.dumps(args, sort_keys=True)
+        if key not in self.procs:
+            self.procs[key] = build_processor(args, self.tokenizer)
+        return key
+
+    def update_state(self, batch_update: BatchUpdate | None) -> None:
+        if not batch_update:
+            return
+        # vLLM's order: removed, then added (which may take a removed row's index), then moved.
+        for index in batch_update.removed:
+            self.rows.pop(index, None)
+        for index, params, prompt_ids, output_ids in batch_update.added:
+            args = _request(params)
+            if args is None or ("eps" not in args and args.get("lam", 0.0) == 0):
+                self.rows.pop(index, None)  # unsteered (lam 0 is the identity: skip the work)
+                continue
+            tail = list(prompt_ids or [])[-self.context:]
+            self.rows[index] = (self._key(args), tail, output_ids)
+        for a, b, direction in batch_update.moved:
+            row_a, row_b = self.rows.pop(a, None), self.rows.pop(b, None)
+            if row_a is not None:
+                self.rows[b] = row_a
+            if direction == MoveDirectionality.SWAP and row_b is not None:
+                self.rows[a] = row_b
+        # Settings no row uses any more are dropped; each group's row indices are built once per change.
+        live = {key for key, _, _ in self.rows.values()}
+        for key in [k for k in self.procs if k not in live]:
+            del self.procs[key]
+        groups: dict[str, list[int]] = {}
+        for index, (key, _, _) in sorted(self.rows.items()):
+            groups.setdefault(key, []).append(index)
+        self.groups = [(self.procs[key], torch.tensor(idx, device=self.device), idx) for key, idx in groups.items()]
+
+    def _contexts(self, indices: list[int]) -> torch.Tensor:
+        """[rows, N-1]: each row's last N-1 tokens (prompt tail, then output), left-padded with -1."""
+        k = self.context
+        tails = []
+        for i in indices:  # one slice per row: vLLM keeps the tokens as Python lists
+            _, prompt_tail, out = self.rows[i]
+            t = out[-k:] if len(out) >= k else (prompt_tail + out)[-k:]
+            tails.append([-1] * (k - len(t)) + t)
+        return torch.tensor(tails, dtype=torch.long, device=self.device)
+
+    def apply(self, logits: torch.Tensor) -> torch.Tensor:
+        if len(self.groups) == 1 and len(self.groups[0][2]) == logits.shape[0]:
+            # Every row steered alike (the indices are distinct and below the batch size, so all of
+            # them, in order): no gather or scatter, the processor's new tensor is the result.
+            proc, _, indices = self.groups[0]
+            return proc(self._contexts(indices), logits).to(logits.dtype)
+        for proc, rows, indices in self.groups:
+            scores = logits.index_select(0, rows)
+            steered = proc(self._contexts(indices), scores)
+            logits.index_copy_(0, rows, steered.to(logits.dtype))
+        return logits
