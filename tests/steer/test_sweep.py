@@ -123,9 +123,9 @@ def test_steered_cells_are_warmed_up_before_timing(aidreams, aidreams_path, corp
     calls = []
     real = sweep.continue_prompts
 
-    def recording(model, tokenizer, prompts, processors=(), config=None):
+    def recording(model, tokenizer, prompts, processors=(), config=None, prefix=None):
         calls.append((len(prompts), len(list(processors)), config.max_new_tokens))
-        return real(model, tokenizer, prompts, processors, config)
+        return real(model, tokenizer, prompts, processors, config, prefix=prefix)
 
     monkeypatch.setattr(sweep, "continue_prompts", recording)
     run_sweep(_config(aidreams_path, corpus_file, lambdas=[0.5]), tmp_path / "run", model=model, tokenizer=tok)
