@@ -39,6 +39,9 @@ PROCESSOR = "steer.serving.vllm:SteerLogitsProcessor"
 def setup(tmp_path_factory):
     """The converted model folder, two tables in its token space, and STEER_VLLM_TABLES naming them."""
     root = tmp_path_factory.mktemp("vllm")
+    # Module-scoped, so set up before the per-test fixture that points named corpora at the shared data.
+    mp = pytest.MonkeyPatch()
+    mp.setenv("STEER_CORPORA_DIR", str(shared_path("corpora")))
     folder = converted_folder(shared_path("models", "smollm2-135m-instruct", "SmolLM2-135M-Instruct.Q4_1.gguf"),
                               cache_dir=root / "models")
     tok = AutoTokenizer.from_pretrained(folder)
@@ -48,13 +51,9 @@ def setup(tmp_path_factory):
         path = root / f"{name}.safetensors"
         NGramTable.from_texts(docs, tok, 3).save(path)
         paths[name] = str(path)
-    old = os.environ.get("STEER_VLLM_TABLES")
-    os.environ["STEER_VLLM_TABLES"] = json.dumps(paths)
+    mp.setenv("STEER_VLLM_TABLES", json.dumps(paths))
     yield folder, tok, paths
-    if old is None:
-        os.environ.pop("STEER_VLLM_TABLES", None)
-    else:
-        os.environ["STEER_VLLM_TABLES"] = old
+    mp.undo()
 
 
 def _engine(folder, processors=()):
