@@ -86,18 +86,18 @@ class HSOState:
     seconds: float = 0.0
     config: HSOConfig = field(default_factory=HSOConfig)
 
-    @property
-    def length(self) -> int:
-        return self.mask.shape[1]
-
     def leaves(self) -> list[torch.Tensor]:
         return [t for layer in self.keys + self.values for t in layer]
+
+    def layers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per decoder layer, (keys, values) of every segment read, joined along the sequence."""
+        return [(torch.cat(ks, dim=-2), torch.cat(vs, dim=-2)) for ks, vs in zip(self.keys, self.values, strict=True)]
 
     def cache(self, batch: int | None = None) -> DynamicCache:
         """A detached ``DynamicCache`` of the states read (optionally one row repeated ``batch`` times)."""
         data = []
-        for ks, vs in zip(self.keys, self.values, strict=True):
-            k, v = torch.cat(ks, dim=-2).detach(), torch.cat(vs, dim=-2).detach()
+        for k, v in self.layers():
+            k, v = k.detach(), v.detach()
             if batch is not None:
                 if k.shape[0] != 1:
                     raise ValueError(f"only a one-row state can be repeated, this one has {k.shape[0]} rows")
@@ -141,10 +141,7 @@ def _segment_pass(model, ids, full_mask, state: HSOState | None, grad: bool):
     """One forward of a segment after the cache of ``state``: (logits, new keys, new values)."""
     # Positions count real tokens only, so a left-padded row reads as if it had no padding.
     pos = (full_mask.cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1]:]
-    cache = DynamicCache()
-    if state is not None:
-        cache = DynamicCache(ddp_cache_data=[(torch.cat(ks, dim=-2), torch.cat(vs, dim=-2))
-                                             for ks, vs in zip(state.keys, state.values, strict=True)])
+    cache = DynamicCache() if state is None else DynamicCache(ddp_cache_data=state.layers())
     with torch.set_grad_enabled(grad):
         out = model(input_ids=ids, attention_mask=full_mask, position_ids=pos, cache=cache, use_cache=True)
     s = ids.shape[1]
@@ -154,11 +151,15 @@ def _segment_pass(model, ids, full_mask, state: HSOState | None, grad: bool):
     return out.logits, new_k, new_v
 
 
-def _token_logprobs(logits, ids, prev_logits):
-    """log p of each token of ``ids`` [B, S]: the first from ``prev_logits`` (or NaN), the rest from ``logits``."""
-    lp = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, ids[:, 1:, None])[..., 0]
+def _within(logits, ids):
+    """[B, S-1]: log p of ``ids[:, 1:]``, each predicted by the segment's own previous position."""
+    return torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, ids[:, 1:, None])[..., 0]
+
+
+def _token_logprobs(lp, ids, prev_logits):
+    """log p of each token of ``ids`` [B, S]: the first from ``prev_logits`` (or NaN), the rest ``lp`` (_within)."""
     if prev_logits is None:
-        first = torch.full_like(lp[:, :1], float("nan"))
+        first = lp.new_full((lp.shape[0], 1), float("nan"))  # also for a one-token segment (lp is [B, 0])
     else:
         first = torch.log_softmax(prev_logits.float(), dim=-1).gather(-1, ids[:, :1])
     return torch.cat([first, lp], dim=1)
@@ -208,7 +209,7 @@ def _read(model, input_ids, mask, config, state):
         prev = None if state is None else state.last_logits
         if state is None or config.steps == 0:
             logits, new_k, new_v = _segment_pass(model, ids, full_mask, state, grad=False)
-            lp = _token_logprobs(logits.detach(), ids, prev)
+            lp = _token_logprobs(_within(logits, ids), ids, prev)
             if state is not None:
                 state.forwards += 1
         else:
@@ -218,11 +219,12 @@ def _read(model, input_ids, mask, config, state):
             for step in range(config.steps):
                 logits, new_k, new_v = _segment_pass(model, ids, full_mask, state, grad=True)
                 state.forwards += 1
+                # One log-softmax serves the loss and, on the first step, the score.
+                within = _within(logits, ids)
                 if step == 0:  # the segment is scored before any update that has seen it
-                    lp = _token_logprobs(logits.detach(), ids, prev)
-                nll = -torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, ids[:, 1:, None])[..., 0]
+                    lp = _token_logprobs(within.detach(), ids, prev)
                 # Sum over rows of each row's mean: a row's update does not depend on the batch it is in.
-                loss = ((nll * valid).sum(1) / valid.sum(1).clamp(min=1)).sum()
+                loss = ((-within * valid).sum(1) / valid.sum(1).clamp(min=1)).sum()
                 grads = torch.autograd.grad(loss, leaves, allow_unused=True)
                 state.backwards += 1
                 for leaf, g in zip(leaves, grads, strict=True):
@@ -296,7 +298,8 @@ class CachedPrefix:
 
 
 def read_prefix(model, ids: list[int], config: HSOConfig | None = None) -> CachedPrefix:
-    """:func:`read` one shared context (for example in-style exemplars) for :func:`continue_from`."""
+    """:func:`read` one shared context (for example in-style exemplars), to continue a batch from with
+    ``steer.generation.continue_prompts(..., prefix=)``."""
     if not ids:
         raise ValueError("`ids` is empty")
     state = read(model, torch.tensor([list(ids)], device=model.device), config=config)
