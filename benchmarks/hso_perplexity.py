@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from steer import hso  # noqa: E402
 from steer.corpora import load_corpus  # noqa: E402
+from steer.judges.stats import paired_ppl_ratio_ci  # noqa: E402
 from steer.models import document_separator_id, load_model  # noqa: E402
 
 SETS = ["don_quixote", "cnn_highlights", "arxiv_abstracts", "sherlock_holmes", "kjv_new_testament",
@@ -66,21 +67,6 @@ def score(model, batch: torch.Tensor, config: hso.HSOConfig, bs: int) -> tuple[n
         cost["backwards"] += state.backwards
         cost["seconds"] += state.seconds
     return np.concatenate(nll), np.concatenate(cnt), cost
-
-
-def ratio_ci(nll_p, nll_h, n, seed=0) -> tuple[float, float, float]:
-    """ppl_hso / ppl_plain pooled over passages, with a paired percentile bootstrap over passages."""
-    from scipy.stats import bootstrap
-
-    def stat(a, b, c, axis=-1):
-        return np.exp((b.sum(axis=axis) - a.sum(axis=axis)) / c.sum(axis=axis))
-
-    point = float(stat(nll_p, nll_h, n))
-    if len(n) < 2:
-        return point, float("nan"), float("nan")
-    res = bootstrap((nll_p, nll_h, n), stat, paired=True, vectorized=True, n_resamples=2000,
-                    method="percentile", random_state=np.random.default_rng(seed))
-    return point, float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
 def main(argv=None) -> dict:
@@ -118,7 +104,7 @@ def main(argv=None) -> dict:
                 nll_h, n_h, cost = score(model, batch[sub], cfg, args.batch)
                 nll_p, n_p = plain[0][sub], plain[1][sub]
                 assert (n_h == n_p).all()
-                r, lo, hi = ratio_ci(nll_p, nll_h, n_p)
+                r, lo, hi = paired_ppl_ratio_ci(nll_h, n_p, nll_p, n_p)  # ppl_hso / ppl_plain
                 toks = float(n_p.sum())
                 plain_s = plain[2]["seconds"] * len(nll_p) / len(plain[0])
                 row = {"ppl_plain": float(np.exp(nll_p.sum() / toks)), "ppl_hso": float(np.exp(nll_h.sum() / toks)),

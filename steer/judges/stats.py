@@ -84,6 +84,31 @@ def bootstrap_pooled_ppl_ci(nll: Sequence[float], counts: Sequence[float], promp
     return point, float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
+def paired_ppl_ratio_ci(nll_a: Sequence[float], n_a: Sequence[float], nll_b: Sequence[float], n_b: Sequence[float],
+                        confidence: float = CONFIDENCE, n_resamples: int = N_RESAMPLES,
+                        seed: int = 0) -> tuple[float, float, float]:
+    """(ratio, low, high): pooled perplexity of a over that of b, units (prompts, passages) resampled in pairs.
+
+    ``nll_*`` and ``n_*`` hold one summed NLL and one token count per unit, the same units in the same
+    order; the ratio is exp(sum nll_a / sum n_a - sum nll_b / sum n_b).
+    """
+    from scipy.stats import bootstrap
+
+    arrays = [np.asarray(x, float) for x in (nll_a, n_a, nll_b, n_b)]
+    if len({a.shape for a in arrays}) != 1:
+        raise ValueError("`nll_a`, `n_a`, `nll_b` and `n_b` must have one length")
+
+    def stat(a, na, b, nb, axis=-1):
+        return np.exp(a.sum(axis) / na.sum(axis) - b.sum(axis) / nb.sum(axis))
+
+    point = float(stat(*arrays))
+    if arrays[0].size < 2:
+        return point, float("nan"), float("nan")
+    res = bootstrap(arrays, stat, paired=True, vectorized=True, confidence_level=confidence,
+                    n_resamples=n_resamples, method="percentile", random_state=np.random.default_rng(seed))
+    return point, float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
 def paired_diff_ci(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE,
                    n_resamples: int = N_RESAMPLES, seed: int = 0) -> tuple[float, float, float]:
     """(mean of a - b, low, high) over paired per-prompt values, bootstrapping prompts.

@@ -15,10 +15,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
-from scipy.stats import bootstrap
-
-from steer.judges.stats import paired_diff_ci, per_prompt_means
+from steer.judges.stats import paired_diff_ci, paired_ppl_ratio_ci, per_prompt_means
 
 HERE = Path(__file__).resolve().parent
 RUN = HERE / "smollm2-sample"
@@ -46,16 +43,10 @@ def main() -> list[dict]:
         a_nll, a_n = per_prompt(samples, "base_nll"), per_prompt(samples, "base_tokens")
         b_nll, b_n = per_prompt(ref, "base_nll"), per_prompt(ref, "base_tokens")
 
-        def ratio(a_nll, a_n, b_nll, b_n, axis=-1):
-            return np.exp(a_nll.sum(axis) / a_n.sum(axis) - b_nll.sum(axis) / b_n.sum(axis))
-
-        r = float(ratio(a_nll, a_n, b_nll, b_n))
-        res = bootstrap((a_nll, a_n, b_nll, b_n), ratio, paired=True, vectorized=True, n_resamples=2000,
-                        method="percentile", random_state=np.random.default_rng(0))
+        r, r_lo, r_hi = paired_ppl_ratio_ci(a_nll, a_n, b_nll, b_n)
         out.append({"corpus": corpus, "method": method, "knob": knob, "hit_minus_prompt": round(d, 4),
                     "lo": round(lo, 4), "hi": round(hi, 4), "base_ppl_x_prompt": round(r, 3),
-                    "ppl_lo": round(float(res.confidence_interval.low), 3),
-                    "ppl_hi": round(float(res.confidence_interval.high), 3)})
+                    "ppl_lo": round(r_lo, 3), "ppl_hi": round(r_hi, 3)})
     with open(HERE / "compare.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=list(out[0]))
         w.writeheader()

@@ -7,7 +7,13 @@ import math
 import numpy as np
 import pytest
 
-from steer.judges.stats import bootstrap_mean_ci, interpolate_at, paired_diff_ci, per_prompt_means
+from steer.judges.stats import (
+    bootstrap_mean_ci,
+    interpolate_at,
+    paired_diff_ci,
+    paired_ppl_ratio_ci,
+    per_prompt_means,
+)
 
 
 def test_interval_covers_the_true_mean_about_95_percent_of_the_time():
@@ -74,3 +80,13 @@ def test_pooled_perplexity_interval_brackets_the_point_and_follows_prompts():
     assert lo < ppl < hi and hi / lo < 1.3
     with pytest.raises(ValueError, match="one length"):
         bootstrap_pooled_ppl_ci([1.0], [1.0, 2.0], [0])
+
+
+def test_paired_ppl_ratio_is_one_for_identical_units_and_brackets_the_pooled_ratio():
+    rng = np.random.default_rng(0)
+    nll, n = rng.uniform(100, 200, 30), np.full(30, 40.0)
+    assert paired_ppl_ratio_ci(nll, n, nll, n) == (1.0, 1.0, 1.0)
+    r, lo, hi = paired_ppl_ratio_ci(0.9 * nll, n, nll, n)
+    assert math.isclose(r, math.exp(-0.1 * nll.sum() / n.sum())) and lo <= r <= hi
+    with pytest.raises(ValueError, match="one length"):
+        paired_ppl_ratio_ci(nll, n, nll[:3], n[:3])
