@@ -29,7 +29,6 @@ import json
 import math
 import os
 import threading
-from collections import OrderedDict
 
 import torch
 from vllm import SamplingParams
@@ -146,6 +145,7 @@ class SteerLogitsProcessor(LogitsProcessor):
         model_config = vllm_config.model_config
         self.width = model_config.get_vocab_size()
         self.tokenizer = None
+        self.context = 1  # tokens of context a row needs: N-1 of the highest-order table
         paths = table_paths()
         if paths:
             from transformers import AutoTokenizer
@@ -157,9 +157,9 @@ class SteerLogitsProcessor(LogitsProcessor):
                 if table.vocab_size > self.width:
                     raise ValueError(f"steer table {name!r} has {table.vocab_size} tokens, the engine's logits "
                                      f"only {self.width}")
+                self.context = max(self.context, table.order - 1)
         self.rows: dict[int, tuple[str, list[int], list[int]]] = {}  # index -> (setting key, prompt tail, output)
-        self.procs: OrderedDict[str, object] = OrderedDict()  # setting key -> processor
-        self.context = max([load_table(n).order - 1 for n in paths] + [1])
+        self.procs: dict[str, object] = {}  # setting key -> processor
         self.groups: list[tuple[object, torch.Tensor, list[int]]] = []
 
     @classmethod
