@@ -70,7 +70,7 @@ _EXPORTS = {
     "PrefixHead": "steer.conditional.head",
     "HiddenStateTap": "steer.conditional.beam",
     "ConditionalBeam": "steer.conditional.beam",
-    "NoNgramLoop": "steer.conditional.constraints",
+    "NoNgramLoop": "steer.repetition",
     "HardConstraints": "steer.conditional.constraints",
     "hard_constraints": "steer.conditional.constraints",
     "train_attribute_model": "steer.conditional.train",

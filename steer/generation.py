@@ -25,7 +25,7 @@ class DecodeConfig:
         num_beams: beam width for "beam".
         seed: torch seed set before every generate call (same seed for every lam).
         loop_ban: (n, r) to ban the r-th occurrence of any n-gram within a
-            continuation (:class:`steer.conditional.constraints.NoNgramLoop`,
+            continuation (:class:`steer.repetition.NoNgramLoop`,
             applied after every other processor; the prompt does not count), or
             None. A decoding setting: in a study it applies to every cell alike.
     """
@@ -90,7 +90,7 @@ def continue_prompts(model, tokenizer, prompts: list[str], processors=(), config
     width = enc["input_ids"].shape[1]
     processors = list(processors)
     if config.loop_ban is not None:
-        from steer.conditional.constraints import NoNgramLoop
+        from steer.repetition import NoNgramLoop
 
         processors.append(NoNgramLoop(*config.loop_ban, prompt_length=width))
     torch.manual_seed(config.seed)

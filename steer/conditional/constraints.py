@@ -16,73 +16,9 @@ import torch
 from transformers import LogitsProcessor
 
 from steer.conditional.attributes import Degeneracy
+from steer.repetition import NoNgramLoop
 
-# Continuations up to V / SORT_COUNT_RATIO positions count repeats by sorting, longer ones by a
-# [B, V] bincount (the two cost the same near there: V = 32000, about 250 positions).
-SORT_COUNT_RATIO = 128
-
-
-class NoNgramLoop(LogitsProcessor):
-    """Bans w when (last n-1 generated tokens, w) already occurs ``repeats - 1`` times in the continuation.
-
-    Only the continuation counts (tokens after ``prompt_length``), so a prompt
-    may repeat itself freely. With repeats = 2 this is transformers'
-    ``NoRepeatNGramLogitsProcessor`` restricted to the continuation.
-    State comes from ``input_ids`` alone, so beam reordering is safe.
-
-    Args:
-        ngram: n.
-        repeats: r >= 2; the r-th occurrence is banned.
-        prompt_length: width of the (left-padded) prompt batch.
-    """
-
-    def __init__(self, ngram: int, repeats: int, prompt_length: int):
-        checks = (("ngram", ngram, 1), ("repeats", repeats, 2), ("prompt_length", prompt_length, 0))
-        for name, v, lo in checks:
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise ValueError(f"`{name}` must be an int >= {lo}, got {v!r}")
-        self.n, self.r, self.prompt_length = ngram, repeats, prompt_length
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        found = self.bans(input_ids, scores)
-        if found is None:
-            return scores.clone()
-        return scores.scatter_reduce(1, *found, reduce="amin")
-
-    def bans(self, input_ids: torch.LongTensor, scores: torch.FloatTensor):
-        """(token ids [B, W], -inf where banned and +inf elsewhere [B, W]) for a min-scatter, or None."""
-        cont = input_ids[:, self.prompt_length :]  # (B, L)
-        length = cont.shape[1]
-        n, v = self.n, scores.shape[-1]
-        if length < max(n - 1, 1) or length < n - 1 + (self.r - 1):
-            return None
-        # Work on the continuation's n-grams (B x L small tensors), never on a
-        # dense [B, V] count table: a step costs one copy of the scores.
-        if n == 1:
-            nxt = cont  # (B, L): every token so far follows the empty context
-            match = torch.ones_like(cont, dtype=torch.bool)
-        else:
-            win = cont.unfold(1, n, 1)  # (B, W, n): every n-gram so far
-            tail = cont[:, length - (n - 1) :]  # (B, n-1): the context of the next token
-            match = (win[:, :, : n - 1] == tail[:, None, :]).all(-1)  # (B, W): followed this context
-            nxt = win[:, :, n - 1]  # (B, W): the token that followed
-        nxt = nxt.clamp(max=v - 1)
-        if self.r > 2:
-            # How often each next token followed the context, without a pairwise [W, W]
-            # compare; the other positions count as token V, past every id.
-            key = torch.where(match, nxt, v)  # (B, W)
-            if key.shape[1] * SORT_COUNT_RATIO <= v:
-                # Short continuations, O(W log W): a token's count is the width of its run
-                # in the sorted row, the gap between its rightmost and leftmost insertion points.
-                run = key.sort(dim=1).values
-                times = torch.searchsorted(run, key, right=True) - torch.searchsorted(run, key)
-            else:
-                # Long ones, O(W + V): one bincount over (row, token) pairs, read back per position.
-                flat = torch.arange(key.shape[0], device=key.device)[:, None] * (v + 1) + key
-                times = torch.bincount(flat.view(-1), minlength=key.shape[0] * (v + 1)).take(flat)
-            match = match & (times >= self.r - 1)  # (B, W)
-        # amin with -inf where banned and +inf elsewhere: duplicates agree, other scores stay.
-        return nxt, torch.where(match, float("-inf"), float("inf")).to(scores.dtype)
+__all__ = ["HardConstraints", "NoNgramLoop", "hard_constraints"]
 
 
 class HardConstraints(LogitsProcessor):
