@@ -500,7 +500,7 @@ def cmd_edits_run(args) -> int:
     mode = args.mode or ("compact" if POSITION.format(0) in tokenizer.get_vocab() else "spans")
     results, secs = edit_generate(model, tokenizer, sources, task=args.task, mode=mode, num_beams=args.beams,
                                   max_new_tokens=args.max_new_tokens, batch_size=args.batch,
-                                  mark_every=args.mark_every)
+                                  mark_every=args.mark_every, loop_ban=None if args.no_loop_ban else (4, 2))
     # One output line per input line: blank lines stay blank.
     edited = iter(results)
     text = "".join((next(edited).target if line.strip() else "") + "\n" for line in lines)
@@ -725,17 +725,21 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--warmup", type=int, default=100, help="linear warm-up steps before the cosine decay")
     q.add_argument("--seed", type=int, default=0, help="seed of the example draws")
     q = _add(esub, "run", "edit every line of a file with a trained model", cmd_edits_run)
-    q.add_argument("--model", required=True, help="a model trained with `steer edits train`")
+    q.add_argument("--model", required=True,
+                   help="a model trained with `steer edits train` (or, with --mode instruct, any chat model)")
     q.add_argument("--sources", required=True, type=Path, help="one source text a line")
     q.add_argument("--out", default=None, type=Path, help="output file, one edited text a line (default: stdout)")
     q.add_argument("--task", choices=["gec", "simplify", "paraphrase", "formality"], default="gec",
                    help="the instruction the model was trained with")
-    q.add_argument("--mode", choices=["compact", "spans", "rewrite"], default=None,
-                   help="output kind (default: compact when the tokenizer has position tokens, else spans)")
+    q.add_argument("--mode", choices=["compact", "spans", "rewrite", "instruct"], default=None,
+                   help="output kind (default: compact when the tokenizer has position tokens, else spans); "
+                        "instruct: ask an untuned chat model for the edited sentence")
     q.add_argument("--beams", type=int, default=1, help="beam width (1: greedy)")
     q.add_argument("--batch", type=int, default=16, help="sources per generate call")
     q.add_argument("--max-new-tokens", type=int, default=128, help="token budget of one answer")
     q.add_argument("--mark-every", type=int, default=1, help="compact: as the training data was made")
+    q.add_argument("--no-loop-ban", action="store_true",
+                   help="decode without the repetition guard (by default no 4-gram of an answer occurs twice)")
 
     p = _add(sub, "demo", "a small sweep (2 corpora, the seed paper's prior at 3 lambdas and the contrastive, "
              "plausibility-bounded variant at 2, 64 prompts, sampled) that runs in minutes on a CPU", cmd_demo)

@@ -187,6 +187,27 @@ def stop_ids(tokenizer) -> list[int]:
     return list(dict.fromkeys(ids))
 
 
+def document_ids(tokenizer, prompts: list[str]) -> list[list[int]]:
+    """Each prompt's ids in the model's document format (unpadded): what :func:`encode_prompts` pads.
+
+    A prompt that the tokenizer starts with no special token of its own gets
+    :func:`document_start_id` prepended; one that already starts with a special
+    token (the tokenizer's own BOS, a chat template's ``<|im_start|>``) is left as it is.
+    """
+    if isinstance(prompts, str) or not prompts:
+        raise ValueError("`prompts` must be a non-empty list of strings")
+    start = document_start_id(tokenizer)
+    special = set(tokenizer.all_special_ids)
+    rows = []
+    for p, ids in zip(prompts, tokenizer(list(prompts), add_special_tokens=True)["input_ids"], strict=True):
+        if start is not None and (not ids or ids[0] not in special):
+            ids = [start, *ids]
+        if not ids:
+            raise ValueError(f"prompt {p!r} tokenises to nothing")
+        rows.append(list(ids))
+    return rows
+
+
 def encode_prompts(tokenizer, prompts: list[str], device=None) -> dict[str, torch.Tensor]:
     """Left-padded ``input_ids``/``attention_mask`` for a batch of prompts, each in the model's document format.
 
@@ -195,18 +216,7 @@ def encode_prompts(tokenizer, prompts: list[str], device=None) -> dict[str, torc
     SmolLM2's ``<|endoftext|>``); one that already starts with a special token
     (the tokenizer's own BOS, a chat template's ``<|im_start|>``) is left as it is.
     """
-    if isinstance(prompts, str) or not prompts:
-        raise ValueError("`prompts` must be a non-empty list of strings")
-    rows = []
-    start = document_start_id(tokenizer)
-    special = set(tokenizer.all_special_ids)
-    for p in prompts:
-        ids = tokenizer(p, add_special_tokens=True)["input_ids"]
-        if start is not None and (not ids or ids[0] not in special):
-            ids = [start, *ids]
-        if not ids:
-            raise ValueError(f"prompt {p!r} tokenises to nothing")
-        rows.append(ids)
+    rows = document_ids(tokenizer, prompts)
     width = max(len(r) for r in rows)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])

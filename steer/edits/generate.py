@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 
@@ -13,6 +14,11 @@ from steer.edits.format import SpanFormatError, parse_spans
 from steer.edits.grammar import EditSpanGrammar
 from steer.edits.prompts import make_prompt
 from steer.edits.spans import Span, apply_spans, normalize
+
+# A short lead-in before the answer on its line: "Corrected sentence:", "The simplified version:".
+_LABEL = re.compile(r"^\s*(?:[A-Za-z][\w' ]{0,30} )?(?:sentence|answer|version|text|correction|paraphrase|"
+                    r"simplification|output|rewrite|result)(?: is| would be| should be)?\s*:\s*", re.IGNORECASE)
+_QUOTES = "\"'“”‘’`*"
 
 
 @dataclass
@@ -33,7 +39,8 @@ class EditResult:
 @torch.no_grad()
 def edit_generate(model, tokenizer, sources: list[str], task: str = "gec", mode: str = "spans",
                   max_new_tokens: int = 64, num_beams: int = 1, batch_size: int = 16,
-                  mark_every: int = 1) -> tuple[list[EditResult], float]:
+                  mark_every: int = 1, chat: bool | None = None, sort_by_length: bool = True,
+                  loop_ban: tuple[int, int] | None = (4, 2)) -> tuple[list[EditResult], float]:
     """Edit every source with the model.
 
     ``mode="spans"``: the model writes a span list under :class:`EditSpanGrammar`
@@ -41,48 +48,103 @@ def edit_generate(model, tokenizer, sources: list[str], task: str = "gec", mode:
     one token per position (:mod:`steer.edits.compact`; the tokenizer and model
     need the position tokens; ``mark_every`` as the model was trained with, see
     :func:`steer.edits.compact.compact_source`). ``mode="rewrite"``: the model writes the whole
-    target (same prompt style), unconstrained.
+    target (same prompt style), unconstrained. ``mode="instruct"``: an untuned instruction-following
+    model is asked for the edited sentence (:func:`steer.edits.prompts.make_prompt`'s ``instruct``
+    kind) and its answer is read by :func:`read_answer`.
+
+    Args:
+        chat: prompts through the tokenizer's chat template (None: whenever it has one), as
+            :func:`steer.edits.train.finetune` trained them.
+        sort_by_length: batch the sources in order of prompt length (results come back in the
+            input order), so that a batch holds sources of like length and, mostly, answers of
+            like length: greedy ``generate`` runs each batch until its longest answer ends.
+        loop_ban: (n, r): no n-gram of the answer may occur r times
+            (:class:`steer.repetition.NoNgramLoop`), in every mode alike; None: no guard.
 
     Returns:
         (results, seconds of generation).
     """
+    from steer.edits.prompts import as_chat, uses_chat
+    from steer.models import encode_prompts
+    from steer.repetition import NoNgramLoop
+
     if isinstance(sources, str) or not sources:
         raise ValueError("`sources` must be a non-empty list of texts")
-    if mode not in ("spans", "compact", "rewrite"):
-        raise ValueError(f"`mode` must be 'spans', 'compact' or 'rewrite', got {mode!r}")
+    if mode not in MODES:
+        raise ValueError(f"`mode` must be one of {MODES}, got {mode!r}")
     if not isinstance(num_beams, int) or num_beams < 1:
         raise ValueError(f"`num_beams` must be an int >= 1, got {num_beams!r}")
-    from steer.models import encode_prompts
-
-    results: list[EditResult] = []
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be an int >= 1, got {batch_size!r}")
+    if loop_ban is not None and (not isinstance(loop_ban, tuple) or len(loop_ban) != 2):
+        raise ValueError(f"`loop_ban` must be an (ngram, repeats) tuple or None, got {loop_ban!r}")
+    if loop_ban is not None:
+        NoNgramLoop(*loop_ban, prompt_length=0)  # validates n and r by name
+    chat = uses_chat(tokenizer, chat)
+    prompts = [make_prompt(s, task, mode, mark_every) for s in sources]
+    if chat:
+        prompts = [as_chat(tokenizer, p) for p in prompts]
+    order = list(range(len(sources)))
+    if sort_by_length:
+        lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+        order.sort(key=lambda i: lengths[i])
+    results: list[EditResult | None] = [None] * len(sources)
     seconds = 0.0
     eos = tokenizer.eos_token_id
-    for b0 in range(0, len(sources), batch_size):
-        batch = sources[b0 : b0 + batch_size]
-        prompts = [make_prompt(s, task, mode, mark_every) for s in batch]
-        enc = encode_prompts(tokenizer, prompts, device=model.device)
+    grammar = {"spans": EditSpanGrammar, "compact": CompactSpanGrammar}.get(mode)
+    parse = parse_compact if mode == "compact" else parse_spans
+    for b0 in range(0, len(order), batch_size):
+        rows = order[b0 : b0 + batch_size]
+        batch = [sources[i] for i in rows]
+        enc = encode_prompts(tokenizer, [prompts[i] for i in rows], device=model.device)
         width = enc["input_ids"].shape[1]
-        grammar = {"spans": EditSpanGrammar, "compact": CompactSpanGrammar}.get(mode)
-        procs = [grammar(tokenizer, batch, width)] if grammar is not None else []
+        procs = [NoNgramLoop(*loop_ban, prompt_length=width)] if loop_ban is not None else []
+        if grammar is not None:
+            # The loop ban, then the grammar. Positions strictly increase along a span list, so
+            # the ban can only ever touch replacement words, never leave a row without a choice.
+            procs.append(grammar(tokenizer, batch, width))
         t0 = time.perf_counter()
         out = model.generate(**enc, max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False,
                              pad_token_id=tokenizer.pad_token_id, logits_processor=LogitsProcessorList(procs))
         seconds += time.perf_counter() - t0
-        for src, row in zip(batch, out[:, width:].tolist(), strict=True):
+        for i, src, row in zip(rows, batch, out[:, width:].tolist(), strict=True):
             ended = eos in row
             ids = row[: row.index(eos)] if ended else row
             raw = tokenizer.decode(ids, skip_special_tokens=True)
-            parse = parse_compact if mode == "compact" else parse_spans
             n_tok = len(ids) + int(ended)
             if mode == "rewrite":
-                results.append(EditResult(normalize(raw.split("\n")[0]), None, raw, n_tok, ended))
+                results[i] = EditResult(normalize(raw.split("\n")[0]), None, raw, n_tok, ended)
+                continue
+            if mode == "instruct":
+                results[i] = EditResult(read_answer(raw), None, raw, n_tok, ended)
                 continue
             try:
                 spans = parse(raw, len(src.split())) if ended else None
             except SpanFormatError:
                 spans = None
             if spans is None:
-                results.append(EditResult(normalize(src), None, raw, n_tok, False))
+                results[i] = EditResult(normalize(src), None, raw, n_tok, False)
             else:
-                results.append(EditResult(apply_spans(src, spans), spans, raw, n_tok, True))
+                results[i] = EditResult(apply_spans(src, spans), spans, raw, n_tok, True)
     return results, seconds
+
+
+MODES = ("spans", "compact", "rewrite", "instruct")
+
+
+def read_answer(raw: str) -> str:
+    """The sentence in an instruction-following model's free answer, normalised: its first non-empty
+    line (the next one if that line ends in a colon, as in "Here is the corrected sentence:"), less a
+    short label before a colon ("Corrected sentence: ...") and the quotes around it.
+
+    Example:
+        >>> read_answer('Corrected sentence: "He goes home."\\nI fixed the verb.')
+        'He goes home.'
+        >>> read_answer("The corrected sentence is:\\n\\nHe goes home.")
+        'He goes home.'
+    """
+    lines = [x.strip() for x in raw.split("\n") if x.strip()]
+    if len(lines) > 1 and lines[0].endswith(":"):
+        lines = lines[1:]
+    line = lines[0] if lines else ""
+    return normalize(_LABEL.sub("", line).strip(_QUOTES + " "))

@@ -9,7 +9,9 @@ INSTRUCTIONS = {
     "formality": "Rewrite the sentence in a formal style.",
 }
 TASKS = tuple(INSTRUCTIONS)
-KINDS = ("spans", "compact", "rewrite")
+KINDS = ("spans", "compact", "rewrite", "instruct")
+# What the instruct kind asks an untuned chat model to answer with, per task.
+ANSWERS = {"gec": "corrected", "simplify": "simplified", "paraphrase": "paraphrased", "formality": "rewritten"}
 
 
 def make_prompt(source: str, task: str = "gec", kind: str = "spans", mark_every: int = 1) -> str:
@@ -27,6 +29,8 @@ def make_prompt(source: str, task: str = "gec", kind: str = "spans", mark_every:
         raise ValueError(f"`task` must be one of {TASKS}, got {task!r}")
     if kind not in KINDS:
         raise ValueError(f"`kind` must be one of {KINDS}, got {kind!r}")
+    if kind == "instruct":
+        return f"{INSTRUCTIONS[task]} Answer with the {ANSWERS[task]} sentence only.\n\n{' '.join(source.split())}"
     if kind == "rewrite":
         return f"{INSTRUCTIONS[task]}\nSource: {' '.join(source.split())}\nRewrite:"
     if kind == "compact":
@@ -36,3 +40,24 @@ def make_prompt(source: str, task: str = "gec", kind: str = "spans", mark_every:
     numbered = " ".join(f"{i}:{w}" for i, w in enumerate(source.split()))
     return (f'{INSTRUCTIONS[task]} Answer with edits "start end replacement" separated by " ; ", or NONE.\n'
             f"Source: {numbered}\nEdits:")
+
+
+def uses_chat(tokenizer, chat: bool | None = None) -> bool:
+    """Whether prompts go through the tokenizer's chat template: ``chat``, or if None, whether it has one."""
+    if chat is not None and not isinstance(chat, bool):
+        raise TypeError(f"`chat` must be True, False or None (use the template if the tokenizer has one), "
+                        f"got {chat!r}")
+    has = bool(getattr(tokenizer, "chat_template", None))
+    if chat and not has:
+        raise ValueError("`chat=True` but the tokenizer has no chat template")
+    return has if chat is None else chat
+
+
+def as_chat(tokenizer, prompt: str) -> str:
+    """``prompt`` as the user's turn of the tokenizer's chat template, ready for the assistant's answer.
+
+    The template's own defaults apply (SmolLM2's adds its default system turn), as they do for
+    anyone who calls ``apply_chat_template``.
+    """
+    return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                         add_generation_prompt=True)

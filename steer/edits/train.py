@@ -11,22 +11,31 @@ import torch
 
 
 def encode_examples(tokenizer, examples: Sequence[dict], prompt_key: str = "prompt",
-                    target_key: str = "completion") -> list[tuple[list[int], list[int]]]:
-    """(prompt ids with BOS, target ids with EOS) per example, as :func:`finetune` trains on them.
+                    target_key: str = "completion", chat: bool | None = None) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, target ids with EOS) per example, as :func:`finetune` trains on them.
 
-    The prompt and the target are tokenised apart, so the target's ids are exactly those a
-    decoder continuing the prompt has to produce (an empty target is EOS alone).
+    The prompt is in the model's document format (:func:`steer.models.document_ids`, as
+    :func:`steer.edits.generate.edit_generate` encodes it), through the chat template when
+    ``chat`` says so (:func:`steer.edits.prompts.uses_chat`: by default whenever the tokenizer has
+    one). The prompt and the target are tokenised apart, so the target's ids are exactly those a
+    decoder continuing the prompt has to produce (an empty target is EOS alone; a chat model's EOS
+    ends its turn).
     """
-    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    from steer.edits.prompts import as_chat, uses_chat
+    from steer.models import document_ids
+
+    eos = tokenizer.eos_token_id
     if eos is None:
         raise ValueError("the tokenizer has no EOS token, which ends every target")
     missing = [k for k in (prompt_key, target_key) if examples and k not in examples[0]]
     if missing:
         raise ValueError(f"examples have no {missing[0]!r} field (fields: {sorted(examples[0])})")
-    prompts = tokenizer([ex[prompt_key] for ex in examples], add_special_tokens=False)["input_ids"]
+    texts = [ex[prompt_key] for ex in examples]
+    if uses_chat(tokenizer, chat):
+        texts = [as_chat(tokenizer, t) for t in texts]
+    prompts = document_ids(tokenizer, texts)
     targets = tokenizer([ex[target_key] for ex in examples], add_special_tokens=False)["input_ids"]
-    lead = [bos] if bos is not None else []
-    return [(lead + p, t + [eos]) for p, t in zip(prompts, targets, strict=True)]
+    return [(p, t + [eos]) for p, t in zip(prompts, targets, strict=True)]
 
 
 def mix(sets: Sequence[Sequence[dict]], shares: Sequence[float] | None = None) -> tuple[list[dict], list[float]]:
@@ -70,7 +79,7 @@ def target_loss(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, la
 def finetune(model, tokenizer, examples: Sequence[dict], *, prompt_key: str = "prompt",
              target_key: str = "completion", weights: Sequence[float] | None = None, steps: int = 2000,
              batch_size: int = 16, lr: float = 5e-4, warmup: int = 100, max_grad_norm: float = 1.0,
-             seed: int = 0, progress: Callable[[int, float], None] | None = None):
+             seed: int = 0, chat: bool | None = None, progress: Callable[[int, float], None] | None = None):
     """Train every parameter of ``model`` (in place) to write each example's target after its prompt.
 
     Each step draws ``batch_size`` examples with replacement (in proportion to ``weights`` when
@@ -80,6 +89,8 @@ def finetune(model, tokenizer, examples: Sequence[dict], *, prompt_key: str = "p
     cosine to 0 at ``steps``. The model is left in eval mode without gradients.
 
     Args:
+        chat: prompts through the tokenizer's chat template (None: whenever it has one), as
+            :func:`encode_examples`.
         progress: called as ``progress(step, loss)`` after every step.
 
     Returns:
@@ -99,7 +110,7 @@ def finetune(model, tokenizer, examples: Sequence[dict], *, prompt_key: str = "p
         if len(weights) != len(examples) or min(weights) < 0 or not sum(weights) > 0:
             raise ValueError(f"`weights` must hold one non-negative weight per example ({len(examples)}) "
                              f"with a positive sum, got {len(weights)} weights")
-    encoded = encode_examples(tokenizer, examples, prompt_key, target_key)
+    encoded = encode_examples(tokenizer, examples, prompt_key, target_key, chat)
     pad = tokenizer.eos_token_id
     device = next(model.parameters()).device
     rng = random.Random(seed)

@@ -2,10 +2,32 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 
-from steer.edits.generate import edit_generate
-from steer.edits.prompts import make_prompt
+from steer.edits.generate import edit_generate, read_answer
+from steer.edits.prompts import as_chat, make_prompt, uses_chat
+from steer.edits.train import encode_examples
+from steer.models import document_ids
+
+# A minimal chat template: the tests need a tokenizer that has one.
+TEMPLATE = ("{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}</s>{% endfor %}"
+            "{% if add_generation_prompt %}<s>assistant:{% endif %}")
+
+
+def _recording(model, calls):
+    """``model`` whose ``generate`` keeps each call's inputs and outputs in ``calls``."""
+    model = copy.copy(model)
+    plain = model.generate
+
+    def generate(**kw):
+        out = plain(**kw)
+        calls.append((kw["input_ids"], out))
+        return out
+
+    model.generate = generate
+    return model
 
 
 def test_spans_and_rewrite_paths(aidreams):
@@ -32,3 +54,86 @@ def test_bad_arguments(aidreams):
         edit_generate(model, tok, "a b")
     with pytest.raises(ValueError, match="`task`"):
         make_prompt("a", task="translate")
+    with pytest.raises(ValueError, match="`loop_ban`"):
+        edit_generate(model, tok, ["a"], loop_ban=4)
+    with pytest.raises(ValueError, match="`ngram`"):
+        edit_generate(model, tok, ["a"], loop_ban=(0, 2))
+    with pytest.raises(ValueError, match="`batch_size`"):
+        edit_generate(model, tok, ["a"], batch_size=0)
+    with pytest.raises(ValueError, match="no chat template"):
+        edit_generate(model, tok, ["a"], chat=True)
+    with pytest.raises(TypeError, match="`chat`"):
+        uses_chat(tok, "yes")
+
+
+@pytest.mark.parametrize("mode", ["compact", "rewrite", "instruct"])
+def test_sorting_by_length_returns_each_source_its_own_answer(aidreams, mode):
+    """Batched in prompt-length order, the results still come back in the input order: one source at
+    a time (no padding, so nothing numerical differs) gives the same answer sorted or not."""
+    from steer.edits.compact import add_position_tokens
+
+    model, tok = copy.deepcopy(aidreams[0]), copy.deepcopy(aidreams[1])
+    add_position_tokens(tok, model, n_positions=16)
+    sources = ["one two three four five six seven", "a dog", "the cat sat on the mat", "yes"]
+    kw = {"mode": mode, "max_new_tokens": 12, "batch_size": 1}
+    plain, _ = edit_generate(model, tok, sources, sort_by_length=False, **kw)
+    calls = []
+    ordered, _ = edit_generate(_recording(model, calls), tok, sources, sort_by_length=True, **kw)
+    assert [r.raw for r in ordered] == [r.raw for r in plain]
+    widths = [ids.shape[1] for ids, _ in calls]
+    assert widths == sorted(widths) and len(set(widths)) > 1  # the batches really went shortest first
+
+
+def test_loop_ban_keeps_every_answer_free_of_a_repeated_ngram(aidreams):
+    model, tok = aidreams
+    sources = ["the the the the the the", "a b a b a b a b", "one two three"]
+    for mode in ("rewrite", "compact"):
+        if mode == "compact":
+            from steer.edits.compact import add_position_tokens
+
+            model, tok = copy.deepcopy(model), copy.deepcopy(tok)
+            add_position_tokens(tok, model, n_positions=16)
+        for ban in ((2, 2), (3, 2)):
+            calls = []
+            edit_generate(_recording(model, calls), tok, sources, mode=mode, max_new_tokens=30, loop_ban=ban)
+            (ids, out), = calls
+            for row in out[:, ids.shape[1]:].tolist():
+                row = row[: row.index(tok.eos_token_id)] if tok.eos_token_id in row else row
+                grams = [tuple(row[i : i + ban[0]]) for i in range(len(row) - ban[0] + 1)]
+                assert len(grams) == len(set(grams)), (mode, ban, row)
+    calls = []
+    edit_generate(_recording(aidreams[0], calls), aidreams[1], sources, mode="rewrite", max_new_tokens=30,
+                  loop_ban=None)
+    (ids, out), = calls
+    looped = [r for r in out[:, ids.shape[1]:].tolist() if len({tuple(r[i:i + 2]) for i in range(len(r) - 1)})
+              < len(r) - 1]
+    assert looped  # the guard has something to do on this model
+
+
+def test_chat_prompts_are_the_same_ids_in_training_and_decoding(aidreams):
+    """With a chat template, encode_examples and edit_generate put the same prompt ids before the answer."""
+    model, tok = aidreams
+    tok = copy.deepcopy(tok)
+    tok.chat_template = TEMPLATE
+    assert uses_chat(tok) and not uses_chat(tok, False)
+    sources = ["he go home", "the cat sat"]
+    examples = [{"prompt": make_prompt(s, "gec", "rewrite"), "completion": " x"} for s in sources]
+    encoded = encode_examples(tok, examples)
+    calls = []
+    edit_generate(_recording(model, calls), tok, sources, mode="rewrite", max_new_tokens=2, batch_size=1,
+                  sort_by_length=False)
+    for (prompt, _), (ids, _) in zip(encoded, calls, strict=True):
+        assert ids[0].tolist() == prompt
+        assert prompt[0] == tok.bos_token_id and "user: Correct the grammatical errors" in tok.decode(prompt)
+    # Without the template (chat=False) both sides fall back to the plain document format.
+    plain = encode_examples(tok, examples, chat=False)
+    assert [p for p, _ in plain] == document_ids(tok, [e["prompt"] for e in examples])
+    assert as_chat(tok, "hi").endswith("<s>assistant:")
+
+
+def test_read_answer():
+    assert read_answer('Corrected sentence: "He goes home."\nI fixed the verb.') == "He goes home."
+    assert read_answer("The corrected sentence is:\n\nHe  goes home.") == "He goes home."
+    assert read_answer("The simplified version: It rains.") == "It rains."
+    assert read_answer("He said: no way.") == "He said: no way."  # a colon of the sentence itself stays
+    assert read_answer("\n\n") == ""
