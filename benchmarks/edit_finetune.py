@@ -1,14 +1,28 @@
-"""Span decoding vs full rewriting with the same small model, each fine-tuned on its own target format.
+"""Span decoding vs full rewriting with the same model, each fine-tuned on its own target format.
 
 One multi-task model per output format, trained with the same budget on the same examples:
 synthetic corruptions of shared-corpus sentences (word deletions, duplications, swaps,
 substitutions; source = corrupted, target = original) plus the training parts of the shared edit
 sets (JFLEG dev, ASSET valid, TurkCorpus tune less the sources held out for evaluation, MRPC
-train), each task under its own instruction. ``spans`` writes compact span lists
-(steer.edits.compact: one token per position), ``rewrite`` writes the whole target. Both are
-evaluated with greedy decoding, batch 16, in one process on held-out synthetic pairs (GLEU),
+train), each task under its own instruction, through the model's chat template when it has one.
+``spans`` writes compact span lists (steer.edits.compact: one token per position), ``rewrite``
+writes the whole target. Both are evaluated with greedy decoding, batch 16, sources sorted by prompt
+length, the 4-gram repetition guard on both, in one process on held-out synthetic pairs (GLEU),
 JFLEG test (GLEU), ASSET test and the held-out TurkCorpus sources (SARI) and MRPC test (BLEU, and
-self-BLEU against the source), next to copying the source.
+self-BLEU against the source), next to copying the source, keeping its first two thirds and (with
+``--instruct``) the untuned base model asked through its chat template.
+
+SmolLM2-135M-Instruct (docs/results/edit_spans/smollm2/), every parameter trained:
+
+    M=../shared/data/models/smollm2-135m-instruct C=~/.cache/steer/edit_finetune/smollm2
+    python benchmarks/edit_finetune.py train --mode spans --model $M --ckpt $C --steps 200 --lr 1e-4 \
+        --warmup 20 --threads 2                                            # ~33 min alone on 2 cores
+    python benchmarks/edit_finetune.py train --mode rewrite --model $M --ckpt $C --steps 200 --lr 1e-4 \
+        --warmup 20 --threads 2                                            # ~22 min
+    python benchmarks/edit_finetune.py eval --ckpt $C --instruct --threads 2 \
+        --out docs/results/edit_spans/smollm2
+
+base-llama2tok (docs/results/edit_spans/, the small-model result):
 
     python benchmarks/edit_finetune.py train --mode spans --threads 2     # ~21 min alone on 2 cores
     python benchmarks/edit_finetune.py train --mode rewrite --threads 2   # ~30 min
@@ -42,11 +56,13 @@ from steer.edits.data import EditSet, load_edit_set  # noqa: E402
 from steer.edits.generate import edit_generate  # noqa: E402
 from steer.edits.make_data import make_examples  # noqa: E402
 from steer.edits.metrics import bleu, gleu, sari  # noqa: E402
+from steer.edits.prompts import uses_chat  # noqa: E402
 from steer.edits.spans import normalize  # noqa: E402
 from steer.edits.train import finetune, mix  # noqa: E402
 from steer.models import load_model  # noqa: E402
 
-MODEL = ROOT.parent / "shared" / "data" / "models" / "base-llama2tok"
+MODELS = ROOT.parent / "shared" / "data" / "models"
+MODEL = MODELS / "base-llama2tok"
 CKPT = Path.home() / ".cache" / "steer" / "edit_finetune"
 SYNTHETIC_TRAIN, SYNTHETIC_EVAL = 8000, 300
 TURK_HELD = 300  # the last TurkCorpus tune sources: evaluation only
@@ -148,10 +164,11 @@ def train(args):
     keys = ("prompt", "completion") if args.mode == "spans" else ("rewrite_prompt", "rewrite")
     print(f"{args.mode}: {len(examples)} training examples {sizes}, mix {MIX}", flush=True)
     window: list[float] = []
+    every = 100 if args.steps >= 1000 else 10
 
     def progress(step, loss):
         window.append(loss)
-        if (step + 1) % 100 == 0:
+        if (step + 1) % every == 0:
             print(f"{args.mode} step {step + 1}: loss {sum(window) / len(window):.3f} "
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
             window.clear()
@@ -163,11 +180,15 @@ def train(args):
     out = Path(args.ckpt) / (run_name(args.mode, args.mark_every) + (f"_{'+'.join(only)}" if only else ""))
     model.save_pretrained(out)
     tok.save_pretrained(out)
-    info = {"mode": args.mode, "mark_every": args.mark_every, "only": only, "steps": args.steps, "batch": args.batch,
-            "lr": args.lr, "warmup": args.warmup,
+    every = max(args.steps // 20, 1)
+    info = {"model": args.model, "mode": args.mode, "mark_every": args.mark_every, "only": only,
+            "chat": uses_chat(tok), "steps": args.steps, "batch": args.batch, "lr": args.lr, "warmup": args.warmup,
             "threads": args.threads, "train_seconds": round(secs, 1), "examples": sizes, "mix": MIX,
             "loss_first100": round(sum(losses[:100]) / min(100, len(losses)), 3),
-            "loss_last100": round(sum(losses[-100:]) / min(100, len(losses)), 3)}
+            "loss_last100": round(sum(losses[-100:]) / min(100, len(losses)), 3),
+            # The loss curve: the mean over each run of `every` steps.
+            "loss_every": every, "loss_curve": [round(sum(losses[i:i + every]) / len(losses[i:i + every]), 3)
+                                                for i in range(0, len(losses), every)]}
     (out / "train_info.json").write_text(json.dumps(info, indent=1))
     print(json.dumps(info))
 
@@ -189,50 +210,73 @@ def token_ratio(tok) -> dict:
 
 def evaluate(args):
     torch.set_num_threads(args.threads)
-    # The two main models, and any other models asked for (e.g. spans_every3).
+    # The two main models, any other trained models asked for (e.g. spans_every3), and with
+    # --instruct the untuned base model asked through its chat template.
     extra = args.models.split(",") if args.models else []
     names = ["spans", "rewrite"] + [m for m in extra if m not in ("spans", "rewrite")]
     models = {name: load_model(str(Path(args.ckpt) / name)) for name in names}
     info = {name: json.loads((Path(args.ckpt) / name / "train_info.json").read_text()) for name in names}
+    modes = {name: {"mark_every": info[name].get("mark_every", 1), "chat": info[name].get("chat", False),
+                    "mode": "rewrite" if name == "rewrite" else "compact", "max_new_tokens": args.max_new_tokens}
+             for name in names}
+    if args.instruct:
+        models["instruct"] = load_model(info["spans"].get("model", str(MODEL)))
+        modes["instruct"] = {"mark_every": 1, "chat": True, "mode": "instruct",
+                             "max_new_tokens": args.instruct_max_new_tokens}
+    guard = None if args.no_loop_ban else (4, 2)
     figures: dict = {"token_ratio": token_ratio(models["spans"][1])}
     print(f"compact span target / rewrite tokens: {figures['token_ratio']}", flush=True)
     kept = []
     for name, es in eval_sets(args.limit).items():
         if args.sets and name not in args.sets.split(","):
             continue
+        # SARI rewards deleting source n-grams the references drop: a rule that keeps each source's
+        # first two thirds shows how far deletion alone goes (scored on every set alike).
+        truncated = [" ".join(s.split()[: -(-2 * len(s.split()) // 3)]) for s in es.sources]
         row: dict = {"task": es.task, "sources": len(es.sources),
-                     "copy": {**score(es, es.sources), "wall_s": 0.0, "tokens_per_example": 0.0}}
-        if es.task == "simplify":
-            # SARI rewards deleting source n-grams the references drop: a rule that keeps each
-            # source's first two thirds shows how far deletion alone goes.
-            row["truncate"] = score(es, [" ".join(s.split()[: -(-2 * len(s.split()) // 3)]) for s in es.sources])
+                     "copy": {**score(es, es.sources), "wall_s": 0.0, "tokens_per_example": 0.0},
+                     "truncate": {**score(es, truncated), "wall_s": 0.0, "tokens_per_example": 0.0}}
         outs = {}
         for mode, (model, tok) in models.items():
-            kw = {"task": es.task, "batch_size": 16, "mark_every": info[mode].get("mark_every", 1),
-                  "mode": "rewrite" if mode == "rewrite" else "compact"}
-            edit_generate(model, tok, es.sources[:16], max_new_tokens=8, **kw)  # warm-up of this batch shape
-            res, secs = edit_generate(model, tok, es.sources, max_new_tokens=args.max_new_tokens, **kw)
+            kw = {"task": es.task, "batch_size": 16, "loop_ban": guard, **modes[mode]}
+            edit_generate(model, tok, es.sources[:16], **{**kw, "max_new_tokens": 8})  # warm-up of this batch shape
+            res, secs = edit_generate(model, tok, es.sources, **kw)
             hyps = [r.target for r in res]
             outs[mode] = res
             row[mode] = {**score(es, hyps), "wall_s": round(secs, 2),
                          "tokens_per_example": round(sum(r.n_tokens for r in res) / len(res), 2),
+                         "generated_tokens": sum(r.n_tokens for r in res),
                          "valid": round(sum(r.valid for r in res) / len(res), 3),
                          "changed": round(sum(h != normalize(s) for h, s in zip(hyps, es.sources, strict=True))
                                           / len(res), 3)}
+            print(f"  {name} {mode}: {json.dumps(row[mode])}", flush=True)
         row["time_vs_rewrite"] = round(row["spans"]["wall_s"] / row["rewrite"]["wall_s"], 3)
+        row["tokens_vs_rewrite"] = round(row["spans"]["generated_tokens"] / row["rewrite"]["generated_tokens"], 3)
         for other in names[2:]:
             row[f"{other}_time_vs_rewrite"] = round(row[other]["wall_s"] / row["rewrite"]["wall_s"], 3)
+        metric = next(k for k in row["spans"] if k in ("gleu", "sari", "bleu"))
+        row["goal"] = {"spans_within_1_of_rewrite": row["spans"][metric] >= row["rewrite"][metric] - 1,
+                       "time_at_most_half": row["time_vs_rewrite"] <= 0.5,
+                       "tokens_at_most_half": row["tokens_vs_rewrite"] <= 0.5}
+        if name.startswith("jfleg"):
+            row["goal"].update({f"{m}_beats_copy": row[m][metric] > row["copy"][metric] for m in ("spans", "rewrite")})
         figures[name] = row
         print(f"{name:16s} {json.dumps(row)}", flush=True)
         for i in range(len(es.sources)):
-            kept.append({"set": name, "i": i, **{f"{m}_raw": outs[m][i].raw for m in names if m != "rewrite"},
-                         **{m: outs[m][i].target for m in names}})
+            kept.append({"set": name, "i": i, "source": es.sources[i],
+                         **{f"{m}_raw": outs[m][i].raw for m in models if m != "rewrite"},
+                         **{m: outs[m][i].target for m in models}})
     sets = [k for k in figures if k != "token_ratio"]
     figures["time_vs_rewrite_all"] = round(sum(figures[k]["spans"]["wall_s"] for k in sets)
                                            / sum(figures[k]["rewrite"]["wall_s"] for k in sets), 3)
+    figures["tokens_vs_rewrite_all"] = round(sum(figures[k]["spans"]["generated_tokens"] for k in sets)
+                                             / sum(figures[k]["rewrite"]["generated_tokens"] for k in sets), 3)
+    figures["goal_met"] = all(all(figures[k]["goal"].values()) for k in sets)
     figures["train"] = info
-    figures["config"] = {"eval_cap": EVAL_CAP, "decoding": "greedy, batch 16",
-                         "max_new_tokens": args.max_new_tokens, "threads": args.threads}
+    figures["config"] = {"eval_cap": EVAL_CAP, "decoding": "greedy, batch 16, sources sorted by prompt length",
+                         "max_new_tokens": args.max_new_tokens, "threads": args.threads,
+                         "loop_ban": guard, "instruct_max_new_tokens": args.instruct_max_new_tokens
+                         if args.instruct else None}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{args.name}.json").write_text(json.dumps(figures, indent=1) + "\n")
@@ -255,6 +299,10 @@ def main():
     tr.add_argument("--only", default=None, help=f"train on these groups only (comma-separated, of {list(MIX)})")
     ev = sub.add_parser("eval")
     ev.add_argument("--max-new-tokens", type=int, default=128)
+    ev.add_argument("--instruct", action="store_true",
+                    help="also ask the untuned base model (the trained models' --model) through its chat template")
+    ev.add_argument("--instruct-max-new-tokens", type=int, default=96)
+    ev.add_argument("--no-loop-ban", action="store_true", help="decode without the 4-gram repetition guard")
     ev.add_argument("--models", default=None, help="more trained models to evaluate (e.g. spans_every3)")
     ev.add_argument("--sets", default=None, help="evaluate on these sets only (comma-separated)")
     ev.add_argument("--name", default="finetune", help="output name: NAME.json and NAME_outputs.jsonl.gz")
