@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 from transformers import LogitsProcessorList
 
-from steer.models import encode_prompts, stop_ids
+from steer.models import encode_prompts, pad_left, stop_ids
 
 Decoding = Literal["greedy", "sample", "beam"]
 DECODINGS = ("greedy", "sample", "beam")
@@ -119,17 +119,14 @@ def _after_prefix(enc: dict, prefix_ids: list[int], tokenizer) -> dict:
     masked like any padding.
     """
     n = len(prefix_ids)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     rests = []
     for i, (row, mask) in enumerate(zip(enc["input_ids"], enc["attention_mask"], strict=True)):
         ids = row[mask.bool()].tolist()
         if ids[:n] != prefix_ids or len(ids) == n:
             raise ValueError(f"prompt {i} does not tokenise to the cached prefix's {n} tokens followed by more")
         rests.append(ids[n:])
-    width = max(len(r) for r in rests)
     device = enc["input_ids"].device
-    rest = torch.tensor([[pad] * (width - len(r)) + r for r in rests], device=device)
-    rest_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rests], device=device)
+    rest = pad_left(tokenizer, rests, device)
     head = torch.tensor(prefix_ids, device=device).expand(len(rests), n)
-    return {"input_ids": torch.cat([head, rest], dim=1),
-            "attention_mask": torch.cat([torch.ones_like(head), rest_mask], dim=1)}
+    return {"input_ids": torch.cat([head, rest["input_ids"]], dim=1),
+            "attention_mask": torch.cat([torch.ones_like(head), rest["attention_mask"]], dim=1)}

@@ -209,14 +209,15 @@ def document_ids(tokenizer, prompts: list[str]) -> list[list[int]]:
 
 
 def encode_prompts(tokenizer, prompts: list[str], device=None) -> dict[str, torch.Tensor]:
-    """Left-padded ``input_ids``/``attention_mask`` for a batch of prompts, each in the model's document format.
+    """Left-padded ``input_ids``/``attention_mask`` for a batch of prompts, each in the model's document
+    format (:func:`document_ids`: a llama2.c conversion's ``<s>`` or SmolLM2's ``<|endoftext|>`` first,
+    unless the prompt already starts with a special token such as a chat template's ``<|im_start|>``)."""
+    return pad_left(tokenizer, document_ids(tokenizer, prompts), device)
 
-    A prompt that the tokenizer starts with no special token of its own gets
-    :func:`document_start_id` prepended (a llama2.c conversion's ``<s>``,
-    SmolLM2's ``<|endoftext|>``); one that already starts with a special token
-    (the tokenizer's own BOS, a chat template's ``<|im_start|>``) is left as it is.
-    """
-    rows = document_ids(tokenizer, prompts)
+
+def pad_left(tokenizer, rows: list[list[int]], device=None) -> dict[str, torch.Tensor]:
+    """``input_ids``/``attention_mask`` for id rows (as :func:`document_ids` gives them), left-padded
+    with the tokenizer's pad id (0 if it has none)."""
     width = max(len(r) for r in rows)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])

@@ -65,7 +65,7 @@ def edit_generate(model, tokenizer, sources: list[str], task: str = "gec", mode:
         (results, seconds of generation).
     """
     from steer.edits.prompts import as_chat, uses_chat
-    from steer.models import encode_prompts
+    from steer.models import document_ids, pad_left
     from steer.repetition import NoNgramLoop
 
     if isinstance(sources, str) or not sources:
@@ -84,10 +84,10 @@ def edit_generate(model, tokenizer, sources: list[str], task: str = "gec", mode:
     prompts = [make_prompt(s, task, mode, mark_every) for s in sources]
     if chat:
         prompts = [as_chat(tokenizer, p) for p in prompts]
+    ids = document_ids(tokenizer, prompts)  # tokenised once: for the order and for the batches
     order = list(range(len(sources)))
     if sort_by_length:
-        lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
-        order.sort(key=lambda i: lengths[i])
+        order.sort(key=lambda i: len(ids[i]))
     results: list[EditResult | None] = [None] * len(sources)
     seconds = 0.0
     eos = tokenizer.eos_token_id
@@ -96,7 +96,7 @@ def edit_generate(model, tokenizer, sources: list[str], task: str = "gec", mode:
     for b0 in range(0, len(order), batch_size):
         rows = order[b0 : b0 + batch_size]
         batch = [sources[i] for i in rows]
-        enc = encode_prompts(tokenizer, [prompts[i] for i in rows], device=model.device)
+        enc = pad_left(tokenizer, [ids[i] for i in rows], device=model.device)
         width = enc["input_ids"].shape[1]
         procs = [NoNgramLoop(*loop_ban, prompt_length=width)] if loop_ban is not None else []
         if grammar is not None:
@@ -109,9 +109,9 @@ def edit_generate(model, tokenizer, sources: list[str], task: str = "gec", mode:
         seconds += time.perf_counter() - t0
         for i, src, row in zip(rows, batch, out[:, width:].tolist(), strict=True):
             ended = eos in row
-            ids = row[: row.index(eos)] if ended else row
-            raw = tokenizer.decode(ids, skip_special_tokens=True)
-            n_tok = len(ids) + int(ended)
+            answer = row[: row.index(eos)] if ended else row
+            raw = tokenizer.decode(answer, skip_special_tokens=True)
+            n_tok = len(answer) + int(ended)
             if mode == "rewrite":
                 results[i] = EditResult(normalize(raw.split("\n")[0]), None, raw, n_tok, ended)
                 continue
