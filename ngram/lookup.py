@@ -27,6 +27,13 @@ widest fan-out of order k among contexts without a dense row):
    longest context; logsum: the contexts' terms), or for the mixture divide
    and log.
 
+The mixture's finish is a log over every entry of the [B, V] rows, which costs
+more than the rest of the step. Where the table stored few of the vocabulary's
+tokens (a style corpus of a few MB against a 49k vocabulary), every row holds
+one value of its own at all the tokens no context stored; the plan then works
+on the stored tokens' columns plus one column for that value and widens the
+rows at the end (:meth:`StepPlan._widen`), with the same values.
+
 On a CPU, a batch whose windows would hold many slots (most of them past
 their contexts' ends) gathers each context's actual entries instead
 (:meth:`StepPlan._scatter_ragged`): a few more ops and one read of the
@@ -39,6 +46,7 @@ serve the table's count queries.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,6 +66,8 @@ _FLOAT_EXACT = 2**53
 DENSE_ROWS_BYTES = 64 * 2**20
 # Contexts with at most this many next ids always go through the windows.
 MIN_DENSE_FAN = 16
+# The mixture works on the stored tokens' columns when they are at most this share of the vocabulary.
+COMPACT_MAX_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -154,7 +164,6 @@ class StepPlan:
                                           dict(zip(self.orders, tokens, strict=True)))
         fan = [np.diff(stored[f"o{k}.offsets"].numpy().astype(np.int64)) for k in self.orders]
         dense_ids, rows = _dense_rows(base, full, parent, fan, stored, self.orders, dense_bytes)
-        self.rows = put(rows)  # (1 + M, V): row 0 has no context
         self.dense_count = rows.shape[0] - 1
 
         # Keys. Exact: the context of suffix length m (order m+1), ids t (oldest
@@ -201,7 +210,6 @@ class StepPlan:
             cols[dest] = stored[f"o{k}.next_ids"].numpy()
             vals[dest] = values
             first += f.size
-        self.cols, self.full = put(cols), put(vals)
         # For point queries (score): every layout position gets a strictly increasing
         # key, context i's entry for w at i*(V+1) + w+1 and the separator after it at
         # (i+1)*(V+1), so one searchsorted finds (context, w) among all entries.
@@ -210,6 +218,24 @@ class StepPlan:
         entry_keys[1:] = owner * (v + 1) + cols[1:] + 1
         entry_keys[end] = (np.arange(n, dtype=np.int64) + 1) * (v + 1)
         self._entry_keys_host, self._entry_keys = entry_keys, None
+        self.support = self.column_of = None
+        if self.kind == "mixture" and not self.accelerator:  # on an accelerator the launches cost more
+            support = _compact_support(rows, cols, coeffs.unigram if self.b1 == 0 else None)
+            if support is not None:
+                # Columns outside the support equal column `rest` in every row: they become one
+                # column (index nU), repeated up to a multiple of 64 so that every row is whole
+                # vectors for the elementwise kernels (the same kernel path, so the same values, as
+                # the full rows). column_of maps a token to its column (rest -> nU).
+                keep, rest = support
+                width = -(-(keep.size + 1) // 64) * 64
+                column_of = np.full(v, keep.size, np.int64)
+                column_of[keep] = np.arange(keep.size)
+                take = np.concatenate([keep, np.full(width - keep.size, rest)])
+                rows, cols = rows[:, take], column_of[cols]
+                self.p1_columns = put(coeffs.unigram[take])
+                self.support, self.column_of = put(keep), put(column_of)
+        self.rows = put(rows)  # (1 + M, V or the support's width): row 0 has no context
+        self.cols, self.full = put(cols), put(vals)
         start[is_dense] = end[is_dense] = 0
         # Each order gets a window as wide as its widest context without a dense
         # row, F_k; the windows of all orders sit side by side in one row of
@@ -302,7 +328,8 @@ class StepPlan:
             return out.add_(torch.take(self.row_1d, slot).amin(dim=1, keepdim=True))
         if self.kind == "logsum":
             return out.add_(torch.take(self.row_1d, slot).sum(dim=1, keepdim=True))
-        return self._finish_mixture(out, slot)
+        out = self._finish_mixture(out, slot)
+        return out if self.support is None else self._widen(out)
 
     def score(self, tail: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """The estimate at one next id per row, float32 [B]: ``step(tail)`` gathered at ``targets`` [B].
@@ -316,7 +343,8 @@ class StepPlan:
         if not self.orders:
             return self.constant[targets]
         slot = torch.searchsorted(self.keys, _query(self, tail), right=True) if self.exact else self._slots(tail)
-        val = self.rows[torch.take(self.dense_id, slot).amax(dim=1), targets]  # (B,)
+        columns = targets if self.column_of is None else self.column_of[targets]
+        val = self.rows[torch.take(self.dense_id, slot).amax(dim=1), columns]  # (B,)
         if self._entry_keys is None:
             self._entry_keys = torch.from_numpy(self._entry_keys_host).to(self.device)
         keys_e = self._entry_keys
@@ -350,9 +378,15 @@ class StepPlan:
         z = s[:, 1:] + self.b1
         if self.b1 == 0:  # b_1 = 0 and nothing matched: fall back to p_1
             none = z == 0
-            out.addcmul_(none.float(), self.p1)
+            out.addcmul_(none.float(), self.p1 if self.support is None else self.p1_columns)
             z = z + none
         return out.div_(z).log_()
+
+    def _widen(self, out: torch.Tensor) -> torch.Tensor:
+        """[B, V] from the support's columns: column nU (the rest) everywhere, then the support scattered in."""
+        n = self.support.shape[0]
+        full = out[:, n : n + 1].expand(-1, self.vocab_size).contiguous()  # (B, V): a fill, no log
+        return full.scatter_(1, self.support.expand(out.shape[0], -1), out[:, :n])
 
     def _scatter_ragged(self, out: torch.Tensor, slot: torch.Tensor) -> None:
         """The windows' max-scatter from each context's actual entries (CPU, large batches): more ops, less work."""
@@ -365,7 +399,7 @@ class StepPlan:
         pair = torch.repeat_interleave(length, output_size=total)  # (L,): each entry's pair
         shift = start - (torch.cumsum(length, 0) - length)
         pos = torch.take(shift, pair) + torch.arange(total)
-        flat = (pair // c) * self.vocab_size + torch.take(self.cols, pos)  # (L,) into the [B, V] rows
+        flat = (pair // c) * out.shape[1] + torch.take(self.cols, pos)  # (L,) into the [B, W] rows
         out.view(-1).scatter_reduce_(0, flat, torch.take(self.full, pos), "amax")
 
     def _slots(self, tail: torch.Tensor) -> torch.Tensor:
@@ -428,7 +462,14 @@ class ContrastPlan:
         if not ok:
             return None
         limit = _FLOAT_EXACT if a.keys.dtype == torch.float64 else _INT63
-        return cls(a, b) if a.key_limit + 2 + b.key_limit <= limit else None
+        if a.key_limit + 2 + b.key_limit > limit:
+            return None
+        # Built once per pair of plans (a copy of both; ~0.1 s on SmolLM2's tables): processors
+        # that differ only in strength share it. Weak keys: the pair goes with either plan.
+        pairs = _PAIRS.setdefault(a, weakref.WeakKeyDictionary())
+        if b not in pairs:
+            pairs[b] = cls(a, b)
+        return pairs[b]
 
     def __call__(self, contexts: torch.Tensor) -> torch.Tensor:
         return self.step(last_ids(contexts, self.width))
@@ -447,6 +488,9 @@ class ContrastPlan:
         out.view(b, 2 * self.vocab_size).scatter_reduce_(1, torch.take(self.cols, pos), torch.take(self.full, pos),
                                                          "amax")
         return out.add_(torch.take(self.log_g, per_table).amin(dim=2, keepdim=True))
+
+
+_PAIRS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # plan a -> {plan b: ContrastPlan}
 
 
 def _windows_fit(plan, rows: int) -> bool:
@@ -519,6 +563,28 @@ def _dense_rows(base: np.ndarray, full: list, parent: list, fan: list, stored: d
         below = (own, block, next_id)
         next_id += chosen.size
     return ids, np.concatenate(blocks)
+
+
+def _compact_support(rows: np.ndarray, cols: np.ndarray, p1: np.ndarray | None):
+    """(the columns a mixture must compute, sorted; a column standing for all others), or None.
+
+    A column outside the support has, in every dense row (and in ``p1`` when the
+    finish reads it), the value of the returned column, and no stored entry:
+    every row's estimate there is that column's. None when the support is more
+    than :data:`COMPACT_MAX_SHARE` of the vocabulary (nothing to gain).
+    """
+    v = rows.shape[1]
+    stored = np.zeros(v, bool)
+    stored[cols] = True  # slot 0 and the separators read column 0: kept like a stored token
+    if stored.all():
+        return None
+    rest = int(np.flatnonzero(~stored)[np.argmin(rows[0, ~stored])])
+    keep = stored | (rows != rows[:, rest : rest + 1]).any(axis=0)
+    if p1 is not None:
+        keep |= p1.astype(np.float32) != np.float32(p1[rest])
+    if keep.sum() > COMPACT_MAX_SHARE * v:
+        return None
+    return np.flatnonzero(keep), rest
 
 
 def _mover(device: torch.device):

@@ -63,6 +63,16 @@ def test_one_prior_call_stays_within_the_op_budget(table, opts):
     assert not any("item" in op or "_local_scalar_dense" in op or "nonzero" in op for op in count.ops)
 
 
+def test_the_mixture_on_the_stored_columns_stays_within_the_op_budget(narrow):
+    prior = NGramStylePrior(narrow, 0.5, mode="mixture")
+    ids, scores = _contexts(), torch.randn(6, 300)
+    prior(ids, scores)
+    assert prior._plans[torch.device("cpu")].support is not None
+    with CountOps() as count:
+        prior(ids, scores)
+    assert len(count.ops) <= MAX_OPS + 6, count.ops  # + widening the rows: a fill and a scatter
+
+
 @pytest.mark.parametrize("opts", MODES, ids=lambda o: o.get("smoothing", o.get("mode")))
 def test_accelerator_layout_stays_within_the_op_budget_and_never_syncs(table, opts):
     plan = table.plan(table.options(**opts), "cpu", accelerator=True)
@@ -157,6 +167,20 @@ def test_contrast_plan_gives_both_tables_estimates_bit_for_bit(table, accelerato
     assert ContrastPlan.combine(table.plan(table.options(mode="logsum"), "cpu"), b) is None
 
 
+def test_contrast_plan_is_built_once_per_pair_of_plans(table):
+    rng = np.random.default_rng(4)
+    other = NGramTable.from_token_ids([np.minimum(rng.zipf(1.2, size=500), 300) - 1 for _ in range(5)], 300, 3)
+    o = table.options(smoothing="kneser_ney")
+    a, b = table.plan(o, "cpu"), other.plan(o, "cpu")
+    pair = ContrastPlan.combine(a, b)
+    assert ContrastPlan.combine(a, b) is pair  # processors of one pair of tables share it
+    assert ContrastPlan.combine(b, a) is not pair  # (b, a) is another lookup
+    c = other.plan(o, "cpu", dense_bytes=0)
+    assert ContrastPlan.combine(a, c) is not pair
+    ctx = _contexts()
+    assert torch.equal(ContrastPlan.combine(a, c)(ctx), pair(ctx))  # same values, another layout
+
+
 @pytest.mark.parametrize("opts", ALL_OPTIONS, ids=str)
 def test_per_order_search_agrees_with_the_joint_keys(table, opts, monkeypatch):
     ctx = torch.cat([_contexts(), torch.tensor([[-1, 5, 2, 1, 300, 1, 2]])])
@@ -189,6 +213,49 @@ def test_exact_cpu_gather_for_large_batches_agrees_with_the_windows(table, opts)
         plan.ragged_min_slots = ngram_lookup.RAGGED_MIN_SLOTS
     torch.testing.assert_close(ragged, windows, rtol=1e-6, atol=1e-5)
     assert torch.isfinite(ragged).all() or opts.get("mode") == "logsum"
+
+
+@pytest.fixture(scope="module")
+def narrow():
+    """A table that stores a third of its vocabulary (a small style corpus against a large vocabulary)."""
+    rng = np.random.default_rng(5)
+    return NGramTable.from_token_ids([np.minimum(rng.zipf(1.3, size=400), 100) - 1 for _ in range(6)], 300, 3)
+
+
+MIXTURES = [dict(mode="mixture"), dict(mode="mixture", weights=(0, 1, 1)), dict(mode="mixture", alpha=0.5)]
+
+
+@pytest.mark.parametrize("opts", MIXTURES, ids=str)
+@pytest.mark.parametrize("dense_bytes", [0, 4 * 300 * 8, None])
+def test_mixture_on_the_stored_columns_equals_the_full_rows_bit_for_bit(narrow, opts, dense_bytes, monkeypatch):
+    g = torch.Generator().manual_seed(2)
+    odd = torch.tensor([[-1, 5, 2, 1, 300, 1, 2]])
+    ctx = torch.cat([_contexts(), odd, torch.randint(0, 300, (40, 7), generator=g)])
+    targets = torch.randint(0, 300, (ctx.shape[0],), generator=g)
+    o = narrow.options(**opts)
+    monkeypatch.setattr(ngram_lookup, "COMPACT_MAX_SHARE", 0.0)
+    full = narrow.plan(o, "cpu", dense_bytes=dense_bytes)
+    narrow._plans.clear()
+    monkeypatch.setattr(ngram_lookup, "COMPACT_MAX_SHARE", 1.0)
+    try:
+        compact = narrow.plan(o, "cpu", dense_bytes=dense_bytes)
+    finally:
+        narrow._plans.clear()
+    assert full.support is None and compact.support.shape[0] <= 100  # ids >= 100 never stored
+    assert compact.rows.shape[1] % 64 == 0 and compact.rows.shape[1] < 300
+    assert torch.equal(compact(ctx), full(ctx))  # the ragged gather (40+ rows) ...
+    assert torch.equal(compact(ctx[:6]), full(ctx[:6]))  # ... and the windows
+    assert torch.equal(compact.score(compact.tail(ctx), targets), full.score(full.tail(ctx), targets))
+    compiled = torch.compile(compact.step, fullgraph=True, dynamic=False, backend="eager")
+    assert torch.equal(compiled(compact.tail(ctx[:6])), full(ctx[:6]))
+    assert torch.allclose(compact(ctx).exp().sum(-1), torch.ones(ctx.shape[0]))  # still distributions
+
+
+def test_the_stored_columns_are_left_to_the_full_rows_where_they_are_most_of_the_vocabulary(table, narrow):
+    assert table.plan(table.options(mode="mixture"), "cpu").support is None  # the fixture stores most ids
+    assert narrow.plan(narrow.options(mode="mixture"), "cpu").support is not None
+    assert narrow.plan(narrow.options(mode="mixture"), "cpu", accelerator=True).support is None  # launches
+    assert narrow.plan(narrow.options(smoothing="kneser_ney"), "cpu").support is None  # no log to save
 
 
 def _score_cases(seed=7, n=64):
