@@ -3,12 +3,15 @@
 Two engines on the same weights (float32, eager): a plain one, and one started with
 ``steer.serving.vllm:SteerLogitsProcessor``, whose requests all ask for steering. Greedy, ``--tokens``
 new tokens per request (EOS ignored), the first B of the built-in prompts at batch B = 1, 16, 64;
-the two engines' runs are interleaved ``--repeats`` times and the median of each is kept. Tables:
+the two engines' runs are interleaved ``--repeats`` times, in alternating order (plain first, then
+steered first), and each pair gives a ratio: ``overhead_pct`` is one minus the median ratio (a pair
+shares the machine's load of the moment, which swings by several percent here from run to run), the
+tokens/s are the medians of each engine's runs. Tables:
 the steer splits of Don Quixote (style) and the background books (contrastive), in SmolLM2's tokens.
 ``vllm_b<B>``: the paper's prior at lam 0.1; ``vllm_b<B>_contrastive_plausible``: the variant at lam 2.
 Run it in the serving environment (README, "Serving with vLLM").
 
-    python benchmarks/vllm_overhead.py [--tokens 64] [--repeats 3] [--batches 1,16,64]
+    python benchmarks/vllm_overhead.py [--tokens 64] [--repeats 9] [--batches 1,16,64]
 
 Last line: one JSON object (per key: tokens_per_s_plain, tokens_per_s_steered, overhead_pct).
 """
@@ -36,7 +39,7 @@ SETTINGS = {"": {"table": "quixote", "lam": 0.1},
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tokens", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=9)
     ap.add_argument("--batches", default="1,16,64")
     args = ap.parse_args(argv)
 
@@ -79,13 +82,18 @@ def main(argv=None) -> dict:
         for suffix, steer in SETTINGS.items():
             run(plain, batch, None), run(steered, batch, steer)  # warm-up
             a, b = [], []
-            for _ in range(args.repeats):  # interleaved: drifts in machine load hit both alike
-                a.append(run(plain, batch, None))
-                b.append(run(steered, batch, steer))
-            tp, ts = statistics.median(a), statistics.median(b)
+            for i in range(args.repeats):  # interleaved, alternating: drifts in machine load hit both alike
+                if i % 2:
+                    b.append(run(steered, batch, steer))
+                    a.append(run(plain, batch, None))
+                else:
+                    a.append(run(plain, batch, None))
+                    b.append(run(steered, batch, steer))
+            ratio = statistics.median(s / p for p, s in zip(a, b, strict=True))
             key = f"vllm_b{batch}{suffix}"
-            result[key] = {"tokens_per_s_plain": round(tp, 1), "tokens_per_s_steered": round(ts, 1),
-                           "overhead_pct": round(100 * (1 - ts / tp), 2)}  # share of throughput lost
+            result[key] = {"tokens_per_s_plain": round(statistics.median(a), 1),
+                           "tokens_per_s_steered": round(statistics.median(b), 1),
+                           "overhead_pct": round(100 * (1 - ratio), 2)}  # share of throughput lost
             print(key, result[key], flush=True)
     print(json.dumps(result))
     return result
