@@ -7,7 +7,7 @@ hard constraints, the learned conditional search, and both, at beam sizes 1, 5,
 mean length and time per output; writes a table and a plot. Also times one call
 of the hard constraints on random continuations of growing length (20 rows, the
 model's vocabulary) against a copy of the scores, the floor any processor that
-returns new scores pays. Last line: one JSON object.
+returns new scores pays. Every output's text goes to ``samples.jsonl.gz``. Last line: one JSON object.
 
     python benchmarks/conditional_beam.py [--model ../shared/data/models/base-llama2tok]
         [--train-prompts 300] [--test-prompts 100] [--out docs/results/conditional_beam]
@@ -17,6 +17,7 @@ returns new scores pays. Last line: one JSON object.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import sys
@@ -35,7 +36,7 @@ from steer.conditional.constraints import hard_constraints  # noqa: E402
 from steer.conditional.train import AttrTrainConfig, train_attribute_model  # noqa: E402
 from steer.corpora import load_corpus  # noqa: E402
 from steer.metrics import base_nll  # noqa: E402
-from steer.models import encode_prompts, load_model  # noqa: E402
+from steer.models import encode_prompts, load_model, stop_ids  # noqa: E402
 
 PROMPT_CORPORA = ["sherlock_holmes", "don_quixote", "cnn_highlights", "kjv_new_testament"]
 METHODS = ["plain", "hard", "learned", "both"]
@@ -54,8 +55,13 @@ def make_prompts(n_train: int, n_test: int, words: int = 8):
 
 
 def decode(model, tok, prompts, beams, method, head, deg, max_new, weight, batch):
-    """Continuations (without EOS) of all prompts, and the seconds it took."""
+    """Continuations (without the stop token) of all prompts, and the seconds it took.
+
+    A continuation ends at the declared EOS or the document separator (:func:`steer.models.stop_ids`);
+    the hard constraints' minimum length holds for both.
+    """
     conts, p_ids = [], []
+    stops = stop_ids(tok)
     t0 = time.perf_counter()
     for b0 in range(0, len(prompts), batch):
         enc = encode_prompts(tok, prompts[b0 : b0 + batch])
@@ -63,16 +69,16 @@ def decode(model, tok, prompts, beams, method, head, deg, max_new, weight, batch
         with HiddenStateTap(model) as tap:
             procs = []
             if method in ("hard", "both"):
-                procs += hard_constraints(deg, width, tok.eos_token_id)
+                procs += hard_constraints(deg, width, stops or None)
             if method in ("learned", "both"):
                 procs.append(ConditionalBeam(head, tap, model, weight=weight, top_m=2 * beams))
             out = model.generate(**enc, max_new_tokens=max_new, num_beams=beams, do_sample=False,
-                                 pad_token_id=tok.pad_token_id, logits_processor=LogitsProcessorList(procs))
+                                 pad_token_id=tok.pad_token_id, eos_token_id=stops or None,
+                                 logits_processor=LogitsProcessorList(procs))
         for row, mask in zip(out, enc["attention_mask"], strict=True):
             c = row[width:].tolist()
-            if tok.eos_token_id in c:
-                c = c[: c.index(tok.eos_token_id)]
-            conts.append(c)
+            ends = [c.index(i) for i in stops if i in c]
+            conts.append(c[: min(ends)] if ends else c)
             p_ids.append(row[:width][mask.bool()].tolist())
     return p_ids, conts, time.perf_counter() - t0
 
@@ -142,7 +148,7 @@ def main():
           f"AUC {report['heldout_auc']:.3f}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, samples = [], []
     for beams in [int(b) for b in args.beams.split(",")]:
         batch = max(4, 200 // beams)
         # Warm-up: the first generate at a batch shape pays one-time costs that would land on "plain".
@@ -159,6 +165,9 @@ def main():
                    "mean_len": sum(len(c) for c in conts) / len(conts),
                    "ms_per_output": 1e3 * secs / len(conts)}
             rows.append(row)
+            samples += [{"beams": beams, "method": method, "prompt": prompt, "text": tok.decode(c),
+                         "tokens": len(c), "loglik": -n, **{k: bool(v[i]) for k, v in attrs.items()}}
+                        for i, (prompt, c, (n, _)) in enumerate(zip(test_p, conts, nll, strict=True))]
             print(f"beam {beams:2d} {method:8s}: degenerate {row['degenerate_rate']:.2f} (empty "
                   f"{row['empty_rate']:.2f}, repetitive {row['repetitive_rate']:.2f}, copy "
                   f"{row['prompt_copy_rate']:.2f}, short {row['too_short_rate']:.2f}), loglik "
@@ -169,9 +178,17 @@ def main():
             if r["beams"] == beams:
                 r["time_vs_plain"] = r["ms_per_output"] / plain["ms_per_output"]
     write(out, rows, report, train_s)
+    write_samples(out / "samples.jsonl.gz", samples)
     print(json.dumps({"model": Path(args.model).name, "train_seconds": round(train_s, 1),
                       "heldout_accuracy": report["heldout_accuracy"], "heldout_auc": report["heldout_auc"],
                       "rows": rows, "ban": ban}))
+
+
+def write_samples(path: Path, samples: list[dict]) -> None:
+    """Every output's text and attributes, one JSON line each; gzip without a timestamp, so reruns match."""
+    body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in samples).encode()
+    with open(path, "wb") as f, gzip.GzipFile(fileobj=f, mode="wb", mtime=0, filename="") as gz:
+        gz.write(body)
 
 
 def write(out: Path, rows, report, train_s):
