@@ -11,6 +11,18 @@ from transformers import LogitsProcessor
 SORT_COUNT_RATIO = 128
 
 
+def apply_bans(scores: torch.FloatTensor, found) -> torch.FloatTensor:
+    """New scores with the bans of ``found`` ((ids [B, W], values [B, W]) for a min-scatter, or None) applied,
+    except in rows the bans would leave with no finite score, which keep their scores."""
+    if found is None:
+        return scores.clone()
+    out = scores.scatter_reduce(1, *found, reduce="amin")
+    # A row is emptied iff it has no finite score left; such a row (or one that came in empty) is
+    # given back unchanged. One [B, V] reduction; no host sync.
+    emptied = torch.isneginf(out).all(dim=-1, keepdim=True)
+    return torch.where(emptied, scores, out)
+
+
 class NoNgramLoop(LogitsProcessor):
     """Bans w when (last n-1 generated tokens, w) already occurs ``repeats - 1`` times in the continuation.
 
@@ -18,6 +30,11 @@ class NoNgramLoop(LogitsProcessor):
     may repeat itself freely. With repeats = 2 this is transformers'
     ``NoRepeatNGramLogitsProcessor`` restricted to the continuation.
     State comes from ``input_ids`` alone, so beam reordering is safe.
+
+    The ban never empties a row: where earlier processors left only banned
+    tokens finite (a steering mask that keeps a few plausible tokens), that
+    row keeps its scores for the step, since sampling from an all -inf row
+    gives NaN and a search cannot rank it (:func:`apply_bans`).
 
     Args:
         ngram: n.
@@ -33,10 +50,7 @@ class NoNgramLoop(LogitsProcessor):
         self.n, self.r, self.prompt_length = ngram, repeats, prompt_length
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        found = self.bans(input_ids, scores)
-        if found is None:
-            return scores.clone()
-        return scores.scatter_reduce(1, *found, reduce="amin")
+        return apply_bans(scores, self.bans(input_ids, scores))
 
     def bans(self, input_ids: torch.LongTensor, scores: torch.FloatTensor):
         """(token ids [B, W], -inf where banned and +inf elsewhere [B, W]) for a min-scatter, or None."""

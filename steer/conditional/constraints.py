@@ -16,7 +16,7 @@ import torch
 from transformers import LogitsProcessor
 
 from steer.conditional.attributes import Degeneracy
-from steer.repetition import NoNgramLoop
+from steer.repetition import NoNgramLoop, apply_bans
 
 __all__ = ["HardConstraints", "NoNgramLoop", "hard_constraints"]
 
@@ -26,7 +26,9 @@ class HardConstraints(LogitsProcessor):
 
     The same scores as transformers' ``MinNewTokensLengthLogitsProcessor``
     followed by :class:`NoNgramLoop`: both rules only ever set scores to -inf,
-    so their bans land in one min-scatter into one copy of the scores.
+    so their bans land in one min-scatter into one copy of the scores. A row
+    the bans would leave with no finite score keeps its scores
+    (:func:`steer.repetition.apply_bans`).
 
     Args:
         degeneracy: its ``min_len``, ``ngram`` and ``repeats`` set the rules.
@@ -58,9 +60,7 @@ class HardConstraints(LogitsProcessor):
             eos_ban = torch.full(eos.shape, float("-inf"), dtype=scores.dtype, device=scores.device)
             found = (eos, eos_ban) if found is None else (torch.cat([found[0], eos], 1),
                                                            torch.cat([found[1], eos_ban], 1))
-        if found is None:
-            return scores.clone()
-        return scores.scatter_reduce(1, *found, reduce="amin")
+        return apply_bans(scores, found)
 
 
 def hard_constraints(degeneracy: Degeneracy, prompt_length: int, eos_token_id) -> list[LogitsProcessor]:

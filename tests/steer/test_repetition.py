@@ -29,9 +29,29 @@ def test_no_ngram_loop_decode_loop_never_lets_a_loop_through():
         nxt = torch.where(torch.isneginf(scores), -1e9, scores).argmax(-1, keepdim=True)
         ids = torch.cat([ids, nxt], 1)
     conts = ids[:, 3:]
-    banned_any = torch.isneginf(proc(ids, torch.zeros(16, 6))).all(-1)
+    # a row whose every token is banned keeps its scores (the ban never empties a row), so it may loop
+    zeros = torch.zeros(16, 6)
+    banned_all = torch.isneginf(zeros.scatter_reduce(1, *proc.bans(ids, zeros), reduce="amin")).all(-1)
     ok = ~deg.repetitive(conts, torch.full((16,), conts.shape[1]))
-    assert (ok | banned_any).all()
+    assert (ok | banned_all).all()
+
+
+def test_no_ngram_loop_never_empties_a_row():
+    # Row 0: a mask before the ban left only token 5 finite, and the ban bans 5: the row is kept.
+    # Row 1: same continuation, all tokens finite: 5 is banned as usual.
+    proc = NoNgramLoop(ngram=2, repeats=3, prompt_length=2)
+    ids = torch.tensor([[9, 9, 4, 5, 4, 5, 4]] * 2)
+    scores = torch.zeros(2, 10)
+    scores[0] = float("-inf")
+    scores[0, 5] = 1.0
+    out = proc(ids, scores)
+    assert torch.equal(out[0], scores[0]) and out.data_ptr() != scores.data_ptr()
+    assert torch.isneginf(out[1, 5]) and torch.isfinite(out[1]).sum() == 9
+    probs = torch.softmax(out, -1)
+    assert torch.isfinite(probs).all() and torch.allclose(probs.sum(-1), torch.ones(2))
+    # a row that came in with no finite score stays as it was
+    empty = torch.full((1, 10), float("-inf"))
+    assert torch.isneginf(proc(ids[:1], empty)).all()
 
 
 def _dense_reference_bans(input_ids, scores, n, r, prompt_length):

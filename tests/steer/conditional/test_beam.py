@@ -130,6 +130,19 @@ def test_hard_constraints_use_transformers_min_length():
     assert torch.isneginf(scores[0, 2])
 
 
+def test_hard_constraints_never_empty_a_row():
+    # Before the minimum length only EOS (2) and the loop's next token (5) are left finite in row 0:
+    # both rules would ban them, so the row keeps its scores; row 1, all finite, gets both bans.
+    proc = HardConstraints(Degeneracy(min_len=10, ngram=2, repeats=2), prompt_length=1, eos_token_id=2)
+    ids = torch.tensor([[1, 4, 5, 4]] * 2)
+    scores = torch.zeros(2, V)
+    scores[0] = float("-inf")
+    scores[0, [2, 5]] = 0.0
+    out = proc(ids, scores)
+    assert torch.equal(out[0], scores[0])
+    assert torch.isneginf(out[1, [2, 5]]).all() and torch.isfinite(out[1]).sum() == V - 2
+
+
 @pytest.mark.parametrize("eos", [2, [2, 5], [3, 99], None])
 def test_hard_constraints_in_one_pass_equal_transformers_min_length_then_the_loop_ban(eos):
     g = torch.Generator().manual_seed(0)
