@@ -16,11 +16,13 @@ def apply_bans(scores: torch.FloatTensor, found) -> torch.FloatTensor:
     except in rows the bans would leave with no finite score, which keep their scores."""
     if found is None:
         return scores.clone()
+    ids, _ = found
     out = scores.scatter_reduce(1, *found, reduce="amin")
-    # A row is emptied iff it has no finite score left; such a row (or one that came in empty) is
-    # given back unchanged. One [B, V] reduction; no host sync.
-    emptied = torch.isneginf(out).all(dim=-1, keepdim=True)
-    return torch.where(emptied, scores, out)
+    # A row is emptied iff its max is -inf (one [B, V] max, no host sync). An emptied row differs
+    # from ``scores`` only at the banned ids, so writing the old values back there restores it:
+    # a [B, W] scatter instead of a [B, V] select. Duplicate ids write equal values.
+    emptied = out.amax(dim=-1, keepdim=True) == float("-inf")
+    return out.scatter_(1, ids, torch.where(emptied, scores.gather(1, ids), out.gather(1, ids)))
 
 
 class NoNgramLoop(LogitsProcessor):
