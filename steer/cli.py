@@ -213,6 +213,30 @@ def _print_judge_notes(out) -> None:
               f"To get them, {clf['how_to_get_it']}. The other judges scored every cell.")
 
 
+def _print_holding(out) -> None:
+    """Where each method holds the default constraints (constraints.csv), as widest knob ranges."""
+    import csv
+
+    from steer.matched import Constraints, widest_holding_range
+
+    path = Path(out) / "constraints.csv"
+    if not path.exists():
+        return
+    with open(path, encoding="utf-8") as f:
+        table = [dict(r, knob=float(r["knob"]), holds=r["holds"] == "True") for r in csv.DictReader(f)]
+    if not table:
+        return
+    c = Constraints()
+    print(f"\nconstraints (constraints.csv): hit >= unsteered + {c.min_hit_gain:g}, base_ppl <= {c.max_ppl_ratio:g}x, "
+          f"dist2 >= {c.min_distinct2_ratio:g}x, degenerate <= unsteered + {c.max_extra_degenerate:g}")
+    for corpus, method in dict.fromkeys((r["corpus"], r["method"]) for r in table):
+        held = widest_holding_range(table, corpus, method)
+        where = "nowhere" if held is None else f"over knob {held[0]:g}-{held[1]:g} ({held[2]:.3g}x wide)"
+        print(f"  {corpus} {method}: holds {where}")
+    if (Path(out) / "holding.csv").exists():
+        print("  holding.csv: each holding cell against each baseline, paired over prompts")
+
+
 def _run_sweep(config, out) -> int:
     from tqdm import tqdm
 
@@ -236,6 +260,7 @@ def _run_sweep(config, out) -> int:
     bar.close()
     _print_summary(rows)
     _print_judge_notes(out)
+    _print_holding(out)
     print(f"\nwrote {out}/results.csv, results.json, matched.csv, samples.jsonl, config.json, judge.json"
           + (", metrics_vs_lambda.png, pareto.png" if (Path(out) / "metrics_vs_lambda.png").exists() else
              " (install steer[plot] for the figures)"))
@@ -310,6 +335,7 @@ def cmd_report(args) -> int:
 
     rows, done, total = report_sweep(args.out)
     _print_summary(rows)
+    _print_holding(args.out)
     state = "finished" if done == total else f"{total - done} still to run (rerun the sweep's command to resume)"
     print(f"\n{done}/{total} cells: {state}; wrote {args.out}/results.csv, results.json, matched.csv and the figures")
     return 0

@@ -212,6 +212,10 @@ def matched_methods(rows: list[dict], samples: list[dict]) -> list[dict]:
 class Constraints:
     """What a steered cell must hold against the unsteered cell of its corpus.
 
+    The defaults are the bar steer's real-model study sets (SmolLM2-135M):
+    a judged style gain of 0.30 at no more than 10 % extra perplexity, 10 %
+    less diversity and one point more degenerate continuations.
+
     Attributes:
         min_hit_gain: judge hit rate at least the unsteered one plus this.
         max_ppl_ratio: base perplexity at most this times the unsteered one.
@@ -219,10 +223,19 @@ class Constraints:
         max_extra_degenerate: degenerate rate at most the unsteered one plus this.
     """
 
-    min_hit_gain: float = 0.20
+    min_hit_gain: float = 0.30
     max_ppl_ratio: float = 1.10
     min_distinct2_ratio: float = 0.90
-    max_extra_degenerate: float = 0.0
+    max_extra_degenerate: float = 0.01
+
+    def __post_init__(self):
+        for name in ("min_hit_gain", "max_ppl_ratio", "min_distinct2_ratio", "max_extra_degenerate"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"`{name}` must be a finite number, got {value!r}")
+        if self.max_ppl_ratio <= 0 or self.min_distinct2_ratio < 0:
+            raise ValueError(f"`max_ppl_ratio` must be > 0 and `min_distinct2_ratio` >= 0, got "
+                             f"{self.max_ppl_ratio!r} and {self.min_distinct2_ratio!r}")
 
 
 CONSTRAINT_COLUMNS = ["corpus", "method", "knob", "judge_hit", "hit_gain", "ppl_ratio", "distinct2_ratio",
@@ -271,3 +284,43 @@ def widest_holding_range(table: list[dict], corpus: str, method: str) -> tuple[f
                 best = (lo, hi, ratio)
             start = None
     return best
+
+
+HOLDING_COLUMNS = ["corpus", "method", "knob", "method_base_ppl", "method_hit", "baseline", "baseline_lam",
+                   "baseline_base_ppl", "baseline_hit", "no_less_fluent", "diff", "diff_lo", "diff_hi", "n_prompts"]
+
+
+def holding_vs_baselines(rows: list[dict], samples: list[dict], limits: Constraints = Constraints(),
+                         against: tuple = BASELINE_METHODS) -> list[dict]:
+    """Every cell that holds ``limits`` (:func:`constraint_table`) against every baseline cell of its corpus.
+
+    The question a steering goal asks ("where the method holds its
+    constraints, is it more in style than prompting and LoRA?"): one row per
+    holding cell and baseline cell, with the hit-rate difference and its 95 %
+    paired bootstrap interval over prompts, and ``no_less_fluent`` (the cell's
+    base perplexity is at most the baseline's, so the comparison is at no
+    worse fluency). Cells that hold nothing give no row. Columns HOLDING_COLUMNS.
+    """
+    by_cell, n_prompts = _judged_cells(samples)
+    cells = {(r["corpus"], r.get("method", "prior"), _knob(r)): r for r in rows}
+    out = []
+    for held in (t for t in constraint_table(rows, limits) if t["holds"]):
+        corpus = held["corpus"]
+        mine = by_cell.get((corpus, held["method"], held["knob"]))
+        if not mine:
+            continue
+        hits = _per_prompt(mine, "judge_hit", n_prompts)
+        cell = cells[(corpus, held["method"], held["knob"])]
+        for b in rows:
+            base_cell = by_cell.get((corpus, b.get("method", "prior"), _knob(b)))
+            if b["corpus"] != corpus or b.get("method", "prior") not in against or not base_cell:
+                continue
+            base_hits = _per_prompt(base_cell, "judge_hit", n_prompts)
+            diff, lo, hi = paired_diff_ci(hits, base_hits)
+            out.append({"corpus": corpus, "method": held["method"], "knob": held["knob"],
+                        "method_base_ppl": cell["base_ppl"], "method_hit": float(np.nanmean(hits)),
+                        "baseline": b["method"], "baseline_lam": b["lam"], "baseline_base_ppl": b["base_ppl"],
+                        "baseline_hit": float(np.nanmean(base_hits)),
+                        "no_less_fluent": bool(cell["base_ppl"] <= b["base_ppl"]),
+                        "diff": diff, "diff_lo": lo, "diff_hi": hi, "n_prompts": int(n_prompts)})
+    return out

@@ -433,7 +433,11 @@ def run_sweep(config: SweepConfig, out_dir, model=None, tokenizer=None,
     intervals included), matched.csv (the prior against each baseline at the
     baseline's base perplexity), with further methods matched_variants.csv and
     matched_methods.csv (each knob method against every other at matched
-    fluency), and, with matplotlib, metrics_vs_lambda.png and pareto.png.
+    fluency), with baselines no_worse_fluency.csv, and, where every judge
+    ran, constraints.csv (every steered cell against the default
+    :class:`steer.matched.Constraints`) and with baselines holding.csv (each
+    cell that holds them against each baseline, paired over prompts), and,
+    with matplotlib, metrics_vs_lambda.png and pareto.png.
 
     Returns:
         The result rows, with relative changes vs the unsteered cell (prior, lam = 0)
@@ -666,11 +670,15 @@ def _with_intervals(rows: list[dict], samples: list[dict]) -> list[dict]:
 
 def _write_results(out: Path, rows: list[dict], config: SweepConfig) -> None:
     from steer.matched import (
+        CONSTRAINT_COLUMNS,
         FLUENCY_COLUMNS,
+        HOLDING_COLUMNS,
         MATCHED_COLUMNS,
         METHOD_COLUMNS,
         VARIANT_COLUMNS,
         at_no_worse_fluency,
+        constraint_table,
+        holding_vs_baselines,
         matched_methods,
         matched_table,
         matched_variants,
@@ -684,6 +692,11 @@ def _write_results(out: Path, rows: list[dict], config: SweepConfig) -> None:
         tables.append(("matched_methods.csv", METHOD_COLUMNS, matched_methods(rows, samples)))
     if config.baselines:
         tables.append(("no_worse_fluency.csv", FLUENCY_COLUMNS, at_no_worse_fluency(rows, samples)))
+    if all(k in r for r in rows for k in ("judge_hit", "base_ppl", "distinct_2", "degenerate_rate")):
+        # only with every judge the constraints need (the style classifier may have refused to judge)
+        tables.append(("constraints.csv", CONSTRAINT_COLUMNS, constraint_table(rows)))
+        if config.baselines:
+            tables.append(("holding.csv", HOLDING_COLUMNS, holding_vs_baselines(rows, samples)))
     for name, columns, matched in tables:
         with open(out / name, "w", newline="", encoding="utf-8") as f:
             w = csv.DictWriter(f, fieldnames=columns)

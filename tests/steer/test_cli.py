@@ -359,3 +359,23 @@ def test_sweep_variant_options_reach_the_config(monkeypatch):
     assert seen["config"].guided == {"plausibility": 0.02, "clip": 2.0, "centre": True, "mask": True, "temper": True}
     assert main(["sweep", "--corpus", "don_quixote", "--out", "runs/x", "--judges", ""]) == 0
     assert seen["config"].guided == {}
+
+
+def test_sweep_output_says_where_each_method_holds_the_constraints(tmp_path, capsys):
+    import csv
+
+    from steer.cli import _print_holding
+    from steer.matched import CONSTRAINT_COLUMNS
+
+    _print_holding(tmp_path)  # a run without the file (a judge missing) prints nothing
+    assert capsys.readouterr().out == ""
+    with open(tmp_path / "constraints.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=CONSTRAINT_COLUMNS)
+        w.writeheader()
+        for knob, holds in [(1, True), (2, True), (4, False)]:
+            w.writerow({"corpus": "c", "method": "v", "knob": knob, "holds": holds, "failed": "" if holds else "ppl"})
+        w.writerow({"corpus": "c", "method": "prior", "knob": 0.5, "holds": False, "failed": "hit"})
+    _print_holding(tmp_path)
+    out = capsys.readouterr().out
+    assert "hit >= unsteered + 0.3, base_ppl <= 1.1x" in out
+    assert "c v: holds over knob 1-2 (2x wide)" in out and "c prior: holds nowhere" in out

@@ -93,18 +93,49 @@ def test_constraint_table_and_widest_holding_range():
                 "judge_hit": hit, "base_ppl": ppl, "distinct_2": d2, "degenerate_rate": deg}
 
     rows = [row("prior", 0.0, 0.10, 50.0, 0.80, 0.01), row("prompt", 0.0, 0.5, 50.0, 0.8, 0.0),
-            row("v", 1.0, 0.35, 54.0, 0.78, 0.01),   # holds
+            row("v", 1.0, 0.45, 54.0, 0.78, 0.02),   # holds (one point more degenerate is allowed)
             row("v", 2.0, 0.45, 52.0, 0.73, 0.00),   # holds (0.9125x distinct-2)
             row("v", 3.0, 0.50, 50.0, 0.71, 0.00),   # distinct-2 0.8875x
-            row("v", 4.0, 0.60, 45.0, 0.75, 0.02),   # more degenerate
-            row("v", 8.0, 0.25, 40.0, 0.80, 0.00)]   # hit gain 0.15
-    table = constraint_table(rows)
+            row("v", 4.0, 0.60, 45.0, 0.75, 0.03),   # two points more degenerate
+            row("v", 8.0, 0.35, 40.0, 0.80, 0.00)]   # hit gain 0.25
+    table = constraint_table(rows)  # the defaults: +0.30 hit, 1.10x ppl, 0.90x distinct-2, +0.01 degenerate
     assert [r["method"] for r in table] == ["v"] * 5  # the unsteered cell and the baselines are not checked
     assert [r["failed"] for r in table] == ["", "", "distinct2", "degenerate", "hit"]
     assert widest_holding_range(table, "c", "v") == (1.0, 2.0, 2.0)
-    loose = constraint_table(rows, Constraints(min_distinct2_ratio=0.85, max_extra_degenerate=0.01))
+    loose = constraint_table(rows, Constraints(min_distinct2_ratio=0.85, max_extra_degenerate=0.02))
     assert widest_holding_range(loose, "c", "v") == (1.0, 4.0, 4.0)
     assert widest_holding_range(table, "c", "none") is None
+
+
+@pytest.mark.parametrize("bad", [{"min_hit_gain": float("nan")}, {"max_ppl_ratio": 0.0},
+                                 {"min_distinct2_ratio": -0.1}, {"max_extra_degenerate": "0.01"},
+                                 {"min_hit_gain": True}])
+def test_constraints_refuse_bad_limits_by_name(bad):
+    from steer.matched import Constraints
+
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        Constraints(**bad)
+
+
+def test_holding_cells_are_compared_with_every_baseline_paired_over_prompts():
+    from steer.matched import HOLDING_COLUMNS, holding_vs_baselines
+
+    n = 40
+    cells = [_cell("prior", 0.0, 20.0, [0.0] * n), _cell("prompt", 0.0, 35.0, [1.0] * 10 + [0.0] * 30),
+             _cell("lora", 0.0, 18.0, [1.0] * 30 + [0.0] * 10),
+             _cell("v", 1.0, 21.0, [1.0] * 20 + [0.0] * 20),    # holds
+             _cell("v", 2.0, 30.0, [1.0] * 40)]                 # 1.5x perplexity: holds nothing
+    for row, _ in cells:
+        row.update(knob=row["lam"], distinct_2=0.8, degenerate_rate=0.0)
+        row["judge_hit"] = sum(s["judge_hit"] for s in _) / n
+    rows = [c[0] for c in cells]
+    got = holding_vs_baselines(rows, [s for c in cells for s in c[1]])
+    assert [(g["knob"], g["baseline"]) for g in got] == [(1.0, "prompt"), (1.0, "lora")]
+    assert set(got[0]) == set(HOLDING_COLUMNS)
+    vs_prompt, vs_lora = got
+    # paired per prompt: prompts 0-9 hit under both, 10-19 only under v, 20-39 under neither
+    assert vs_prompt["diff"] == pytest.approx(0.25) and vs_prompt["diff_lo"] > 0 and vs_prompt["no_less_fluent"]
+    assert vs_lora["diff"] == pytest.approx(-0.25) and vs_lora["diff_hi"] < 0 and not vs_lora["no_less_fluent"]
 
 
 def test_at_no_worse_fluency_takes_the_method_cell_closest_in_fluency_never_the_best_hit():

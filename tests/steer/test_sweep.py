@@ -174,6 +174,12 @@ def test_sweep_with_every_judge_writes_intervals_and_matched_table(tmp_path, sha
                                 "prior_hit_at_ppl", "prior_lam_low", "prior_lam_high", "diff", "diff_lo",
                                 "diff_hi", "n_prompts"]
     assert (tmp_path / "run" / "pareto.png").exists()
+    with open(tmp_path / "run" / "constraints.csv") as f:
+        checked = list(csv.DictReader(f))
+    assert [(c["method"], float(c["knob"])) for c in checked] == [("prior", 0.5), ("prior", 1.0)]
+    with open(tmp_path / "run" / "holding.csv") as f:  # one row per holding cell and baseline cell
+        held = list(csv.DictReader(f))
+    assert len(held) == 3 * sum(c["holds"] == "True" for c in checked)
 
 
 def test_too_little_judge_text_fails_before_the_model_loads(aidreams_path, tmp_path, monkeypatch):
