@@ -29,6 +29,16 @@ def _per_prompt(samples: list[dict], key: str, n_prompts: int) -> np.ndarray:
     return full
 
 
+def _baseline_hits(rows: list[dict], by_cell: dict, corpus: str, against: tuple, n_prompts: int) -> list:
+    """(row, per-prompt judge hits) of each judged baseline cell of ``corpus`` whose method is in ``against``."""
+    out = []
+    for b in rows:
+        cell = by_cell.get((corpus, b.get("method", "prior"), _knob(b)))
+        if b["corpus"] == corpus and b.get("method", "prior") in against and cell:
+            out.append((b, _per_prompt(cell, "judge_hit", n_prompts)))
+    return out
+
+
 def _judged_cells(samples: list[dict]) -> tuple[dict, int]:
     """(corpus, method, knob) -> that cell's judged samples, and the number of prompts."""
     by_cell = defaultdict(list)
@@ -135,16 +145,12 @@ def at_no_worse_fluency(rows: list[dict], samples: list[dict], methods: list[str
         for corpus in dict.fromkeys(r["corpus"] for r in rows):
             mine = [r for r in rows if r["corpus"] == corpus and r.get("method", "prior") == m
                     and (m != "prior" or r["lam"] > 0) and (corpus, m, _knob(r)) in by_cell]
-            for b in rows:
-                if b["corpus"] != corpus or b.get("method", "prior") not in against:
-                    continue
+            for b, base_hits in _baseline_hits(rows, by_cell, corpus, against, n_prompts):
                 fluent = [r for r in mine if r["base_ppl"] <= b["base_ppl"]]
-                base_cell = by_cell.get((corpus, b["method"], _knob(b)))
-                if not fluent or not base_cell:
+                if not fluent:
                     continue
                 r = max(fluent, key=lambda r: r["base_ppl"])
                 hits = _per_prompt(by_cell[(corpus, m, _knob(r))], "judge_hit", n_prompts)
-                base_hits = _per_prompt(base_cell, "judge_hit", n_prompts)
                 diff, lo, hi = paired_diff_ci(hits, base_hits)
                 out.append({"method": m, "corpus": corpus, "knob": _knob(r), "method_base_ppl": r["base_ppl"],
                             "method_hit": float(np.nanmean(hits)), "baseline": b["method"],
@@ -303,6 +309,7 @@ def holding_vs_baselines(rows: list[dict], samples: list[dict], limits: Constrai
     """
     by_cell, n_prompts = _judged_cells(samples)
     cells = {(r["corpus"], r.get("method", "prior"), _knob(r)): r for r in rows}
+    baselines = {}  # corpus -> its baseline cells' per-prompt hits, computed once per corpus
     out = []
     for held in (t for t in constraint_table(rows, limits) if t["holds"]):
         corpus = held["corpus"]
@@ -311,11 +318,9 @@ def holding_vs_baselines(rows: list[dict], samples: list[dict], limits: Constrai
             continue
         hits = _per_prompt(mine, "judge_hit", n_prompts)
         cell = cells[(corpus, held["method"], held["knob"])]
-        for b in rows:
-            base_cell = by_cell.get((corpus, b.get("method", "prior"), _knob(b)))
-            if b["corpus"] != corpus or b.get("method", "prior") not in against or not base_cell:
-                continue
-            base_hits = _per_prompt(base_cell, "judge_hit", n_prompts)
+        if corpus not in baselines:
+            baselines[corpus] = _baseline_hits(rows, by_cell, corpus, against, n_prompts)
+        for b, base_hits in baselines[corpus]:
             diff, lo, hi = paired_diff_ci(hits, base_hits)
             out.append({"corpus": corpus, "method": held["method"], "knob": held["knob"],
                         "method_base_ppl": cell["base_ppl"], "method_hit": float(np.nanmean(hits)),
