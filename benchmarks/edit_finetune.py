@@ -30,6 +30,9 @@ base-llama2tok (docs/results/edit_spans/, the small-model result):
                                                                           # docs/results/edit_spans/finetune.json
 
 ``train --mode spans --mark-every 3`` adds ``spans_every3`` (evaluate it with ``eval --models spans_every3``).
+``eval`` decodes with steer.generation.greedy_drop_finished (a finished row leaves the batch);
+``eval --decoder generate`` with transformers' ``generate``, which runs every row of a batch until its
+longest answer ends (the decoder of the results before it existed).
 
 Last line of ``eval``: one JSON object.
 """
@@ -238,7 +241,8 @@ def evaluate(args):
                      "truncate": {**score(es, truncated), "wall_s": 0.0, "tokens_per_example": 0.0}}
         outs = {}
         for mode, (model, tok) in models.items():
-            kw = {"task": es.task, "batch_size": 16, "loop_ban": guard, **modes[mode]}
+            kw = {"task": es.task, "batch_size": 16, "loop_ban": guard, "drop_finished": args.decoder == "drop",
+                  **modes[mode]}
             edit_generate(model, tok, es.sources[:16], **{**kw, "max_new_tokens": 8})  # warm-up of this batch shape
             res, secs = edit_generate(model, tok, es.sources, **kw)
             hyps = [r.target for r in res]
@@ -273,7 +277,10 @@ def evaluate(args):
                                              / sum(figures[k]["rewrite"]["generated_tokens"] for k in sets), 3)
     figures["goal_met"] = all(all(figures[k]["goal"].values()) for k in sets)
     figures["train"] = info
-    figures["config"] = {"eval_cap": EVAL_CAP, "decoding": "greedy, batch 16, sources sorted by prompt length",
+    decoder = ("finished rows leave the batch (steer.generation.greedy_drop_finished)" if args.decoder == "drop"
+               else "transformers' generate (every row runs until the batch's longest answer ends)")
+    figures["config"] = {"eval_cap": EVAL_CAP,
+                         "decoding": f"greedy, batch 16, sources sorted by prompt length, {decoder}",
                          "max_new_tokens": args.max_new_tokens, "threads": args.threads,
                          "loop_ban": guard, "instruct_max_new_tokens": args.instruct_max_new_tokens
                          if args.instruct else None}
@@ -303,6 +310,8 @@ def main():
                     help="also ask the untuned base model (the trained models' --model) through its chat template")
     ev.add_argument("--instruct-max-new-tokens", type=int, default=96)
     ev.add_argument("--no-loop-ban", action="store_true", help="decode without the 4-gram repetition guard")
+    ev.add_argument("--decoder", choices=("drop", "generate"), default="drop",
+                    help="drop: finished rows leave the batch; generate: transformers' generate")
     ev.add_argument("--models", default=None, help="more trained models to evaluate (e.g. spans_every3)")
     ev.add_argument("--sets", default=None, help="evaluate on these sets only (comma-separated)")
     ev.add_argument("--name", default="finetune", help="output name: NAME.json and NAME_outputs.jsonl.gz")

@@ -130,3 +130,77 @@ def _after_prefix(enc: dict, prefix_ids: list[int], tokenizer) -> dict:
     head = torch.tensor(prefix_ids, device=device).expand(len(rests), n)
     return {"input_ids": torch.cat([head, rest["input_ids"]], dim=1),
             "attention_mask": torch.cat([torch.ones_like(head), rest["attention_mask"]], dim=1)}
+
+
+@torch.no_grad()
+def greedy_drop_finished(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_new_tokens: int,
+                         stop_ids: list[int], pad_token_id: int, logits_processor=()) -> torch.Tensor:
+    """Greedy decoding that stops computing a row once it has ended: ``model.generate``'s output, less its waiting.
+
+    ``generate`` runs every row of a batch through the model until the longest one ends; when
+    answers vary in length (edit spans) most of a batch's forward passes are spent on finished
+    rows. Here a finished row leaves the model's batch (its cache rows are dropped with
+    ``DynamicCache.batch_select_indices``) and only the unfinished rows are run. transformers'
+    continuous batching (``generate_batch``) also drops finished requests, but its processors see
+    scores one token at a time without the ids generated so far, which history-dependent
+    processors (the edit-span grammars, :class:`steer.repetition.NoNgramLoop`) need.
+
+    The processors still see the whole batch, [B, L] ids and [B, V] scores with a finished row's
+    ids padded by ``pad_token_id`` exactly as ``generate`` pads them, so any ``LogitsProcessor``
+    (with per-row state indexed by batch row) works unchanged; a finished row's scores are zeros
+    and its choice is ignored. Greedy with the same processors, the output equals ``generate``'s
+    token for token up to floating-point ties (a row's logits are computed in a smaller batch;
+    tested in float64).
+
+    Args:
+        input_ids, attention_mask: long [B, L], left-padded (as :func:`steer.models.pad_left` lays them).
+        max_new_tokens: at most this many tokens per row (>= 1).
+        stop_ids: ids that end a row (the stop id is kept in the output, as ``generate`` keeps it).
+        pad_token_id: what follows a row's end.
+        logits_processor: ``LogitsProcessor`` objects applied in order.
+
+    Returns:
+        long [B, L + T]: prompt and generated ids, T <= ``max_new_tokens`` the longest answer.
+    """
+    from transformers import DynamicCache
+
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"`max_new_tokens` must be an int >= 1, got {max_new_tokens!r}")
+    if input_ids.dim() != 2 or attention_mask.shape != input_ids.shape:
+        raise ValueError(f"`input_ids` and `attention_mask` must both be [B, L], got {tuple(input_ids.shape)} "
+                         f"and {tuple(attention_mask.shape)}")
+    if not stop_ids:
+        raise ValueError("`stop_ids` must name at least one id")
+    processors = LogitsProcessorList(logits_processor)
+    n = input_ids.shape[0]
+    device = input_ids.device
+    stops = torch.tensor(list(stop_ids), device=device)
+    ids = input_ids
+    mask = attention_mask.long()
+    # Left padding: a row's positions count its real tokens only, as generate numbers them.
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    active = torch.arange(n, device=device)  # batch rows still in the model's batch, in cache order
+    cache = DynamicCache(config=model.config)
+    step_ids, step_mask, step_pos = ids, mask, positions
+    for _ in range(max_new_tokens):
+        out = model(input_ids=step_ids, attention_mask=step_mask, position_ids=step_pos, past_key_values=cache,
+                    use_cache=True)
+        cache = out.past_key_values
+        logits = out.logits[:, -1, :].float()
+        scores = logits.new_zeros(n, logits.shape[-1]).index_copy(0, active, logits)
+        scores = processors(ids, scores)
+        nxt = torch.full((n,), pad_token_id, dtype=torch.long, device=device)
+        nxt[active] = scores[active].argmax(-1)
+        ids = torch.cat([ids, nxt[:, None]], dim=1)
+        mask = torch.cat([mask, torch.zeros_like(mask[:, :1]).index_fill(0, active, 1)], dim=1)
+        ended = torch.isin(nxt[active], stops)
+        if bool(ended.all()):
+            break
+        keep = (~ended).nonzero().squeeze(1)  # positions within the model's batch
+        if len(keep) < len(active):
+            cache.batch_select_indices(keep)
+            active = active[keep]
+        step_ids = ids[active, -1:]
+        step_mask = mask[active]
+        step_pos = step_mask.sum(-1, keepdim=True) - 1
+    return ids

@@ -14,6 +14,7 @@ from steer.edits.format import SpanFormatError, parse_spans
 from steer.edits.grammar import EditSpanGrammar
 from steer.edits.prompts import make_prompt
 from steer.edits.spans import Span, apply_spans, normalize
+from steer.generation import greedy_drop_finished
 
 # A short lead-in before the answer on its line: "Corrected sentence:", "The simplified version:".
 _LABEL = re.compile(r"^\s*(?:[A-Za-z][\w' ]{0,30} )?(?:sentence|answer|version|text|correction|paraphrase|"
@@ -40,7 +41,8 @@ class EditResult:
 def edit_generate(model, tokenizer, sources: list[str], task: str = "gec", mode: str = "spans",
                   max_new_tokens: int = 64, num_beams: int = 1, batch_size: int = 16,
                   mark_every: int = 1, chat: bool | None = None, sort_by_length: bool = True,
-                  loop_ban: tuple[int, int] | None = (4, 2)) -> tuple[list[EditResult], float]:
+                  loop_ban: tuple[int, int] | None = (4, 2),
+                  drop_finished: bool = True) -> tuple[list[EditResult], float]:
     """Edit every source with the model.
 
     ``mode="spans"``: the model writes a span list under :class:`EditSpanGrammar`
@@ -60,6 +62,10 @@ def edit_generate(model, tokenizer, sources: list[str], task: str = "gec", mode:
             like length: greedy ``generate`` runs each batch until its longest answer ends.
         loop_ban: (n, r): no n-gram of the answer may occur r times
             (:class:`steer.repetition.NoNgramLoop`), in every mode alike; None: no guard.
+        drop_finished: with greedy decoding (``num_beams=1``), a row leaves the model's batch as
+            soon as its answer ends (:func:`steer.generation.greedy_drop_finished`: the same
+            answers as ``generate``, which runs every row until the batch's longest answer ends).
+            False: ``model.generate``.
 
     Returns:
         (results, seconds of generation).
@@ -80,6 +86,8 @@ def edit_generate(model, tokenizer, sources: list[str], task: str = "gec", mode:
         raise ValueError(f"`loop_ban` must be an (ngram, repeats) tuple or None, got {loop_ban!r}")
     if loop_ban is not None:
         NoNgramLoop(*loop_ban, prompt_length=0)  # validates n and r by name
+    if not isinstance(drop_finished, bool):
+        raise TypeError(f"`drop_finished` must be a bool, got {drop_finished!r}")
     chat = uses_chat(tokenizer, chat)
     prompts = [make_prompt(s, task, mode, mark_every) for s in sources]
     if chat:
@@ -104,8 +112,13 @@ def edit_generate(model, tokenizer, sources: list[str], task: str = "gec", mode:
             # the ban can only ever touch replacement words, never leave a row without a choice.
             procs.append(grammar(tokenizer, batch, width))
         t0 = time.perf_counter()
-        out = model.generate(**enc, max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False,
-                             pad_token_id=tokenizer.pad_token_id, logits_processor=LogitsProcessorList(procs))
+        if drop_finished and num_beams == 1:
+            out = greedy_drop_finished(model, enc["input_ids"], enc["attention_mask"], max_new_tokens=max_new_tokens,
+                                       stop_ids=_stop_ids(model, tokenizer), pad_token_id=tokenizer.pad_token_id,
+                                       logits_processor=procs)
+        else:
+            out = model.generate(**enc, max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id, logits_processor=LogitsProcessorList(procs))
         seconds += time.perf_counter() - t0
         for i, src, row in zip(rows, batch, out[:, width:].tolist(), strict=True):
             ended = eos in row
@@ -130,6 +143,13 @@ def edit_generate(model, tokenizer, sources: list[str], task: str = "gec", mode:
 
 
 MODES = ("spans", "compact", "rewrite", "instruct")
+
+
+def _stop_ids(model, tokenizer) -> list[int]:
+    """The ids ``generate`` stops at by default: the generation config's EOS (one or several), else the tokenizer's."""
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = list(eos) if isinstance(eos, (list, tuple)) else [] if eos is None else [eos]
+    return ids or [tokenizer.eos_token_id]
 
 
 def read_answer(raw: str) -> str:

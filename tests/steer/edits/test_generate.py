@@ -64,6 +64,26 @@ def test_bad_arguments(aidreams):
         edit_generate(model, tok, ["a"], chat=True)
     with pytest.raises(TypeError, match="`chat`"):
         uses_chat(tok, "yes")
+    with pytest.raises(TypeError, match="`drop_finished`"):
+        edit_generate(model, tok, ["a"], drop_finished="yes")
+
+
+@pytest.mark.parametrize("mode", ["compact", "rewrite"])
+def test_dropping_finished_rows_gives_generates_answers(aidreams, mode):
+    """Rows that leave the batch when their answer ends get the answers generate gives them (float64,
+    batches of mixed lengths, the grammar and the loop ban on), with a call of the model per step."""
+    from steer.edits.compact import add_position_tokens
+
+    model, tok = copy.deepcopy(aidreams[0]).double(), copy.deepcopy(aidreams[1])
+    add_position_tokens(tok, model, n_positions=16)
+    sources = ["one two three four five six seven", "a dog", "the cat sat on the mat", "yes", "he go home now"]
+    kw = {"mode": mode, "max_new_tokens": 20, "batch_size": 3}
+    slow, _ = edit_generate(model, tok, sources, drop_finished=False, **kw)
+    fast, _ = edit_generate(model, tok, sources, **kw)
+    assert [(r.raw, r.n_tokens, r.valid, r.target) for r in fast] == [(r.raw, r.n_tokens, r.valid, r.target)
+                                                                      for r in slow]
+    if mode == "compact":  # the grammar ends answers at several lengths: rows really left early
+        assert len({r.n_tokens for r in slow}) > 1
 
 
 @pytest.mark.parametrize("mode", ["compact", "rewrite", "instruct"])
@@ -75,7 +95,7 @@ def test_sorting_by_length_returns_each_source_its_own_answer(aidreams, mode):
     model, tok = copy.deepcopy(aidreams[0]), copy.deepcopy(aidreams[1])
     add_position_tokens(tok, model, n_positions=16)
     sources = ["one two three four five six seven", "a dog", "the cat sat on the mat", "yes"]
-    kw = {"mode": mode, "max_new_tokens": 12, "batch_size": 1}
+    kw = {"mode": mode, "max_new_tokens": 12, "batch_size": 1, "drop_finished": False}
     plain, _ = edit_generate(model, tok, sources, sort_by_length=False, **kw)
     calls = []
     ordered, _ = edit_generate(_recording(model, calls), tok, sources, sort_by_length=True, **kw)
@@ -95,7 +115,8 @@ def test_loop_ban_keeps_every_answer_free_of_a_repeated_ngram(aidreams):
             add_position_tokens(tok, model, n_positions=16)
         for ban in ((2, 2), (3, 2)):
             calls = []
-            edit_generate(_recording(model, calls), tok, sources, mode=mode, max_new_tokens=30, loop_ban=ban)
+            edit_generate(_recording(model, calls), tok, sources, mode=mode, max_new_tokens=30, loop_ban=ban,
+                          drop_finished=False)
             (ids, out), = calls
             for row in out[:, ids.shape[1]:].tolist():
                 row = row[: row.index(tok.eos_token_id)] if tok.eos_token_id in row else row
@@ -103,7 +124,7 @@ def test_loop_ban_keeps_every_answer_free_of_a_repeated_ngram(aidreams):
                 assert len(grams) == len(set(grams)), (mode, ban, row)
     calls = []
     edit_generate(_recording(aidreams[0], calls), aidreams[1], sources, mode="rewrite", max_new_tokens=30,
-                  loop_ban=None)
+                  loop_ban=None, drop_finished=False)
     (ids, out), = calls
     looped = [r for r in out[:, ids.shape[1]:].tolist() if len({tuple(r[i:i + 2]) for i in range(len(r) - 1)})
               < len(r) - 1]
@@ -121,7 +142,7 @@ def test_chat_prompts_are_the_same_ids_in_training_and_decoding(aidreams):
     encoded = encode_examples(tok, examples)
     calls = []
     edit_generate(_recording(model, calls), tok, sources, mode="rewrite", max_new_tokens=2, batch_size=1,
-                  sort_by_length=False)
+                  sort_by_length=False, drop_finished=False)
     for (prompt, _), (ids, _) in zip(encoded, calls, strict=True):
         assert ids[0].tolist() == prompt
         assert prompt[0] == tok.bos_token_id and "user: Correct the grammatical errors" in tok.decode(prompt)
