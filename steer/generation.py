@@ -183,9 +183,7 @@ def greedy_drop_finished(model, input_ids: torch.Tensor, attention_mask: torch.T
     cache = DynamicCache(config=model.config)
     step_ids, step_mask, step_pos = ids, mask, positions
     for _ in range(max_new_tokens):
-        out = model(input_ids=step_ids, attention_mask=step_mask, position_ids=step_pos, past_key_values=cache,
-                    use_cache=True)
-        cache = out.past_key_values
+        out = model(input_ids=step_ids, attention_mask=step_mask, position_ids=step_pos, cache=cache, use_cache=True)
         logits = out.logits[:, -1, :].float()
         scores = logits.new_zeros(n, logits.shape[-1]).index_copy(0, active, logits)
         scores = processors(ids, scores)
