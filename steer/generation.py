@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Literal
 
@@ -181,9 +182,13 @@ def greedy_drop_finished(model, input_ids: torch.Tensor, attention_mask: torch.T
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     active = torch.arange(n, device=device)  # batch rows still in the model's batch, in cache order
     cache = DynamicCache(config=model.config)
+    # Only the last position's logits are needed: on the prompt that spares a [B, L, V] product
+    # through the LM head (generate does the same), where the vocabulary is large.
+    last_only = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
     step_ids, step_mask, step_pos = ids, mask, positions
     for _ in range(max_new_tokens):
-        out = model(input_ids=step_ids, attention_mask=step_mask, position_ids=step_pos, cache=cache, use_cache=True)
+        out = model(input_ids=step_ids, attention_mask=step_mask, position_ids=step_pos, cache=cache, use_cache=True,
+                    **last_only)
         logits = out.logits[:, -1, :].float()
         scores = logits.new_zeros(n, logits.shape[-1]).index_copy(0, active, logits)
         scores = processors(ids, scores)
