@@ -139,7 +139,8 @@ def greedy_drop_finished(model, input_ids: torch.Tensor, attention_mask: torch.T
     """Greedy decoding that stops computing a row once it has ended: ``model.generate``'s output, less its waiting.
 
     ``generate`` runs every row of a batch through the model until the longest one ends; when
-    answers vary in length (edit spans) part of every step computes rows that have ended. Here a finished row leaves the model's batch (its cache rows are dropped with
+    answers vary in length (edit spans) part of every step computes rows that have ended. Here a
+    finished row leaves the model's batch (its cache rows are dropped with
     ``DynamicCache.batch_select_indices``) and only the unfinished rows are run. transformers'
     continuous batching (``generate_batch``) also drops finished requests, but its processors see
     scores one token at a time without the ids generated so far, which history-dependent
