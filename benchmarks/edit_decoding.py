@@ -33,19 +33,10 @@ sys.path.insert(0, str(ROOT))
 from steer.edits.data import load_edit_set  # noqa: E402
 from steer.edits.generate import edit_generate  # noqa: E402
 from steer.edits.prompts import as_chat, make_prompt  # noqa: E402
+from steer.metrics import shared_prefix  # noqa: E402
 from steer.models import document_ids, load_model  # noqa: E402
 
 CKPT = Path(os.environ.get("STEER_CACHE_DIR", Path.home() / ".cache" / "steer")) / "edit_finetune" / "smollm2"
-
-
-def shared_prefix(rows: list[list[int]]) -> int:
-    """Length of the longest prefix that every row starts with."""
-    n = 0
-    for column in zip(*rows, strict=False):
-        if len(set(column)) > 1:
-            break
-        n += 1
-    return n
 
 
 def main():
@@ -74,7 +65,7 @@ def main():
             "prefill_share_of_drop": round(prefill_s / drop_s, 3),
             "identical_answers": sum(a.raw == b.raw for a, b in zip(slow, fast, strict=True)),
             "prompt_tokens": round(sum(map(len, prompts)) / len(prompts), 1),
-            "shared_prefix_tokens": shared_prefix(prompts),
+            "shared_prefix_tokens": min(shared_prefix(prompts[0], p) for p in prompts),
             "answer_tokens": round(sum(r.n_tokens for r in fast) / len(fast), 2),
         }
         print(f"{name:8s} {json.dumps(figures[name])}", flush=True)

@@ -180,6 +180,7 @@ def greedy_drop_finished(model, input_ids: torch.Tensor, attention_mask: torch.T
     mask = attention_mask.long()
     # Left padding: a row's positions count its real tokens only, as generate numbers them.
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    next_pos = positions[:, -1:] + 1  # [B, 1]: the position of each row's next token
     active = torch.arange(n, device=device)  # batch rows still in the model's batch, in cache order
     cache = DynamicCache(config=model.config)
     # Only the last position's logits are needed: on the prompt that spares a [B, L, V] product
@@ -205,5 +206,6 @@ def greedy_drop_finished(model, input_ids: torch.Tensor, attention_mask: torch.T
             active = active[keep]
         step_ids = ids[active, -1:]
         step_mask = mask[active]
-        step_pos = step_mask.sum(-1, keepdim=True) - 1
+        step_pos = next_pos[active]
+        next_pos = next_pos + 1
     return ids

@@ -99,6 +99,7 @@ def edit_generate(model, tokenizer, sources: list[str], task: str = "gec", mode:
     results: list[EditResult | None] = [None] * len(sources)
     seconds = 0.0
     eos = tokenizer.eos_token_id
+    stops = _stop_ids(model, tokenizer)
     grammar = {"spans": EditSpanGrammar, "compact": CompactSpanGrammar}.get(mode)
     parse = parse_compact if mode == "compact" else parse_spans
     for b0 in range(0, len(order), batch_size):
@@ -114,7 +115,7 @@ def edit_generate(model, tokenizer, sources: list[str], task: str = "gec", mode:
         t0 = time.perf_counter()
         if drop_finished and num_beams == 1:
             out = greedy_drop_finished(model, enc["input_ids"], enc["attention_mask"], max_new_tokens=max_new_tokens,
-                                       stop_ids=_stop_ids(model, tokenizer), pad_token_id=tokenizer.pad_token_id,
+                                       stop_ids=stops, pad_token_id=tokenizer.pad_token_id,
                                        logits_processor=procs)
         else:
             out = model.generate(**enc, max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False,
