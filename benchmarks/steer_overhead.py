@@ -268,6 +268,7 @@ def _processors(tab, bg):
         ("kneser_ney_compiled", NGramStylePrior(tab, 0.1, smoothing="kneser_ney", compile=True)),
         ("contrastive", GuidedStylePrior(tab, 1.0, background=bg)),
         ("contrastive_plausible", GuidedStylePrior(tab, 4.0, background=bg, plausibility=0.1)),
+        ("contrastive_plausible_fresh", GuidedStylePrior(tab, 4.0, background=bg, plausibility=0.1, fresh=2)),
         ("contrastive_entropy", GuidedStylePrior(tab, 2.0, background=bg, strength="entropy")),
         ("contrastive_plausible_kl", GuidedStylePrior(tab, 8.0, background=bg, plausibility=0.1, strength="kl",
                                                       kl_budget=0.05)),

@@ -285,7 +285,7 @@ def _guided_options(args) -> dict:
     """The variants' options given on the command line (those left out keep their defaults)."""
     given = {"plausibility": args.plausibility, "clip": args.clip, "kl_max_lam": args.kl_max_lam,
              "centre": True if args.centre else None, "mask": True if args.mask else None,
-             "temper": True if args.temper else None}
+             "temper": True if args.temper else None, "fresh": args.fresh}
     return {k: v for k, v in given.items() if v is not None}
 
 
@@ -657,6 +657,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temper", action="store_true",
                    help="the variants divide their steered scores by a per-row temperature that brings the "
                         "distribution's entropy back to the model's (sampling only: the argmax is unchanged)")
+    p.add_argument("--fresh", type=int, default=None, metavar="N",
+                   help="the variants give no positive bonus to a token that would repeat an N-gram the text "
+                        "already holds (the style is rewarded once per N-gram; default: off)")
     p.add_argument("--activation-layers", default=None, metavar="L1,L2",
                    help="decoder layers (0-based) the activation methods add their style vector at "
                         "(default: one, at 72 %% of the depth: layer 21 of 30)")

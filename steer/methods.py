@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 # Options of the steering variants a sweep may set (SweepConfig.guided): alpha of the plausible
 # methods (contrastive decoding's 0.1), an optional clip c of the bonus, the strength cap of the
 # KL-budgeted methods (the budget, not lam, binds), whether the plausible methods centre the
-# bonus over their support and mask the tokens outside it, and whether every variant tempers its
-# distribution back to the model's entropy.
+# bonus over their support and mask the tokens outside it, whether every variant tempers its
+# distribution back to the model's entropy, and the n-gram order below which a repeat earns no bonus
+# (``fresh``; None: every repeat is rewarded like a first use).
 GUIDED_DEFAULTS = {"plausibility": 0.1, "clip": None, "kl_max_lam": 8.0, "centre": False, "mask": False,
-                   "temper": False}
+                   "temper": False, "fresh": None}
 
 
 def guided_options(options: dict) -> dict:
@@ -38,6 +39,9 @@ def guided_options(options: dict) -> dict:
             raise ValueError(f"`guided[{name!r}]` must be True or False, got {out[name]!r}")
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha <= 1:
         raise ValueError(f"`guided['plausibility']` must lie in (0, 1], got {alpha!r}")
+    fresh = out["fresh"]
+    if fresh is not None and (isinstance(fresh, bool) or not isinstance(fresh, int) or fresh < 1):
+        raise ValueError(f"`guided['fresh']` must be None or an int >= 1 (an n-gram order), got {fresh!r}")
     for name, value in (("clip", clip), ("kl_max_lam", cap)):
         if value is None and name == "clip":
             continue
@@ -244,7 +248,7 @@ def guided_prior(name: str, table, knob: float, background=None, options: dict |
                             plausibility=options["plausibility"] if plausible else None, strength=strength,
                             kl_budget=knob if strength == "kl" else None, tokenizer=tokenizer,
                             centre=options["centre"] and plausible, mask=options["mask"] and plausible,
-                            temper=options["temper"])
+                            temper=options["temper"], fresh=options["fresh"])
 
 
 def _guided(name: str) -> Callable[[Context, float], Setup]:

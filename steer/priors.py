@@ -16,6 +16,7 @@ from transformers import LogitsProcessor
 
 from ngram import NGramTable
 from ngram.lookup import ContrastPlan
+from steer.repetition import followers
 from steer.style import check_lam, check_width, pad_columns
 
 Strength = Literal["constant", "entropy", "kl"]
@@ -50,6 +51,10 @@ class GuidedStylePrior(LogitsProcessor):
       much more the style uses w than ordinary text does; DExperts' expert
       minus anti-expert). Both are interpolated Kneser-Ney (discount D) in the
       steered model's token space. With ``clip`` c: b = min(max(b, -c), c).
+      With ``fresh`` n: b(w) = min(b(w), 0) where (last n-1 tokens, w) is an
+      n-gram the row already holds (prompt included): the style is rewarded
+      once per n-gram, never for repeating it (the model may still repeat it
+      on its own; a penalty stays).
     * **support**: all tokens, or with ``plausibility`` alpha only the
       plausible ones, p(w) >= alpha * max_w p(w), i.e. s(w) >= max s + log alpha
       (contrastive decoding's adaptive plausibility constraint); the other
@@ -98,6 +103,7 @@ class GuidedStylePrior(LogitsProcessor):
         centre: centre the bonus over the support (needs ``plausibility``).
         mask: set the scores outside the support to -inf (needs ``plausibility``).
         temper: match the steered distribution's entropy to the model's (above).
+        fresh: optional n >= 1, no positive bonus for a token that repeats an n-gram of the row (above).
         strength: "constant", "entropy" or "kl".
         kl_budget: epsilon > 0 in nats, required for (and only for) strength="kl".
         discount: Kneser-Ney discount of both tables.
@@ -112,7 +118,7 @@ class GuidedStylePrior(LogitsProcessor):
     def __init__(self, table: NGramTable, lam: float, background: NGramTable | None = None,
                  clip: float | None = None, plausibility: float | None = None, strength: str = "constant",
                  kl_budget: float | None = None, discount: float = 0.75, tokenizer=None, centre: bool = False,
-                 mask: bool = False, temper: bool = False):
+                 mask: bool = False, temper: bool = False, fresh: int | None = None):
         if not isinstance(table, NGramTable):
             raise TypeError(f"`table` must be an ngram.NGramTable, got {type(table).__name__}")
         if background is not None:
@@ -144,6 +150,9 @@ class GuidedStylePrior(LogitsProcessor):
         if not isinstance(temper, bool):
             raise TypeError(f"`temper` must be True or False, got {temper!r}")
         self.temper = temper
+        if fresh is not None and (isinstance(fresh, bool) or not isinstance(fresh, int) or fresh < 1):
+            raise ValueError(f"`fresh` must be None or an int >= 1 (an n-gram order), got {fresh!r}")
+        self.fresh = fresh
         if strength not in STRENGTHS:
             raise ValueError(f"`strength` must be one of {STRENGTHS}, got {strength!r}")
         self.strength = strength
@@ -174,7 +183,18 @@ class GuidedStylePrior(LogitsProcessor):
                 b = b - self.background.logprobs_with(input_ids, self.options, validate=False)  # (B, V)
         if self.clip is not None:
             b = b.clamp(-self.clip, self.clip)
-        return pad_columns(b, width)
+        b = pad_columns(b, width)
+        return b if self.fresh is None else self._unrewarded(input_ids, b)
+
+    def _unrewarded(self, input_ids: torch.LongTensor, b: torch.Tensor) -> torch.Tensor:
+        """``b`` [B, width] with min(b, 0) at every token that would repeat an n-gram (n = fresh) of its row."""
+        if input_ids.shape[1] < self.fresh:
+            return b  # no n-gram yet
+        nxt, match = followers(input_ids, self.fresh)  # (B, W) each
+        # amin-scatter 0 where the token repeats an n-gram, +inf elsewhere: b -> min(b, 0) there,
+        # unchanged everywhere else; duplicate ids agree. A [B, W] scatter, no [B, V] mask.
+        cap = torch.where(match, 0.0, float("inf")).to(b.dtype)
+        return b.scatter_reduce(1, nxt.clamp(max=b.shape[-1] - 1), cap, reduce="amin")
 
     def _pair(self, device: torch.device) -> ContrastPlan | None:
         if device not in self._pairs:
@@ -198,7 +218,14 @@ class GuidedStylePrior(LogitsProcessor):
             b = b - bg.score(bg_tail, w)
         if self.clip is not None:
             b = b.clamp(-self.clip, self.clip)
-        return torch.where(inside, b, 0.0)
+        b = torch.where(inside, b, 0.0)
+        if self.fresh is not None and input_ids.shape[1] >= self.fresh:
+            # The dense path's cap at the pairs only: does token cols[p] follow row rows[p]'s context
+            # somewhere? A [P, W] compare (a few pairs per row, W ~ the row's length), no [B, V] mask.
+            nxt, match = followers(input_ids, self.fresh)  # (B, W) each
+            repeat = ((nxt[rows] == cols[:, None]) & match[rows]).any(dim=-1)  # (P,)
+            b = torch.where(repeat, b.clamp(max=0.0), b)
+        return b
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if self.lam == 0:

@@ -25,6 +25,19 @@ def apply_bans(scores: torch.FloatTensor, found) -> torch.FloatTensor:
     return out.scatter_(1, ids, torch.where(emptied, scores.gather(1, ids), out.gather(1, ids)))
 
 
+def followers(ids: torch.LongTensor, n: int) -> tuple[torch.LongTensor, torch.BoolTensor]:
+    """(next [B, W], match [B, W]): each n-gram's last token in ``ids`` [B, L], and whether its first
+    n - 1 tokens equal the row's last n - 1, i.e. whether that token would repeat the n-gram if drawn next.
+
+    n = 1 matches every token (the empty context). Needs L >= n - 1 (W = L - n + 1; W = 0 is fine).
+    """
+    if n == 1:
+        return ids, torch.ones_like(ids, dtype=torch.bool)
+    win = ids.unfold(1, n, 1)  # (B, W, n): every n-gram so far
+    tail = ids[:, ids.shape[1] - (n - 1) :]  # (B, n-1): the context of the next token
+    return win[:, :, n - 1], (win[:, :, : n - 1] == tail[:, None, :]).all(-1)
+
+
 class NoNgramLoop(LogitsProcessor):
     """Bans w when (last n-1 generated tokens, w) already occurs ``repeats - 1`` times in the continuation.
 
@@ -63,14 +76,7 @@ class NoNgramLoop(LogitsProcessor):
             return None
         # Work on the continuation's n-grams (B x L small tensors), never on a
         # dense [B, V] count table: a step costs one copy of the scores.
-        if n == 1:
-            nxt = cont  # (B, L): every token so far follows the empty context
-            match = torch.ones_like(cont, dtype=torch.bool)
-        else:
-            win = cont.unfold(1, n, 1)  # (B, W, n): every n-gram so far
-            tail = cont[:, length - (n - 1) :]  # (B, n-1): the context of the next token
-            match = (win[:, :, : n - 1] == tail[:, None, :]).all(-1)  # (B, W): followed this context
-            nxt = win[:, :, n - 1]  # (B, W): the token that followed
+        nxt, match = followers(cont, n)
         nxt = nxt.clamp(max=v - 1)
         if self.r > 2:
             # How often each next token followed the context, without a pairwise [W, W]

@@ -105,7 +105,8 @@ class SweepConfig:
             clip the bonus to [-c, c]), ``kl_max_lam`` (the strength cap of the
             KL-budgeted methods), ``centre`` and ``mask`` (the plausible methods
             centre the bonus over their support; mask the tokens outside it),
-            ``temper`` (every variant matches its entropy to the model's).
+            ``temper`` (every variant matches its entropy to the model's),
+            ``fresh`` (n: no positive bonus for a token that repeats an n-gram of its text).
         activation: options of activation steering (steer.methods.ACTIVATION_DEFAULTS):
             ``layers``, ``position``, ``normalise``, the ``scale`` the combined
             methods hold fixed, ``chunk_tokens`` and ``max_chunks``.

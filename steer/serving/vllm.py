@@ -102,6 +102,11 @@ def build_processor(args: dict, tokenizer=None):
     options = args.get("options", {})
     if not isinstance(options, dict):
         raise ValueError(f"extra_args[{KEY!r}]['options'] must be an object, got {options!r}")
+    if options.get("fresh") is not None:
+        # The batch processor hands each row only its last N-1 tokens (_contexts), too few to find
+        # the row's earlier n-grams: refused rather than silently weaker than under transformers.
+        raise ValueError(f"extra_args[{KEY!r}]['options']['fresh'] needs each request's whole text, which "
+                         "this adapter does not pass the prior; it is not available when serving")
     table = load_table(args["table"])
     kl = method != "prior" and GUIDED_VARIANTS[method][2] == "kl"
     if kl:

@@ -177,7 +177,8 @@ def test_a_bad_request_is_refused_and_the_engine_goes_on(setup, plain, steered_e
                        ({"table": "quixote", "lam": -1.0}, "lam"),
                        ({"table": "quixote", "method": "contrastive", "lam": 1.0}, "background"),
                        ({"table": "quixote", "lam": 1.0, "colour": "red"}, "unknown keys"),
-                       ({"table": "quixote", "options": {"alpha": -2}}, "alpha")]:
+                       ({"table": "quixote", "options": {"alpha": -2}}, "alpha"),
+                       ({"table": "quixote", "method": "plausible", "lam": 1.0, "options": {"fresh": 2}}, "fresh")]:
         # validate_params raises ValueError; the engine's boundary reports it as a VLLMValidationError.
         with pytest.raises((ValueError, VLLMValidationError), match=match):
             _generate(steered_engine, ids[:1], _params(bad))

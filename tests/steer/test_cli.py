@@ -355,8 +355,9 @@ def test_sweep_variant_options_reach_the_config(monkeypatch):
     monkeypatch.setattr(cli, "_run_sweep", lambda config, out: seen.update(config=config) or 0)
     assert main(["sweep", "--corpus", "don_quixote", "--out", "runs/x", "--judges", "", "--method",
                  "contrastive+plausible", "--plausibility", "0.02", "--clip", "2", "--centre", "--mask",
-                 "--temper"]) == 0
-    assert seen["config"].guided == {"plausibility": 0.02, "clip": 2.0, "centre": True, "mask": True, "temper": True}
+                 "--temper", "--fresh", "2"]) == 0
+    assert seen["config"].guided == {"plausibility": 0.02, "clip": 2.0, "centre": True, "mask": True, "temper": True,
+                                     "fresh": 2}
     assert main(["sweep", "--corpus", "don_quixote", "--out", "runs/x", "--judges", ""]) == 0
     assert seen["config"].guided == {}
 

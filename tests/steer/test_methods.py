@@ -82,12 +82,12 @@ def test_guided_options_reach_the_variants_and_bad_ones_are_refused(aidreams, co
     corpus = load_corpus(style)
     cfg = SweepConfig(model="m", corpora=[str(style)], judges=[],
                       guided={"plausibility": 0.02, "clip": 1.5, "kl_max_lam": 4.0, "centre": True,
-                              "mask": True, "temper": True})
+                              "mask": True, "temper": True, "fresh": 2})
     ctx = Context(model, tok, corpus, cfg, lambda: table_for(corpus, tok),
                   lambda: table_for(load_corpus(background), tok), lambda: None)
     (prior,) = get_method("contrastive+plausible+kl").build(ctx, 0.1).processors
-    assert (prior.plausibility, prior.clip, prior.lam, prior.kl_budget, prior.centre, prior.mask, prior.temper) == (
-        0.02, 1.5, 4.0, 0.1, True, True, True)
+    assert (prior.plausibility, prior.clip, prior.lam, prior.kl_budget, prior.centre, prior.mask, prior.temper,
+            prior.fresh) == (0.02, 1.5, 4.0, 0.1, True, True, True, 2)
     (plain,) = get_method("contrastive").build(ctx, 0.5).processors
     assert (plain.plausibility, plain.clip, plain.lam, plain.centre, plain.mask, plain.temper) == (
         None, 1.5, 0.5, False, False, True)
@@ -95,6 +95,7 @@ def test_guided_options_reach_the_variants_and_bad_ones_are_refused(aidreams, co
     for bad, match in [({"plausibility": 0}, "plausibility"), ({"plausibility": 1.5}, "plausibility"),
                        ({"clip": -1.0}, "clip"), ({"kl_max_lam": float("inf")}, "kl_max_lam"),
                        ({"centre": 1}, "centre"), ({"mask": "yes"}, "mask"), ({"temper": 1}, "temper"),
+                       ({"fresh": 0}, "fresh"), ({"fresh": True}, "fresh"), ({"fresh": 2.0}, "fresh"),
                        ({"alpha": 0.1}, "unknown options")]:
         with pytest.raises(ValueError, match=match):
             SweepConfig(model="m", corpora=["x"], judges=[], guided=bad)

@@ -26,8 +26,15 @@ def _entropy(x):
     return float(-(q[q > 0] * np.log(q[q > 0])).sum())
 
 
+def _repeats(row, n):
+    """The tokens that would repeat an n-gram of ``row`` if drawn next, by a plain scan."""
+    row = row.tolist()
+    ctx = row[len(row) - (n - 1):] if n > 1 else []
+    return {row[j + n - 1] for j in range(len(row) - n + 1) if row[j:j + n - 1] == ctx}
+
+
 def _reference(scores, ids, lam, background=None, clip=None, plausibility=None, strength="constant", eps=None,
-               centre=False, mask=False, temper=False):
+               centre=False, mask=False, temper=False, fresh=None):
     """Row by row, in float64 numpy, straight from the docstring's formulas."""
     s = scores.double().numpy()
     b_all = _kn(STYLE, ids) - (_kn(BACKGROUND, ids) if background else 0.0)
@@ -36,6 +43,9 @@ def _reference(scores, ids, lam, background=None, clip=None, plausibility=None, 
         b = b_all[r].copy()
         if clip is not None:
             b = np.clip(b, -clip, clip)
+        if fresh is not None:
+            for w in _repeats(ids[r], fresh):
+                b[w] = min(b[w], 0.0)
         if plausibility is not None:
             p = np.exp(s[r] - np.logaddexp.reduce(s[r]))
             support = p >= plausibility * p.max()
@@ -191,6 +201,9 @@ def test_bad_arguments_are_refused():
         GuidedStylePrior(STYLE, 1.0, mask=True)
     with pytest.raises(TypeError, match="`temper`"):
         GuidedStylePrior(STYLE, 1.0, temper=1)
+    for bad in (0, True, 2.0, "2"):
+        with pytest.raises(ValueError, match="`fresh`"):
+            GuidedStylePrior(STYLE, 1.0, fresh=bad)
     with pytest.raises(ValueError, match="`clip`"):
         GuidedStylePrior(STYLE, 1.0, clip=-1)
     with pytest.raises(ValueError, match="`lam`"):
@@ -258,3 +271,60 @@ def test_bonus_on_the_support_only_equals_the_dense_bonus(opts, extra_columns, m
     torch.testing.assert_close(sparse, dense, rtol=1e-6, atol=1e-6)
     assert torch.equal(torch.isneginf(sparse), torch.isneginf(dense))
     assert torch.equal(sparse.argmax(1), dense.argmax(1))
+
+
+# Rows that repeat themselves: 1 2 follows 1 2 3 earlier, 4 4 4 repeats, 2 ends a row that holds 2 3 twice.
+REPEATING = torch.tensor([[1, 2, 3, 5, 1, 2], [4, 4, 4, 9, 4, 4], [2, 3, 7, 2, 3, 2], [6, 1, 2, 5, 0, 1]])
+
+
+@pytest.mark.parametrize("fresh", [1, 2, 3])
+@pytest.mark.parametrize("opts", [
+    dict(),
+    dict(background=True),
+    dict(background=True, plausibility=0.3),
+    dict(background=True, plausibility=0.3, centre=True, clip=1.0),
+    dict(background=True, strength="kl", eps=0.3),
+], ids=str)
+def test_fresh_withholds_the_bonus_from_repeats_only(batch, opts, fresh):
+    scores, _ = batch
+    ids = REPEATING
+    opts = dict(opts)
+    eps = opts.pop("eps", None)
+    kw = {**opts, "background": BACKGROUND if opts.get("background") else None, "kl_budget": eps}
+    lam = 1.5
+    got = GuidedStylePrior(STYLE, lam, fresh=fresh, **kw)(ids, scores)
+    want = _reference(scores, ids, lam, fresh=fresh, eps=eps, **opts)
+    finite = np.isfinite(want)
+    # The KL bisection's resolution (lam / 2**steps, times the bonus size), else float32 rounding.
+    tol = lam / 2**KL_BISECTION_STEPS * 12 if eps is not None else 1e-5
+    np.testing.assert_allclose(got.numpy()[finite], want[finite], rtol=1e-5, atol=tol)
+    if not opts.get("centre") and eps is None:
+        # Off the repeats the bonus is the plain one; on them it never raises a score.
+        plain = GuidedStylePrior(STYLE, lam, **kw)(ids, scores)
+        for r in range(ids.shape[0]):
+            rep = sorted(_repeats(ids[r], fresh))
+            others = [w for w in range(V) if w not in rep]
+            torch.testing.assert_close(got[r, others], plain[r, others])
+            assert bool((got[r, rep] <= scores[r, rep] + 1e-6).all())
+
+
+def test_fresh_on_a_row_shorter_than_n_is_the_plain_bonus(batch):
+    scores, ids = batch  # rows of 3 tokens
+    plain = GuidedStylePrior(STYLE, 2.0, background=BACKGROUND)(ids, scores)
+    torch.testing.assert_close(GuidedStylePrior(STYLE, 2.0, background=BACKGROUND, fresh=4)(ids, scores), plain)
+
+
+@pytest.mark.parametrize("fresh", [1, 2])
+def test_fresh_on_the_support_only_equals_the_dense_path(fresh, monkeypatch):
+    rng = np.random.default_rng(3)
+    style = NGramTable.from_token_ids([rng.integers(0, 12, 300).tolist()], 12, 3)
+    books = NGramTable.from_token_ids([rng.integers(0, 12, 500).tolist()], 12, 3)
+    g = torch.Generator().manual_seed(4)
+    scores = torch.randn(16, 12, generator=g) * 3
+    ids = torch.randint(0, 5, (16, 10), generator=g)  # five ids over ten places: many repeats
+    prior = GuidedStylePrior(style, 3.0, background=books, plausibility=0.05, fresh=fresh)
+    assert prior._sparse_support(scores)
+    sparse = prior(ids, scores)
+    monkeypatch.setattr(GuidedStylePrior, "_sparse_support", lambda self, s: False)
+    torch.testing.assert_close(sparse, prior(ids, scores), rtol=1e-6, atol=1e-6)
+    assert not torch.equal(sparse, GuidedStylePrior(style, 3.0, background=books, plausibility=0.05)(ids, scores))
