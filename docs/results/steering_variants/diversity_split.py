@@ -32,7 +32,8 @@ from steer.judges.heldout import split_context
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE.parent
 RUNS = ("steering_variants/smollm2-sample-ban", "steering_variants/smollm2-sample-ban-kl",
-        "steering_variants/smollm2-sample-ban-other3", "activation/smollm2-sample")
+        "steering_variants/smollm2-sample-ban-other3", "activation/smollm2-sample",
+        "steering_variants/smollm2-sample-ban-fresh")
 
 
 def split(conts: list[list[str]]) -> dict:
@@ -56,17 +57,23 @@ def main() -> list[dict]:
         folder = RESULTS / run
         reported = {(r["corpus"], r["method"], float(r["knob"])): float(r["distinct_2"])
                     for r in csv.DictReader(open(folder / "results.csv", encoding="utf-8"))}
+        options = json.dumps(json.loads((folder / "config.json").read_text(encoding="utf-8"))["sweep"]["guided"],
+                             sort_keys=True)
         cells = defaultdict(list)
         with gzip.open(folder / "samples.jsonl.gz", "rt", encoding="utf-8") as f:
             for line in f:
                 s = json.loads(line)
                 cells[(s["corpus"], s["method"], float(s["knob"]))].append(split_context(s["prompt"], s["text"])[1])
         for key, conts in sorted(cells.items()):
-            if key in seen:  # a cell carried over into a later folder
+            # A cell carried over into a later folder is counted once: the baselines by name, the
+            # variants by name and options (the same knob with other options is another cell).
+            ident = key if key[1] in ("prior", "prompt", "lora") else (*key, options)
+            if ident in seen:
                 continue
-            seen.add(key)
+            seen.add(ident)
             corpus, method, knob = key
-            rows.append({"run": run, "corpus": corpus, "method": method, "knob": knob, "n": len(conts),
+            rows.append({"run": run, "corpus": corpus, "method": method, "knob": knob,
+                         "options": "" if ident == key else options, "n": len(conts),
                          "distinct_2": reported.get(key, float("nan")),
                          **{k: round(v, 4) for k, v in split(conts).items()}})
     out = HERE / "diversity_split.csv"
@@ -75,8 +82,9 @@ def main() -> list[dict]:
         w.writeheader()
         w.writerows(rows)
     for r in rows:
-        print(f"{r['corpus']:<18} {r['method']:<34} {r['knob']:>6g}  distinct-2 {r['distinct_2']:.3f} "
-              f"pooled {r['pooled']:.3f}  within {r['within']:.3f}  across {r['across']:.3f}")
+        print(f"{r['corpus']:<18} {r['method']:<34} {r['knob']:>6g} {r['options']:<14} "
+              f"distinct-2 {r['distinct_2']:.3f} pooled {r['pooled']:.3f}  within {r['within']:.3f}  "
+              f"across {r['across']:.3f}")
     return rows
 
 
