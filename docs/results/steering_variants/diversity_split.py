@@ -33,7 +33,9 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE.parent
 RUNS = ("steering_variants/smollm2-sample-ban", "steering_variants/smollm2-sample-ban-kl",
         "steering_variants/smollm2-sample-ban-other3", "activation/smollm2-sample",
-        "steering_variants/smollm2-sample-ban-fresh")
+        "steering_variants/smollm2-sample-ban-fresh", "steering_variants/smollm2-sample-ban-kl-fresh",
+        "steering_variants/smollm2-sample-ban-kl-other3",
+        "steering_variants/smollm2-sample-ban-mask-temper-alpha0.02-other3")
 
 
 def split(conts: list[list[str]]) -> dict:
