@@ -29,7 +29,8 @@ def followers(ids: torch.LongTensor, n: int) -> tuple[torch.LongTensor, torch.Bo
     """(next [B, W], match [B, W]): each n-gram's last token in ``ids`` [B, L], and whether its first
     n - 1 tokens equal the row's last n - 1, i.e. whether that token would repeat the n-gram if drawn next.
 
-    n = 1 matches every token (the empty context). Needs L >= n - 1 (W = L - n + 1; W = 0 is fine).
+    n = 1 matches every token (the empty context). Needs L >= n (W = L - n + 1), as ``unfold`` does; callers
+    with a shorter row have no n-gram to repeat and skip the call.
     """
     if n == 1:
         return ids, torch.ones_like(ids, dtype=torch.bool)

@@ -42,8 +42,8 @@ def split(conts: list[list[str]]) -> dict:
     """Pooled distinct-2 and its loss split into within- and across-continuation repeats."""
     total = unique_within = 0
     pooled = set()
-    for ids in conts:
-        grams = list(zip(ids, ids[1:], strict=False))
+    for words in conts:
+        grams = list(zip(words, words[1:], strict=False))
         total += len(grams)
         unique_within += len(set(grams))
         pooled.update(grams)
@@ -57,8 +57,8 @@ def main() -> list[dict]:
     rows, seen = [], set()
     for run in RUNS:
         folder = RESULTS / run
-        reported = {(r["corpus"], r["method"], float(r["knob"])): float(r["distinct_2"])
-                    for r in csv.DictReader(open(folder / "results.csv", encoding="utf-8"))}
+        with open(folder / "results.csv", encoding="utf-8") as f:
+            reported = {(r["corpus"], r["method"], float(r["knob"])): float(r["distinct_2"]) for r in csv.DictReader(f)}
         options = json.dumps(json.loads((folder / "config.json").read_text(encoding="utf-8"))["sweep"]["guided"],
                              sort_keys=True)
         cells = defaultdict(list)
