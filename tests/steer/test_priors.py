@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ngram import NGramTable
-from steer.priors import KL_BISECTION_STEPS, TEMPER_MAX, GuidedStylePrior, entropy
+from steer.priors import KL_BISECTION_STEPS, SUPPORT_BLOCK, TEMPER_MAX, GuidedStylePrior, entropy, support_pairs
 from tests.conftest import tiny_llama
 
 V = 12
@@ -271,6 +271,20 @@ def test_bonus_on_the_support_only_equals_the_dense_bonus(opts, extra_columns, m
     torch.testing.assert_close(sparse, dense, rtol=1e-6, atol=1e-6)
     assert torch.equal(torch.isneginf(sparse), torch.isneginf(dense))
     assert torch.equal(sparse.argmax(1), dense.argmax(1))
+
+
+@pytest.mark.parametrize("width", [5, SUPPORT_BLOCK, 3 * SUPPORT_BLOCK, 3 * SUPPORT_BLOCK + 7])
+@pytest.mark.parametrize("alpha", [1.0, 0.1, 1e-6])
+def test_support_pairs_are_the_nonzero_of_the_dense_support(width, alpha):
+    g = torch.Generator().manual_seed(width)
+    s = torch.randn(6, width, generator=g) * 4
+    s[1, : width // 2] = -math.inf  # half a row masked
+    s[2] = -math.inf  # a row with nothing left: every token is "plausible", as on the dense path
+    s[3, ::3] = s[3].max()  # ties at the top across blocks
+    rows, cols, top = support_pairs(s, math.log(alpha))
+    torch.testing.assert_close(top, s.amax(dim=-1, keepdim=True))
+    want_rows, want_cols = (s >= s.amax(dim=-1, keepdim=True) + math.log(alpha)).nonzero(as_tuple=True)
+    assert torch.equal(rows, want_rows) and torch.equal(cols, want_cols)  # same pairs, same (row-major) order
 
 
 # Rows that repeat themselves: 1 2 follows 1 2 3 earlier, 4 4 4 repeats, 2 ends a row that holds 2 3 twice.
