@@ -320,8 +320,8 @@ def support_pairs(s: torch.Tensor, log_alpha: float) -> tuple[torch.Tensor, torc
     (no more than there are pairs) are compared in full.
     """
     b, v = s.shape
-    blocks = s if v % SUPPORT_BLOCK == 0 else torch.nn.functional.pad(s, (0, -v % SUPPORT_BLOCK),
-                                                                      value=float("-inf"))
+    pad = -v % SUPPORT_BLOCK  # columns that fill the last block
+    blocks = torch.nn.functional.pad(s, (0, pad), value=float("-inf")) if pad else s
     blocks = blocks.reshape(b, -1, SUPPORT_BLOCK)  # (B, V / block, block); a view of contiguous scores
     block_max = blocks.amax(dim=-1)  # (B, V / block)
     top = block_max.amax(dim=-1, keepdim=True)  # (B, 1)
@@ -329,7 +329,7 @@ def support_pairs(s: torch.Tensor, log_alpha: float) -> tuple[torch.Tensor, torc
     block_rows, block_ids = (block_max >= threshold).nonzero(as_tuple=True)  # (C,) each: candidate blocks
     pick, offset = (blocks[block_rows, block_ids] >= threshold[block_rows]).nonzero(as_tuple=True)  # within them
     rows, cols = block_rows[pick], block_ids[pick] * SUPPORT_BLOCK + offset
-    if v % SUPPORT_BLOCK:  # a row whose scores are all -inf takes the padding too: drop it
+    if pad:  # a row whose scores are all -inf takes the padding too: drop it
         inside = cols < v
         rows, cols = rows[inside], cols[inside]
     return rows, cols, top
