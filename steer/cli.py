@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -131,42 +132,108 @@ def _print_corpus(corpus) -> None:
               file=sys.stderr)
 
 
+def _method_args(p: argparse.ArgumentParser) -> None:
+    """The options of the registered methods (variants, activation steering, hidden-state optimisation)."""
+    p.add_argument("--background", default="background",
+                   help="corpus whose table contrastive methods subtract (ordinary text)")
+    p.add_argument("--plausibility", type=float, default=None, metavar="ALPHA",
+                   help="alpha of the plausible methods: the bonus applies where p >= alpha max p (default: 0.1)")
+    p.add_argument("--clip", type=float, default=None, metavar="C",
+                   help="clip the variants' bonus to [-C, C] (default: no clipping)")
+    p.add_argument("--kl-max-lam", type=float, default=None, metavar="LAM",
+                   help="strength cap of the KL-budgeted methods (default: 8)")
+    p.add_argument("--centre", action="store_true",
+                   help="the plausible methods centre the bonus over their support (its mean under the model "
+                        "there is subtracted)")
+    p.add_argument("--mask", action="store_true",
+                   help="the plausible methods set the tokens outside their support to -inf")
+    p.add_argument("--temper", action="store_true",
+                   help="the variants divide their steered scores by a per-row temperature that brings the "
+                        "distribution's entropy back to the model's (sampling only: the argmax is unchanged)")
+    p.add_argument("--fresh", type=int, default=None, metavar="N",
+                   help="the variants give no positive bonus to a token that would repeat an N-gram the text "
+                        "already holds (the style is rewarded once per N-gram; default: off)")
+    p.add_argument("--activation-layers", default=None, metavar="L1,L2",
+                   help="decoder layers (0-based) the activation methods add their style vector at "
+                        "(default: one, at 72 %% of the depth: layer 21 of 30)")
+    p.add_argument("--activation-scale", type=float, default=None, metavar="S",
+                   help="the style vector's scale that activation+contrastive+plausible holds fixed (default: 0.125)")
+    p.add_argument("--activation-position", choices=["mean", "last"], default=None,
+                   help="style vectors from activations averaged over tokens, or at each chunk's last token "
+                        "(default: mean)")
+    p.add_argument("--activation-raw", action="store_true",
+                   help="use the style vector as measured instead of rescaled to the residual stream's typical "
+                        "norm (then the scale is in the activations' own units)")
+    p.add_argument("--hso-segment", type=int, default=None, metavar="N",
+                   help="tokens per segment of the hso methods' optimisation of the exemplars' cache (default: 64)")
+    p.add_argument("--hso-lr", type=float, default=None, metavar="LR",
+                   help="learning rate (Adam) of the hso methods (default: 0.03)")
+    p.add_argument("--hso-steps", type=int, default=None, metavar="K",
+                   help="steps per segment that hso+contrastive+plausible holds fixed (default: 2)")
+
+
 def cmd_generate(args) -> int:
-    from ngram import NGramTable
-    from steer.corpora import load_corpus
     from steer.generation import continue_prompts
+    from steer.methods import get_method
     from steer.models import load_model
-    from steer.style import NGramStylePrior, check_lam
-    from steer.tables import table_for
+    from steer.sweep import SweepConfig, method_setup
 
     # Everything that does not need the model is checked before it loads.
-    check_lam(args.lam)
-    config = _decode_config(args)
-    options = _prior_options(args)
+    method = get_method(args.method)
     if (args.corpus is None) == (args.table is None):
         raise ValueError("give exactly one of --corpus (text) and --table (a file from `steer build-table`)")
-    if args.table is not None:
-        if not Path(args.table).exists():
-            raise FileNotFoundError(f"`table` file {str(args.table)!r} not found")
-        table, corpus = NGramTable.load(args.table), None
-    else:
-        corpus = load_corpus(args.corpus, encoding=args.encoding)
-        _print_corpus(corpus)
-    model, tokenizer = load_model(args.model)
-    if corpus is not None:
-        table = table_for(corpus, tokenizer, args.order)
-    prior = NGramStylePrior(table, args.lam, tokenizer, **options)
-    prompt_ids, plain = continue_prompts(model, tokenizer, [args.prompt], (), config)
-    _, steered = continue_prompts(model, tokenizer, [args.prompt], [prior], config)
+    if args.table is not None and not Path(args.table).exists():
+        raise FileNotFoundError(f"`table` file {str(args.table)!r} not found")
+    knob = _generate_knob(args, method)
+    source = args.corpus if args.corpus is not None else str(args.table)
+    uses_prompt = args.method in ("prompt", "prior+prompt")
+    config = SweepConfig(
+        model=args.model, corpora=[source], lambdas=[knob] if args.method.startswith("prior") else [0.0],
+        prompts=[args.prompt], max_new_tokens=args.max_new_tokens, seed=args.seed, decoding=args.decoding,
+        loop_ban=_loop_ban(args.ban_loops), num_beams=args.num_beams, temperature=args.temperature,
+        top_p=args.top_p, order=args.order, prior=_prior_options(args), encoding=args.encoding, judges=[],
+        baselines=["prompt"] if uses_prompt else [],
+        methods=[] if args.method in ("prior", "prompt", "prior+prompt") else [args.method],
+        background=args.background, guided=_guided_options(args), activation=_activation_options(args),
+        hso=_hso_options(args))
+    if args.corpus is not None:
+        from steer.corpora import load_corpus
 
-    def text(cont):
+        _print_corpus(load_corpus(args.corpus, judge_fraction=config.judge_fraction, encoding=args.encoding))
+    model, tokenizer = load_model(args.model)
+    setup = method_setup(config, args.method, knob, model, tokenizer)
+    decode = config.decode(0)
+    prompt_ids, plain = continue_prompts(model, tokenizer, [args.prompt], (), decode)
+    _, steered = setup.continue_prompts(model, tokenizer, [args.prompt], decode)
+
+    def text(cont):  # the user's prompt and the continuation: a method's prefix is not shown
         return tokenizer.decode(prompt_ids[0] + cont, skip_special_tokens=True)
 
-    print(f"model: {args.model}   corpus: {args.corpus or args.table} ({table.stats['n_tokens']:,} tokens, "
-          f"order {table.order})   lam: {args.lam}")
+    label = f"{args.method}" + (f", {method.knob or 'knob'}={knob:g}" if method.knob else "")
+    print(f"model: {args.model}   corpus: {source}   method: {label}")
     print(f"\n[unsteered]\n{text(plain[0])}")
-    print(f"\n[steered, lam={args.lam}]\n{text(steered[0])}")
+    print(f"\n[steered, {label}]\n{text(steered[0])}")
     return 0
+
+
+def _generate_knob(args, method) -> float:
+    """The knob of `steer generate`: --knob, or --lam for the paper's prior; methods without a knob take 0."""
+    from steer.style import check_lam
+
+    if not method.knob:
+        if args.knob is not None:
+            raise ValueError(f"method {args.method!r} has no knob; drop --knob {args.knob:g}")
+        return 0.0
+    if args.knob is None:
+        if args.method.startswith("prior"):
+            return check_lam(args.lam)
+        example = method.knobs[len(method.knobs) // 2] if method.knobs else 1.0
+        raise ValueError(f"method {args.method!r} needs --knob (its {method.knob}; e.g. --knob {example:g})")
+    if args.method.startswith("prior"):
+        return check_lam(args.knob)
+    if not math.isfinite(args.knob) or args.knob < 0:
+        raise ValueError(f"`knob` must be a finite number >= 0, got {args.knob!r}")
+    return args.knob
 
 
 def _pct(x: float) -> str:
@@ -547,7 +614,10 @@ EXAMPLES = {
     "generate": "examples:\n  steer generate --model ../shared/data/models/base-llama2tok --corpus don_quixote "
                 "--lam 0.1 \"The old man walked\"\n"
                 "  steer generate --model ../shared/data/models/base-llama2tok --table quixote.safetensors "
-                "\"The old man walked\"",
+                "\"The old man walked\"\n"
+                "  steer generate --model ../shared/data/models/smollm2-135m-instruct --corpus cnn_highlights "
+                "--method activation+contrastive+plausible --knob 0.25 --decoding sample --top-p 0.95 "
+                "--ban-loops 3,3 \"The news spread quickly through\"",
     "sweep": "examples:\n  steer sweep --model ../shared/data/models/base-llama2tok --corpus don_quixote "
              "--corpus cnn_highlights --lambdas 0,0.1,0.5 --baseline prompt --out runs/study\n"
              "  steer sweep --model ../shared/data/models/base-llama2tok --corpus don_quixote --lambdas 0 "
@@ -619,8 +689,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus", default=None, help=_corpus_help() + " (or give --table)")
     p.add_argument("--table", default=None, type=Path,
                    help="a table saved by `steer build-table` (instead of --corpus)")
-    p.add_argument("--lam", type=float, default=0.1, help="weight of the style prior (>= 0; 0 = unsteered)")
+    p.add_argument("--lam", type=float, default=0.1,
+                   help="weight of the paper's prior (>= 0; 0 = unsteered), for --method prior and prior+prompt")
+    from steer.methods import REGISTRY
+
+    p.add_argument("--method", default="prior", choices=[m for m in REGISTRY if m != "lora"], metavar="METHOD",
+                   help="the steering method, as a sweep names it: " + ", ".join(m for m in REGISTRY if m != "lora"))
+    p.add_argument("--knob", type=float, default=None,
+                   help="the method's knob (λ, ε for the KL-budget methods, the scale for activation, steps for "
+                        "hso); the paper's prior takes --lam")
     _prior_args(p)
+    _method_args(p)
     _decode_args(p)
 
     p = _add(sub, "sweep", "the style study: corpora x lambdas (and baselines) -> metrics, samples, plot", cmd_sweep)
@@ -641,42 +720,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also run a steering variant (repeat): " + ", ".join(others))
     p.add_argument("--knob", action="append", metavar="METHOD=V1,V2",
                    help="knob values of a --method (λ, or ε for the KL-budget methods), instead of its defaults")
-    p.add_argument("--background", default="background",
-                   help="corpus whose table contrastive methods subtract (ordinary text)")
-    p.add_argument("--plausibility", type=float, default=None, metavar="ALPHA",
-                   help="alpha of the plausible methods: the bonus applies where p >= alpha max p (default: 0.1)")
-    p.add_argument("--clip", type=float, default=None, metavar="C",
-                   help="clip the variants' bonus to [-C, C] (default: no clipping)")
-    p.add_argument("--kl-max-lam", type=float, default=None, metavar="LAM",
-                   help="strength cap of the KL-budgeted methods (default: 8)")
-    p.add_argument("--centre", action="store_true",
-                   help="the plausible methods centre the bonus over their support (its mean under the model "
-                        "there is subtracted)")
-    p.add_argument("--mask", action="store_true",
-                   help="the plausible methods set the tokens outside their support to -inf")
-    p.add_argument("--temper", action="store_true",
-                   help="the variants divide their steered scores by a per-row temperature that brings the "
-                        "distribution's entropy back to the model's (sampling only: the argmax is unchanged)")
-    p.add_argument("--fresh", type=int, default=None, metavar="N",
-                   help="the variants give no positive bonus to a token that would repeat an N-gram the text "
-                        "already holds (the style is rewarded once per N-gram; default: off)")
-    p.add_argument("--activation-layers", default=None, metavar="L1,L2",
-                   help="decoder layers (0-based) the activation methods add their style vector at "
-                        "(default: one, at 72 %% of the depth: layer 21 of 30)")
-    p.add_argument("--activation-scale", type=float, default=None, metavar="S",
-                   help="the style vector's scale that activation+contrastive+plausible holds fixed (default: 0.125)")
-    p.add_argument("--activation-position", choices=["mean", "last"], default=None,
-                   help="style vectors from activations averaged over tokens, or at each chunk's last token "
-                        "(default: mean)")
-    p.add_argument("--activation-raw", action="store_true",
-                   help="use the style vector as measured instead of rescaled to the residual stream's typical "
-                        "norm (then the scale is in the activations' own units)")
-    p.add_argument("--hso-segment", type=int, default=None, metavar="N",
-                   help="tokens per segment of the hso methods' optimisation of the exemplars' cache (default: 64)")
-    p.add_argument("--hso-lr", type=float, default=None, metavar="LR",
-                   help="learning rate (Adam) of the hso methods (default: 0.03)")
-    p.add_argument("--hso-steps", type=int, default=None, metavar="K",
-                   help="steps per segment that hso+contrastive+plausible holds fixed (default: 2)")
+    _method_args(p)
     p.add_argument("--lora-steps", type=int, default=1000,
                    help="step budget of each LoRA baseline (training stops earlier when a held-out loss stalls)")
     p.add_argument("--lora-rank", type=int, default=8, help="LoRA rank r")

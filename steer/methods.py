@@ -12,6 +12,7 @@ tables built from it); the judges never see them.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -122,6 +123,22 @@ class Setup:
     # The prefix already read into a cache that generation continues from (steer.hso.CachedPrefix:
     # hidden-state optimisation's exemplars), or None: every prompt then starts with its ids.
     prefix_cache: object = None
+
+    def continue_prompts(self, model, tokenizer, prompts: list[str], decode, processors=None):
+        """Continue ``prompts`` as this setup generates: with its model (else ``model``), its prefix before
+        every prompt (read from its cache where it has one), its processors (or ``processors``, e.g. wrapped
+        copies of them), inside its context (activation hooks, removed on exit).
+
+        Returns :func:`steer.generation.continue_prompts`'s (prompt_ids, continuation_ids); the prompt ids
+        hold the prefix.
+        """
+        from steer.generation import continue_prompts
+
+        around = self.context or contextlib.nullcontext
+        with around():
+            return continue_prompts(self.model or model, tokenizer, [self.prefix + p for p in prompts],
+                                    self.processors if processors is None else processors, decode,
+                                    prefix=self.prefix_cache)
 
 
 @dataclass

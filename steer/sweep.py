@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import functools
 import json
@@ -333,16 +332,11 @@ class _Runner:
     def cell(self, corpus, table, method, knob, setup):
         """Generate the cell's continuations with ``setup`` (a steer.methods.Setup) and score them."""
         cfg, tok = self.config, self.tokenizer
-        gen_model = setup.model or self.model
-        prompts = [setup.prefix + p for p in cfg.prompts]
         prompt_ids, conts, js, jac, pre, samples = [], [], [], [], [], []
         gen_s = 0.0
-        around = setup.context or contextlib.nullcontext
         # Warm up (lazy device tables, cached unigram rows, first-call kernels)
         # so that the timed generation below measures the steady state.
-        with around():
-            continue_prompts(gen_model, tok, prompts[:1], setup.processors,
-                             replace(cfg.decode(0), max_new_tokens=2), prefix=setup.prefix_cache)
+        setup.continue_prompts(self.model, tok, cfg.prompts[:1], replace(cfg.decode(0), max_new_tokens=2))
         for k in range(cfg.samples):
             user_ids, base_conts = self.unsteered[k]
             procs = list(setup.processors)
@@ -351,8 +345,7 @@ class _Runner:
                 rec = DivergenceRecorder(procs[0])
                 procs[0] = rec
             t0 = time.perf_counter()
-            with around():
-                _, c_ids = continue_prompts(gen_model, tok, prompts, procs, cfg.decode(k), prefix=setup.prefix_cache)
+            _, c_ids = setup.continue_prompts(self.model, tok, cfg.prompts, cfg.decode(k), processors=procs)
             gen_s += time.perf_counter() - t0
             if rec is not None:
                 div = rec.divergences()  # (rows, steps)
@@ -560,7 +553,7 @@ def _load_source(name: str, config: SweepConfig):
 def _run_cells(config, out, model, tokenizer, sources, judged, todo, cells, done, note, lora_progress,
                extra) -> None:
     from ngram import NGramTable
-    from steer.methods import Context, get_method
+    from steer.methods import get_method
 
     samples = [s for s in _read_jsonl(out / "samples.jsonl") if _key(s) in done]
     _write_jsonl(out / "samples.jsonl", samples)
@@ -575,26 +568,68 @@ def _run_cells(config, out, model, tokenizer, sources, judged, todo, cells, done
         if not mine:
             continue
         source = sources[corpus_name]
-        if isinstance(source, NGramTable):
-            corpus, table = None, _Lazy(lambda source=source: source)
-            if source.order != config.order:
-                raise ValueError(f"table {corpus_name!r} has order {source.order}, the sweep asks for "
-                                 f"{config.order}; pass --order {source.order}")
-            source.check_tokenizer(tokenizer)
-        else:
-            corpus, table = source, _Lazy(lambda source=source: table_for(source, tokenizer, config.order))
+        corpus = None if isinstance(source, NGramTable) else source
         lora = _Lazy(lambda corpus=corpus: _lora_for(config, model, tokenizer, corpus, out, lora_progress))
-        ctx = Context(model, tokenizer, corpus, config, table, background, lora,
-                      background_corpus=lambda: extra(config.background))
+        ctx = method_context(config, model, tokenizer, corpus_name, source, extra, background, lora)
         for _, method, knob in mine:
             setup = get_method(method).build(ctx, knob)
-            row, new = runner.cell(corpus_name, table(), method, knob, setup)
+            row, new = runner.cell(corpus_name, ctx.table(), method, knob, setup)
             del setup
             samples += new
             _write_jsonl(out / "samples.jsonl", samples)
             cells.append(row)
             _write_jsonl(out / "cells.jsonl", cells)
             note(f"{corpus_name} {method} {get_method(method).knob or 'knob'}={knob}")
+
+
+def method_context(config: SweepConfig, model, tokenizer, corpus_name: str, source, extra: Callable,
+                   background: Callable | None = None, lora: Callable | None = None):
+    """What the methods of ``config`` build from on one corpus (a steer.methods.Context).
+
+    ``source`` is the corpus (a Corpus: its table is built lazily from the steer split and cached) or
+    a saved NGramTable, which must match ``config.order`` and ``tokenizer``; ``extra`` reads a further
+    corpus by name (the background); ``background``: the background table, lazily (built from ``extra``
+    if not given); ``lora``: a lazy LoRA adapter, or None: a method that needs one is refused.
+    """
+    from ngram import NGramTable
+    from steer.methods import Context
+
+    if isinstance(source, NGramTable):
+        corpus, table = None, _Lazy(lambda: source)
+        if source.order != config.order:
+            raise ValueError(f"table {corpus_name!r} has order {source.order}, the sweep asks for "
+                             f"{config.order}; pass --order {source.order}")
+        source.check_tokenizer(tokenizer)
+    else:
+        corpus, table = source, _Lazy(lambda: table_for(source, tokenizer, config.order))
+    if background is None:
+        background = _Lazy(lambda: table_for(extra(config.background), tokenizer, config.order))
+    if lora is None:
+        def lora():
+            raise ValueError("the `lora` method trains an adapter: run it in a sweep (--baseline lora), or train "
+                             "one with `steer train-lora`")
+    return Context(model, tokenizer, corpus, config, table, background, lora,
+                   background_corpus=lambda: extra(config.background))
+
+
+def method_setup(config: SweepConfig, method: str, knob: float, model, tokenizer, corpus_name: str | None = None):
+    """One method at one knob value on one corpus of ``config`` (its first unless named), built as the sweep
+    builds its cells: a steer.methods.Setup to generate with (:meth:`~steer.methods.Setup.continue_prompts`).
+
+    The corpus is read and split as the sweep reads it (methods see its steer split only); LoRA trains in
+    sweeps only.
+    """
+    from steer.methods import get_method
+
+    name = config.corpora[0] if corpus_name is None else corpus_name
+    if name not in config.corpora:
+        raise ValueError(f"`corpus_name` {name!r} is not among the config's corpora {config.corpora}")
+    source = _load_source(name, config)
+    if get_method(method).needs_text and not isinstance(source, Corpus):
+        raise ValueError(f"method {method!r} needs the corpus's text, but {name!r} is a saved table")
+    extra = functools.lru_cache(maxsize=None)(lambda n: load_corpus(n, judge_fraction=config.judge_fraction))
+    ctx = method_context(config, model, tokenizer, name, source, extra)
+    return get_method(method).build(ctx, knob)
 
 
 class _Lazy:

@@ -15,7 +15,60 @@ def test_generate_prints_both_continuations(aidreams_path, capsys):
     assert main(["generate", "--model", str(aidreams_path), "--corpus", "don_quixote",
                  "--lam", "0.5", "--max-new-tokens", "8", "Once upon a time"]) == 0
     out = capsys.readouterr().out
-    assert "[unsteered]" in out and "[steered, lam=0.5]" in out
+    assert "[unsteered]" in out and "[steered, prior, lam=0.5]" in out
+
+
+def _continuations(out: str) -> tuple[str, str]:
+    """(unsteered, steered) text from `steer generate`'s output."""
+    plain = out.split("[unsteered]\n", 1)[1].split("\n\n[steered", 1)[0]
+    return plain, out.split("]\n", 2)[-1].strip()
+
+
+@pytest.mark.parametrize("method", ["contrastive+plausible", "activation+contrastive+plausible", "activation"])
+def test_generate_runs_a_registered_method_and_knob_zero_changes_nothing(method, aidreams_path, capsys):
+    """Every method a sweep names runs through `steer generate`; at knob 0 (activation+contrastive+plausible:
+    both its λ and, with --activation-scale 0, its vector) the steered text is the unsteered one."""
+    common = ["generate", "--model", str(aidreams_path), "--corpus", "don_quixote", "--method", method,
+              "--max-new-tokens", "8", "--decoding", "sample", "--seed", "3", "Once upon a time"]
+    assert main(common + ["--knob", "0", "--activation-scale", "0"]) == 0
+    plain, steered = _continuations(capsys.readouterr().out)
+    assert plain == steered and plain.startswith("Once upon a time")
+    assert main(common + ["--knob", "4"]) == 0
+    out = capsys.readouterr().out
+    assert f"[steered, {method}, " in out and _continuations(out)[0] == plain
+
+
+def test_generate_prompting_puts_exemplars_before_the_prompt_but_shows_the_prompt(aidreams_path, capsys):
+    assert main(["generate", "--model", str(aidreams_path), "--corpus", "don_quixote", "--method", "prompt",
+                 "--max-new-tokens", "6", "Once upon a time"]) == 0
+    out = capsys.readouterr().out
+    assert "[steered, prompt]" in out and _continuations(out)[1].startswith("Once upon a time")
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--method", "contrastive+plausible"], "needs --knob"),
+    (["--method", "prompt", "--knob", "1"], "has no knob"),
+    (["--method", "contrastive", "--knob", "-1"], "knob"),
+    (["--method", "prior", "--knob", "nan"], "lam"),
+])
+def test_generate_refuses_bad_method_settings_before_loading_the_model(extra, message, capsys):
+    assert main(["generate", "--model", "/no/such/model", "--corpus", "don_quixote", *extra, "x"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_generate_offers_no_lora_it_would_have_to_train(capsys):
+    with pytest.raises(SystemExit):
+        main(["generate", "--corpus", "don_quixote", "--method", "lora", "x"])
+    assert "invalid choice: 'lora'" in capsys.readouterr().err
+
+
+def test_generate_refuses_a_text_method_on_a_saved_table(aidreams_path, tmp_path, capsys):
+    table = tmp_path / "t.safetensors"
+    assert main(["build-table", "--corpus", "sherlock_holmes", "--tokenizer", str(aidreams_path), "--order", "2",
+                 "--out", str(table)]) == 0
+    assert main(["generate", "--model", str(aidreams_path), "--table", str(table), "--order", "2",
+                 "--method", "activation", "--knob", "0.1", "x"]) == 2
+    assert "saved table" in capsys.readouterr().err
 
 
 def test_build_table(tmp_path, shared_data, capsys):
@@ -289,7 +342,7 @@ def test_build_table_reports_and_its_table_drives_generate_and_sweep(aidreams_pa
     assert f"wrote {table}" in out and "MiB" in out and "built in" in out and "n-gram types per order: 1:" in out
     assert main(["generate", "--model", str(aidreams_path), "--table", str(table), "--lam", "1",
                  "--max-new-tokens", "5", "Once upon a time"]) == 0
-    assert "[steered, lam=1.0]" in capsys.readouterr().out
+    assert "[steered, prior, lam=1]" in capsys.readouterr().out
     run = tmp_path / "run"
     assert main(["sweep", "--model", str(aidreams_path), "--corpus", str(table), "--lambdas", "0,1",
                  "--prompts", str(two_prompts), "--max-new-tokens", "4", "--judges", "", "--out", str(run)]) == 0

@@ -117,7 +117,7 @@ def test_js_has_no_relative_column_and_noise_baselines_give_nan(aidreams, aidrea
 def test_steered_cells_are_warmed_up_before_timing(aidreams, aidreams_path, corpus_file, tmp_path, monkeypatch):
     # Regression: the first cell's ms/token included the prior's first-call
     # preparation (113 ms/token against 6.8 later).
-    from steer import sweep
+    from steer import generation, sweep
 
     model, tok = aidreams
     calls = []
@@ -127,7 +127,8 @@ def test_steered_cells_are_warmed_up_before_timing(aidreams, aidreams_path, corp
         calls.append((len(prompts), len(list(processors)), config.max_new_tokens))
         return real(model, tokenizer, prompts, processors, config, prefix=prefix)
 
-    monkeypatch.setattr(sweep, "continue_prompts", recording)
+    monkeypatch.setattr(sweep, "continue_prompts", recording)  # the unsteered reference
+    monkeypatch.setattr(generation, "continue_prompts", recording)  # the cells (steer.methods.Setup)
     run_sweep(_config(aidreams_path, corpus_file, lambdas=[0.5]), tmp_path / "run", model=model, tokenizer=tok)
     # unsteered reference, then per cell: a short untimed warm-up with the cell's processors, then the cell
     assert calls == [(2, 0, 8), (1, 1, 2), (2, 1, 8), (1, 1, 2), (2, 1, 8)]
