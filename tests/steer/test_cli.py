@@ -39,10 +39,15 @@ def test_generate_runs_a_registered_method_and_knob_zero_changes_nothing(method,
 
 
 def test_generate_prompting_puts_exemplars_before_the_prompt_but_shows_the_prompt(aidreams_path, capsys):
-    assert main(["generate", "--model", str(aidreams_path), "--corpus", "don_quixote", "--method", "prompt",
-                 "--max-new-tokens", "6", "Once upon a time"]) == 0
+    common = ["generate", "--model", str(aidreams_path), "--corpus", "don_quixote", "--max-new-tokens", "6",
+              "--decoding", "sample", "--seed", "1", "Once upon a time"]
+    assert main(common + ["--method", "prompt"]) == 0
     out = capsys.readouterr().out
     assert "[steered, prompt]" in out and _continuations(out)[1].startswith("Once upon a time")
+    # hso at 0 steps continues from the exemplars' plain cache: prompting, token for token
+    assert main(common + ["--method", "hso", "--knob", "0"]) == 0
+    hso = capsys.readouterr().out
+    assert "[steered, hso, steps=0]" in hso and _continuations(hso)[1] == _continuations(out)[1]
 
 
 @pytest.mark.parametrize("extra, message", [
