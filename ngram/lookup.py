@@ -452,6 +452,8 @@ class ContrastPlan:
         self.rows = torch.cat([a.rows, b.rows])
         self.column = torch.cat([a.column, b.column + c])
         self.window = torch.cat([a.window, b.window])
+        self.device = a.device
+        self._entry_parts, self._entry_keys = (a, b), None  # score's entry keys, joined on first use
 
     @classmethod
     def combine(cls, a: StepPlan, b: StepPlan) -> ContrastPlan | None:
@@ -477,6 +479,33 @@ class ContrastPlan:
     def windows_fit(self, rows: int) -> bool:
         """Whether ``rows`` rows stay within the windows' slot budget (there is no ragged gather here)."""
         return _windows_fit(self, rows)
+
+    def score(self, tail: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Both estimates at one next id per row, float32 [P, 2]: ``step(tail)`` gathered at ``targets`` [P].
+
+        :meth:`StepPlan.score` over both tables in one pass: one search for the
+        contexts of both, one over the entries of both, values bit for bit the
+        two plans' own. b's slots follow a's 2n_a + 1 slots and one unused slot,
+        so slot s still addresses context (s - 1) // 2 of a joint numbering in
+        which b's contexts come after n_a + 1 ids; b's entry keys move up by
+        that many blocks of V + 1.
+        """
+        p, c, v = tail.shape[0], self.orders, self.vocab_size
+        targets = targets.long()
+        slot = torch.searchsorted(self.keys, _query(self, tail), right=True)  # (P, 2c): a's orders, then b's
+        per_table = slot.view(p, 2, c)
+        val = self.rows[torch.take(self.dense_id, per_table).amax(dim=2), targets[:, None]]  # (P, 2)
+        if self._entry_keys is None:
+            a, b = self._entry_parts
+            shift = (a.keys.shape[0] // 2 + 1) * (v + 1)
+            joint = np.concatenate([a._entry_keys_host, b._entry_keys_host + shift])
+            self._entry_keys = torch.from_numpy(joint).to(self.device)
+        keys_e = self._entry_keys
+        q = (slot - 1).div(2, rounding_mode="floor") * (v + 1) + targets[:, None] + 1  # (P, 2c)
+        pos = torch.searchsorted(keys_e, q).clamp_(max=keys_e.shape[0] - 1)
+        hit = (slot % 2 == 1) & (keys_e[pos] == q)
+        found = torch.where(hit, self.full[pos], -torch.inf).view(p, 2, c).amax(dim=2)  # (P, 2)
+        return torch.maximum(val, found) + torch.take(self.log_g, per_table).amin(dim=2)
 
     def step(self, tail: torch.Tensor) -> torch.Tensor:
         """float32 [B, 2, V] from exactly the last ``width`` ids of every row."""

@@ -15,7 +15,7 @@ import torch
 from transformers import LogitsProcessor
 
 from ngram import NGramTable
-from ngram.lookup import ContrastPlan
+from ngram.lookup import ContrastPlan, last_ids
 from steer.repetition import followers
 from steer.style import check_lam, check_width, pad_columns
 
@@ -208,15 +208,20 @@ class GuidedStylePrior(LogitsProcessor):
 
         Tokens past the tables' vocabulary (a padded embedding) get 0, as in :meth:`bonus`.
         """
-        plan = self.table.plan(self.options, input_ids.device)
-        tail = plan.tail(input_ids)[rows]  # (P, N-1): each pair's context
         inside = cols < self.table.vocab_size
         w = cols.clamp(max=self.table.vocab_size - 1)
-        b = plan.score(tail, w)  # (P,)
-        if self.background is not None:
-            bg = self.background.plan(self.options, input_ids.device)
-            bg_tail = tail if bg.width == plan.width else bg.tail(input_ids)[rows]  # same order: one gather
-            b = b - bg.score(bg_tail, w)
+        pair = self._pair(input_ids.device) if self.background is not None else None
+        if pair is not None:
+            both = pair.score(last_ids(input_ids, pair.width)[rows], w)  # (P, 2): both tables in one pass
+            b = both[:, 0] - both[:, 1]
+        else:
+            plan = self.table.plan(self.options, input_ids.device)
+            tail = plan.tail(input_ids)[rows]  # (P, N-1): each pair's context
+            b = plan.score(tail, w)  # (P,)
+            if self.background is not None:
+                bg = self.background.plan(self.options, input_ids.device)
+                bg_tail = tail if bg.width == plan.width else bg.tail(input_ids)[rows]  # same order: one gather
+                b = b - bg.score(bg_tail, w)
         if self.clip is not None:
             b = b.clamp(-self.clip, self.clip)
         b = torch.where(inside, b, 0.0)

@@ -11,7 +11,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from ngram import NGramTable
 from ngram import lookup as ngram_lookup
-from ngram.lookup import ContrastPlan, _interleave
+from ngram.lookup import ContrastPlan, _interleave, last_ids
 from steer.style import NGramStylePrior
 
 # torch._dynamo imports torch.jit internals that warn about their own deprecation.
@@ -162,6 +162,15 @@ def test_contrast_plan_gives_both_tables_estimates_bit_for_bit(table, accelerato
     for ctx in (torch.cat([_contexts(), torch.tensor([[-1, 5, 2, 1, 300, 1, 2]])]), _contexts()[:, :1]):
         both = pair(ctx)
         assert torch.equal(both[:, 0], a(ctx)) and torch.equal(both[:, 1], b(ctx))
+        # Point queries: both tables at given next ids in one pass, the two plans' own scores bit for bit.
+        targets = torch.from_numpy(rng.integers(0, 300, size=ctx.shape[0]))
+        targets[:3] = both[:3, 0].argmax(dim=-1)  # ids that some contexts of each table did store
+        targets[3:6] = both[3:6, 1].argmax(dim=-1)
+        pair_scores = pair.score(last_ids(ctx, pair.width), targets)
+        assert torch.equal(pair_scores[:, 0], a.score(last_ids(ctx, a.width), targets))
+        assert torch.equal(pair_scores[:, 1], b.score(last_ids(ctx, b.width), targets))
+        assert torch.equal(pair_scores, both[torch.arange(ctx.shape[0]), :, targets])
+    assert pair.score(last_ids(ctx, pair.width)[:0], targets[:0]).shape == (0, 2)
     small = NGramTable.from_token_ids([[1, 2, 3, 4]], 300, 2)
     assert ContrastPlan.combine(a, small.plan(small.options(smoothing="kneser_ney"), "cpu")) is None  # 1 order vs 2
     assert ContrastPlan.combine(table.plan(table.options(mode="logsum"), "cpu"), b) is None
