@@ -347,12 +347,7 @@ class StepPlan:
         val = self.rows[torch.take(self.dense_id, slot).amax(dim=1), columns]  # (B,)
         if self._entry_keys is None:
             self._entry_keys = torch.from_numpy(self._entry_keys_host).to(self.device)
-        keys_e = self._entry_keys
-        # Slot 2i+1 is layout context i; even slots (not seen) match no entry.
-        q = (slot - 1).div(2, rounding_mode="floor") * (self.vocab_size + 1) + targets[:, None] + 1  # (B, c)
-        pos = torch.searchsorted(keys_e, q).clamp_(max=keys_e.shape[0] - 1)
-        hit = (slot % 2 == 1) & (keys_e[pos] == q)
-        found = torch.where(hit, self.full[pos], -torch.inf).amax(dim=1)  # (B,)
+        found = _entry_values(self._entry_keys, self.full, slot, targets, self.vocab_size).amax(dim=1)  # (B,)
         val = torch.maximum(val, found)
         if self.kind == "kneser_ney":
             return val + torch.take(self.row_1d, slot).amin(dim=1)
@@ -453,7 +448,10 @@ class ContrastPlan:
         self.column = torch.cat([a.column, b.column + c])
         self.window = torch.cat([a.window, b.window])
         self.device = a.device
-        self._entry_parts, self._entry_keys = (a, b), None  # score's entry keys, joined on first use
+        # score's entry keys, joined on first use from the host arrays (not the plans: _PAIRS holds this
+        # pair under weak references to them). b's move up past a's 2n_a + 1 slots and one unused one.
+        shift = (a.keys.shape[0] // 2 + 1) * (v + 1)
+        self._entry_parts, self._entry_keys = (a._entry_keys_host, b._entry_keys_host, shift), None
 
     @classmethod
     def combine(cls, a: StepPlan, b: StepPlan) -> ContrastPlan | None:
@@ -496,15 +494,9 @@ class ContrastPlan:
         per_table = slot.view(p, 2, c)
         val = self.rows[torch.take(self.dense_id, per_table).amax(dim=2), targets[:, None]]  # (P, 2)
         if self._entry_keys is None:
-            a, b = self._entry_parts
-            shift = (a.keys.shape[0] // 2 + 1) * (v + 1)
-            joint = np.concatenate([a._entry_keys_host, b._entry_keys_host + shift])
-            self._entry_keys = torch.from_numpy(joint).to(self.device)
-        keys_e = self._entry_keys
-        q = (slot - 1).div(2, rounding_mode="floor") * (v + 1) + targets[:, None] + 1  # (P, 2c)
-        pos = torch.searchsorted(keys_e, q).clamp_(max=keys_e.shape[0] - 1)
-        hit = (slot % 2 == 1) & (keys_e[pos] == q)
-        found = torch.where(hit, self.full[pos], -torch.inf).view(p, 2, c).amax(dim=2)  # (P, 2)
+            keys_a, keys_b, shift = self._entry_parts
+            self._entry_keys = torch.from_numpy(np.concatenate([keys_a, keys_b + shift])).to(self.device)
+        found = _entry_values(self._entry_keys, self.full, slot, targets, v).view(p, 2, c).amax(dim=2)  # (P, 2)
         return torch.maximum(val, found) + torch.take(self.log_g, per_table).amin(dim=2)
 
     def step(self, tail: torch.Tensor) -> torch.Tensor:
@@ -534,6 +526,19 @@ def _query(plan, tail: torch.Tensor) -> torch.Tensor:
         return torch.addmm(plan.q_bias, digits, plan.q_weight)
     # integer keys where integer matmul is missing
     return (digits[:, :, None] * plan.q_weight).sum(dim=1) + plan.q_bias
+
+
+def _entry_values(keys_e: torch.Tensor, full: torch.Tensor, slot: torch.Tensor, targets: torch.Tensor,
+                  vocab_size: int) -> torch.Tensor:
+    """The stored value of (each slot's context, its row's target), -inf where none is stored, [P, k].
+
+    Entry keys (see StepPlan) are context i's entry for w at i*(V+1) + w+1, strictly increasing, so one
+    search finds every (context, target). Slot 2i+1 is context i; even slots (not seen) match no entry.
+    """
+    q = (slot - 1).div(2, rounding_mode="floor") * (vocab_size + 1) + targets[:, None] + 1  # (P, k)
+    pos = torch.searchsorted(keys_e, q).clamp_(max=keys_e.shape[0] - 1)
+    hit = (slot % 2 == 1) & (keys_e[pos] == q)
+    return torch.where(hit, full[pos], -torch.inf)
 
 
 def _window_positions(plan, slot: torch.Tensor) -> torch.Tensor:

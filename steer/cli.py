@@ -196,12 +196,14 @@ def cmd_generate(args) -> int:
         methods=[] if args.method in ("prior", "prompt", "prior+prompt") else [args.method],
         background=args.background, guided=_guided_options(args), activation=_activation_options(args),
         hso=_hso_options(args))
-    if args.corpus is not None:
+    corpus = None
+    if args.corpus is not None:  # read once: shown here, then handed to the method
         from steer.corpora import load_corpus
 
-        _print_corpus(load_corpus(args.corpus, judge_fraction=config.judge_fraction, encoding=args.encoding))
+        corpus = load_corpus(args.corpus, judge_fraction=config.judge_fraction, encoding=config.encoding)
+        _print_corpus(corpus)
     model, tokenizer = load_model(args.model)
-    setup = method_setup(config, args.method, knob, model, tokenizer)
+    setup = method_setup(config, args.method, knob, model, tokenizer, source=corpus)
     decode = config.decode(0)
     prompt_ids, plain = continue_prompts(model, tokenizer, [args.prompt], (), decode)
     _, steered = setup.continue_prompts(model, tokenizer, [args.prompt], decode)

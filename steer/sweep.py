@@ -612,19 +612,21 @@ def method_context(config: SweepConfig, model, tokenizer, corpus_name: str, sour
                    background_corpus=lambda: extra(config.background))
 
 
-def method_setup(config: SweepConfig, method: str, knob: float, model, tokenizer, corpus_name: str | None = None):
+def method_setup(config: SweepConfig, method: str, knob: float, model, tokenizer, corpus_name: str | None = None,
+                 source=None):
     """One method at one knob value on one corpus of ``config`` (its first unless named), built as the sweep
     builds its cells: a steer.methods.Setup to generate with (:meth:`~steer.methods.Setup.continue_prompts`).
 
-    The corpus is read and split as the sweep reads it (methods see its steer split only); LoRA trains in
-    sweeps only.
+    The corpus is read and split as the sweep reads it (methods see its steer split only), unless
+    ``source`` gives it already read (a Corpus or a saved NGramTable); LoRA trains in sweeps only.
     """
     from steer.methods import get_method
 
     name = config.corpora[0] if corpus_name is None else corpus_name
     if name not in config.corpora:
         raise ValueError(f"`corpus_name` {name!r} is not among the config's corpora {config.corpora}")
-    source = _load_source(name, config)
+    if source is None:
+        source = _load_source(name, config)
     if get_method(method).needs_text and not isinstance(source, Corpus):
         raise ValueError(f"method {method!r} needs the corpus's text, but {name!r} is a saved table")
     extra = functools.lru_cache(maxsize=None)(lambda n: load_corpus(n, judge_fraction=config.judge_fraction))
