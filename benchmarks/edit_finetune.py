@@ -29,6 +29,15 @@ base-llama2tok (docs/results/edit_spans/, the small-model result):
     python benchmarks/edit_finetune.py eval --threads 2                   # ~15 min; writes
                                                                           # docs/results/edit_spans/finetune.json
 
+Text-anchored spans (steer.edits.anchored: the plain source in the prompt, edits that quote the words
+they replace), the same budget, judged against the rewrite model under a guard that lets an edit line
+recur (no 4-gram three times, for both models):
+
+    python benchmarks/edit_finetune.py train --mode anchored --model $M --ckpt $C --steps 200 --lr 1e-4 \
+        --warmup 20 --threads 2
+    python benchmarks/edit_finetune.py eval --ckpt $C --span-model anchored --loop-ban 4,3 --threads 2 \
+        --name finetune_anchored --out docs/results/edit_spans/smollm2
+
 ``train --mode spans --mark-every 3`` adds ``spans_every3`` (evaluate it with ``eval --models spans_every3``).
 ``eval`` decodes with steer.generation.greedy_drop_finished (a finished row leaves the batch);
 ``eval --decoder generate`` with transformers' ``generate``, which runs every row of a batch until its
@@ -75,6 +84,9 @@ MIX = {"synthetic": 0.35, "jfleg": 0.2, "asset": 0.15, "turkcorpus": 0.15, "mrpc
 EVAL_CAP = {"synthetic": SYNTHETIC_EVAL, "jfleg/test": None, "asset/test": None, "turkcorpus/held": None,
             "mrpc/test": 400}
 RATIO_SETS = [("jfleg", "test"), ("asset", "test"), ("turkcorpus", "tune"), ("mrpc", "test")]
+# Per training mode: the example format (steer.edits.make_data) and the decoding mode (edit_generate).
+FORMAT = {"spans": "compact", "anchored": "anchored", "rewrite": "text"}
+DECODE = {"spans": "compact", "anchored": "anchored", "rewrite": "rewrite"}
 
 
 def sentences(n: int, seed: int = 0) -> list[str]:
@@ -157,14 +169,14 @@ def train(args):
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     model, tok = load_model(args.model)
-    fmt = "compact" if args.mode == "spans" else "text"
+    fmt = FORMAT[args.mode]
     if args.mode == "spans":
         add_position_tokens(tok, model)
     only = args.only.split(",") if args.only else None
     if only and set(only) - set(MIX):
         raise ValueError(f"--only: unknown group(s) {sorted(set(only) - set(MIX))}; groups: {list(MIX)}")
     examples, weights, sizes = training_examples(tok, fmt, args.mark_every, only)
-    keys = ("prompt", "completion") if args.mode == "spans" else ("rewrite_prompt", "rewrite")
+    keys = ("rewrite_prompt", "rewrite") if args.mode == "rewrite" else ("prompt", "completion")
     print(f"{args.mode}: {len(examples)} training examples {sizes}, mix {MIX}", flush=True)
     window: list[float] = []
     every = 100 if args.steps >= 1000 else 10
@@ -201,11 +213,11 @@ def run_name(mode: str, mark_every: int = 1) -> str:
     return mode if mark_every == 1 else f"{mode}_every{mark_every}"
 
 
-def token_ratio(tok) -> dict:
-    """Compact span target tokens over rewrite tokens, per set and averaged over the four."""
+def token_ratio(tok, fmt: str = "compact") -> dict:
+    """Span target tokens (in format ``fmt``) over rewrite tokens, per set and averaged over the four."""
     ratio = {}
     for name, split in RATIO_SETS:
-        _, report = make_examples(load_edit_set(name, split).pairs(), "gec", tok, fmt="compact")
+        _, report = make_examples(load_edit_set(name, split).pairs(), "gec", tok, fmt=fmt)
         ratio[f"{name}/{split}"] = round(report.token_ratio, 4)
     ratio["mean"] = round(sum(ratio.values()) / len(RATIO_SETS), 4)
     return ratio
@@ -216,19 +228,21 @@ def evaluate(args):
     # The two main models, any other trained models asked for (e.g. spans_every3), and with
     # --instruct the untuned base model asked through its chat template.
     extra = args.models.split(",") if args.models else []
-    names = ["spans", "rewrite"] + [m for m in extra if m not in ("spans", "rewrite")]
+    spans = args.span_model  # the span model the goal judges
+    names = [spans, "rewrite"] + [m for m in extra if m not in (spans, "rewrite")]
     models = {name: load_model(str(Path(args.ckpt) / name)) for name in names}
     info = {name: json.loads((Path(args.ckpt) / name / "train_info.json").read_text()) for name in names}
     modes = {name: {"mark_every": info[name].get("mark_every", 1), "chat": info[name].get("chat", False),
-                    "mode": "rewrite" if name == "rewrite" else "compact", "max_new_tokens": args.max_new_tokens}
+                    "mode": DECODE[info[name].get("mode", "spans")], "max_new_tokens": args.max_new_tokens}
              for name in names}
     if args.instruct:
-        models["instruct"] = load_model(info["spans"].get("model", str(MODEL)))
+        models["instruct"] = load_model(info[spans].get("model", str(MODEL)))
         modes["instruct"] = {"mark_every": 1, "chat": True, "mode": "instruct",
                              "max_new_tokens": args.instruct_max_new_tokens}
-    guard = None if args.no_loop_ban else (4, 2)
-    figures: dict = {"token_ratio": token_ratio(models["spans"][1])}
-    print(f"compact span target / rewrite tokens: {figures['token_ratio']}", flush=True)
+    guard = None if args.no_loop_ban else tuple(int(x) for x in args.loop_ban.split(","))
+    fmt = FORMAT[info[spans].get("mode", "spans")]
+    figures: dict = {"span_model": spans, "token_ratio": token_ratio(models[spans][1], fmt)}
+    print(f"{fmt} span target / rewrite tokens: {figures['token_ratio']}", flush=True)
     kept = []
     for name, es in eval_sets(args.limit).items():
         if args.sets and name not in args.sets.split(","):
@@ -254,26 +268,27 @@ def evaluate(args):
                          "changed": round(sum(h != normalize(s) for h, s in zip(hyps, es.sources, strict=True))
                                           / len(res), 3)}
             print(f"  {name} {mode}: {json.dumps(row[mode])}", flush=True)
-        row["time_vs_rewrite"] = round(row["spans"]["wall_s"] / row["rewrite"]["wall_s"], 3)
-        row["tokens_vs_rewrite"] = round(row["spans"]["generated_tokens"] / row["rewrite"]["generated_tokens"], 3)
+        row["time_vs_rewrite"] = round(row[spans]["wall_s"] / row["rewrite"]["wall_s"], 3)
+        row["tokens_vs_rewrite"] = round(row[spans]["generated_tokens"] / row["rewrite"]["generated_tokens"], 3)
         for other in names[2:]:
             row[f"{other}_time_vs_rewrite"] = round(row[other]["wall_s"] / row["rewrite"]["wall_s"], 3)
-        metric = next(k for k in row["spans"] if k in ("gleu", "sari", "bleu"))
-        row["goal"] = {"spans_within_1_of_rewrite": row["spans"][metric] >= row["rewrite"][metric] - 1,
+        metric = next(k for k in row[spans] if k in ("gleu", "sari", "bleu"))
+        row["goal"] = {"spans_within_1_of_rewrite": row[spans][metric] >= row["rewrite"][metric] - 1,
                        "time_at_most_half": row["time_vs_rewrite"] <= 0.5,
                        "tokens_at_most_half": row["tokens_vs_rewrite"] <= 0.5}
         if name.startswith("jfleg"):
-            row["goal"].update({f"{m}_beats_copy": row[m][metric] > row["copy"][metric] for m in ("spans", "rewrite")})
+            row["goal"].update({f"{m}_beats_copy": row[k][metric] > row["copy"][metric]
+                                for m, k in (("spans", spans), ("rewrite", "rewrite"))})
         figures[name] = row
         print(f"{name:16s} {json.dumps(row)}", flush=True)
         for i in range(len(es.sources)):
             kept.append({"set": name, "i": i, "source": es.sources[i],
                          **{f"{m}_raw": outs[m][i].raw for m in models if m != "rewrite"},
                          **{m: outs[m][i].target for m in models}})
-    sets = [k for k in figures if k != "token_ratio"]
-    figures["time_vs_rewrite_all"] = round(sum(figures[k]["spans"]["wall_s"] for k in sets)
+    sets = [k for k in figures if k not in ("token_ratio", "span_model")]
+    figures["time_vs_rewrite_all"] = round(sum(figures[k][spans]["wall_s"] for k in sets)
                                            / sum(figures[k]["rewrite"]["wall_s"] for k in sets), 3)
-    figures["tokens_vs_rewrite_all"] = round(sum(figures[k]["spans"]["generated_tokens"] for k in sets)
+    figures["tokens_vs_rewrite_all"] = round(sum(figures[k][spans]["generated_tokens"] for k in sets)
                                              / sum(figures[k]["rewrite"]["generated_tokens"] for k in sets), 3)
     figures["goal_met"] = all(all(figures[k]["goal"].values()) for k in sets)
     figures["train"] = info
@@ -296,7 +311,8 @@ def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
     tr = sub.add_parser("train")
-    tr.add_argument("--mode", choices=("spans", "rewrite"), required=True)
+    tr.add_argument("--mode", choices=tuple(FORMAT), required=True,
+                    help="spans: compact span lists; anchored: edits quoting the words they replace; rewrite")
     tr.add_argument("--model", default=str(MODEL))
     tr.add_argument("--steps", type=int, default=2000)
     tr.add_argument("--batch", type=int, default=16)
@@ -309,7 +325,10 @@ def main():
     ev.add_argument("--instruct", action="store_true",
                     help="also ask the untuned base model (the trained models' --model) through its chat template")
     ev.add_argument("--instruct-max-new-tokens", type=int, default=96)
-    ev.add_argument("--no-loop-ban", action="store_true", help="decode without the 4-gram repetition guard")
+    ev.add_argument("--no-loop-ban", action="store_true", help="decode without the repetition guard")
+    ev.add_argument("--loop-ban", default="4,2", help="the repetition guard N,R: no N-gram of an answer R times")
+    ev.add_argument("--span-model", default="spans",
+                    help="the trained span model the goal compares with rewrite (e.g. anchored)")
     ev.add_argument("--decoder", choices=("drop", "generate"), default="drop",
                     help="drop: finished rows leave the batch; generate: transformers' generate")
     ev.add_argument("--models", default=None, help="more trained models to evaluate (e.g. spans_every3)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import warnings
@@ -549,7 +550,7 @@ def _read_examples(path: Path, fields: tuple[str, str]) -> list[dict]:
 
 
 def cmd_edits_train(args) -> int:
-    from steer.edits.compact import POSITION, add_position_tokens
+    from steer.edits.compact import add_position_tokens
     from steer.edits.train import finetune, mix
     from steer.models import load_model
 
@@ -561,11 +562,11 @@ def cmd_edits_train(args) -> int:
         raise ValueError(f"`--weights` must hold one non-negative share per --data file ({len(sets)}), "
                          f"got {args.weights!r}") from e
     model, tokenizer = load_model(args.model)
-    compact = args.target == "spans" and any(POSITION.format(0) in ex["prompt"] for ex in examples)
-    if compact:
+    mode = "rewrite" if args.target == "rewrite" else _span_mode(examples)
+    if mode == "compact":
         add_position_tokens(tokenizer, model)
     print(f"{len(examples):,} examples from {len(sets)} file(s); training every parameter of {args.model} "
-          f"for {args.steps} steps of {args.batch} ({'compact spans' if compact else args.target})")
+          f"for {args.steps} steps of {args.batch} ({mode if mode == 'rewrite' else _SPAN_LABEL[mode]} spans)")
 
     def progress(step, loss):
         if (step + 1) % max(args.steps // 20, 1) == 0 or step + 1 == args.steps:
@@ -576,12 +577,41 @@ def cmd_edits_train(args) -> int:
                             warmup=args.warmup, seed=args.seed, progress=progress)
     model.save_pretrained(args.out)
     tokenizer.save_pretrained(args.out)
+    # What `steer edits run` decodes this model with when no --mode is given.
+    (Path(args.out) / EDIT_MODE_FILE).write_text(json.dumps({"mode": mode}) + "\n", encoding="utf-8")
     print(f"trained in {secs:.0f} s (loss {losses[0]:.3f} -> {losses[-1]:.3f}) -> {args.out}")
     return 0
 
 
-def cmd_edits_run(args) -> int:
+EDIT_MODE_FILE = "edit_mode.json"
+_SPAN_LABEL = {"spans": "text", "compact": "compact", "anchored": "anchored"}
+
+
+def _span_mode(examples: list[dict]) -> str:
+    """The span format of make-data examples: their "format" field, else compact if the prompts hold
+    position tokens (files written before the field existed), else the text format."""
     from steer.edits.compact import POSITION
+
+    formats = {ex.get("format") for ex in examples} - {None}
+    if len(formats) > 1:
+        raise ValueError(f"`--data` files mix span formats {sorted(formats)}: train one format at a time")
+    fmt = formats.pop() if formats else ("compact" if any(POSITION.format(0) in ex["prompt"] for ex in examples)
+                                         else "text")
+    return "spans" if fmt == "text" else fmt
+
+
+def _trained_mode(model_dir, tokenizer) -> str:
+    """How `steer edits train` trained the model at ``model_dir`` (its edit_mode.json), else compact when
+    the tokenizer has position tokens, else the text span format."""
+    from steer.edits.compact import POSITION
+
+    saved = Path(model_dir) / EDIT_MODE_FILE
+    if saved.is_file():
+        return json.loads(saved.read_text(encoding="utf-8"))["mode"]
+    return "compact" if POSITION.format(0) in tokenizer.get_vocab() else "spans"
+
+
+def cmd_edits_run(args) -> int:
     from steer.edits.generate import edit_generate
     from steer.models import load_model
 
@@ -592,7 +622,7 @@ def cmd_edits_run(args) -> int:
     if not sources:
         raise ValueError(f"`--sources` file {str(args.sources)!r} holds no text")
     model, tokenizer = load_model(args.model)
-    mode = args.mode or ("compact" if POSITION.format(0) in tokenizer.get_vocab() else "spans")
+    mode = args.mode or _trained_mode(args.model, tokenizer)
     results, secs = edit_generate(model, tokenizer, sources, task=args.task, mode=mode, num_beams=args.beams,
                                   max_new_tokens=args.max_new_tokens, batch_size=args.batch,
                                   mark_every=args.mark_every, loop_ban=None if args.no_loop_ban else (4, 2))
@@ -778,9 +808,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--task", choices=["gec", "simplify", "paraphrase", "formality"], default="gec",
                    help="instruction used in the prompts")
     q.add_argument("--tokenizer", default=None, help="also report lengths in this tokenizer's tokens")
-    q.add_argument("--format", choices=["text", "compact"], default="text",
-                   help="span format: text (\"1 2 went ; 4 5\" after numbered words) or compact (one token "
-                        "per position, <@1><@2>went<@4><@5>; train with steer.edits.add_position_tokens)")
+    q.add_argument("--format", choices=["text", "compact", "anchored"], default="text",
+                   help="span format: text (\"1 2 went ; 4 5\" after numbered words), compact (one token "
+                        "per position, <@1><@2>went<@4><@5>; train with steer.edits.add_position_tokens) or "
+                        "anchored (edits that quote the words they replace, \" go -> went\", after the plain "
+                        "source)")
     q.add_argument("--mark-every", type=int, default=1,
                    help="compact: the prompt marks every m-th position only (shorter prompts; the model counts "
                         "the words in between)")
@@ -806,8 +838,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", default=None, type=Path, help="output file, one edited text a line (default: stdout)")
     q.add_argument("--task", choices=["gec", "simplify", "paraphrase", "formality"], default="gec",
                    help="the instruction the model was trained with")
-    q.add_argument("--mode", choices=["compact", "spans", "rewrite", "instruct"], default=None,
-                   help="output kind (default: compact when the tokenizer has position tokens, else spans); "
+    q.add_argument("--mode", choices=["compact", "anchored", "spans", "rewrite", "instruct"], default=None,
+                   help="output kind (default: what `steer edits train` trained the model for, else compact when "
+                        "the tokenizer has position tokens, else spans); "
                         "instruct: ask an untuned chat model for the edited sentence")
     q.add_argument("--beams", type=int, default=1, help="beam width (1: greedy)")
     q.add_argument("--batch", type=int, default=16, help="sources per generate call")

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 from transformers import LogitsProcessorList
 
+from steer.edits.anchored import parse_anchored
 from steer.edits.compact import CompactSpanGrammar, parse_compact
 from steer.edits.format import SpanFormatError, parse_spans
 from steer.edits.grammar import EditSpanGrammar
@@ -27,7 +28,8 @@ class EditResult:
     """One output: the target text, the spans (spans mode), the raw generated text, its token count.
 
     ``valid`` is False when the span list could not be completed within the
-    token budget; the target is then the source unchanged.
+    token budget, or (anchored mode) does not place in the source; the target is
+    then the source unchanged.
     """
 
     target: str
@@ -42,14 +44,17 @@ def edit_generate(model, tokenizer, sources: list[str], task: str = "gec", mode:
                   max_new_tokens: int = 64, num_beams: int = 1, batch_size: int = 16,
                   mark_every: int = 1, chat: bool | None = None, sort_by_length: bool = True,
                   loop_ban: tuple[int, int] | None = (4, 2),
-                  drop_finished: bool = True) -> tuple[list[EditResult], float]:
+                  drop_finished: bool = True, skip_bad_edits: bool = False) -> tuple[list[EditResult], float]:
     """Edit every source with the model.
 
     ``mode="spans"``: the model writes a span list under :class:`EditSpanGrammar`
     and the spans are applied to the source. ``mode="compact"``: the same with
     one token per position (:mod:`steer.edits.compact`; the tokenizer and model
     need the position tokens; ``mark_every`` as the model was trained with, see
-    :func:`steer.edits.compact.compact_source`). ``mode="rewrite"``: the model writes the whole
+    :func:`steer.edits.compact.compact_source`). ``mode="anchored"``: the model reads the plain
+    source and writes edits that quote the words they replace (:mod:`steer.edits.anchored`), with no
+    grammar: an answer whose quoted words are not in the source (or that runs out of budget) is
+    invalid and leaves the source unchanged. ``mode="rewrite"``: the model writes the whole
     target (same prompt style), unconstrained. ``mode="instruct"``: an untuned instruction-following
     model is asked for the edited sentence (:func:`steer.edits.prompts.make_prompt`'s ``instruct``
     kind) and its answer is read by :func:`read_answer`.
@@ -66,6 +71,9 @@ def edit_generate(model, tokenizer, sources: list[str], task: str = "gec", mode:
             soon as its answer ends (:func:`steer.generation.greedy_drop_finished`: the same
             answers as ``generate``, which runs every row until the batch's longest answer ends).
             False: ``model.generate``.
+        skip_bad_edits: ``mode="anchored"``: drop the edit lines of a finished answer that do not
+            place in the source and apply the others (``parse_anchored(..., skip_bad=True)``),
+            instead of leaving the whole source unchanged.
 
     Returns:
         (results, seconds of generation).
@@ -88,6 +96,8 @@ def edit_generate(model, tokenizer, sources: list[str], task: str = "gec", mode:
         NoNgramLoop(*loop_ban, prompt_length=0)  # validates n and r by name
     if not isinstance(drop_finished, bool):
         raise TypeError(f"`drop_finished` must be a bool, got {drop_finished!r}")
+    if not isinstance(skip_bad_edits, bool):
+        raise TypeError(f"`skip_bad_edits` must be a bool, got {skip_bad_edits!r}")
     chat = uses_chat(tokenizer, chat)
     prompts = [make_prompt(s, task, mode, mark_every) for s in sources]
     if chat:
@@ -101,7 +111,7 @@ def edit_generate(model, tokenizer, sources: list[str], task: str = "gec", mode:
     eos = tokenizer.eos_token_id
     stops = _stop_ids(model, tokenizer)
     grammar = {"spans": EditSpanGrammar, "compact": CompactSpanGrammar}.get(mode)
-    parse = parse_compact if mode == "compact" else parse_spans
+    parse = {"compact": parse_compact, "spans": parse_spans}.get(mode)
     for b0 in range(0, len(order), batch_size):
         rows = order[b0 : b0 + batch_size]
         batch = [sources[i] for i in rows]
@@ -133,7 +143,8 @@ def edit_generate(model, tokenizer, sources: list[str], task: str = "gec", mode:
                 results[i] = EditResult(read_answer(raw), None, raw, n_tok, ended)
                 continue
             try:
-                spans = parse(raw, len(src.split())) if ended else None
+                spans = (None if not ended else parse_anchored(raw, src, skip_bad_edits) if mode == "anchored"
+                         else parse(raw, len(src.split())))
             except SpanFormatError:
                 spans = None
             if spans is None:
@@ -143,7 +154,7 @@ def edit_generate(model, tokenizer, sources: list[str], task: str = "gec", mode:
     return results, seconds
 
 
-MODES = ("spans", "compact", "rewrite", "instruct")
+MODES = ("spans", "compact", "anchored", "rewrite", "instruct")
 
 
 def _stop_ids(model, tokenizer) -> list[int]:

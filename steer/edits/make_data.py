@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from steer.edits.anchored import format_anchored
 from steer.edits.format import format_spans
 from steer.edits.prompts import make_prompt
 from steer.edits.spans import extract_spans, normalize
@@ -144,12 +145,14 @@ def read_pairs(path) -> list[tuple[str, str]]:
 
 def make_examples(pairs, task: str = "gec", tokenizer=None, fmt: str = "text",
                   mark_every: int = 1) -> tuple[list[dict], LengthReport]:
-    """One example per pair: {"prompt", "completion" (span list), "rewrite_prompt", "rewrite"}.
+    """One example per pair: {"prompt", "completion" (span list), "rewrite_prompt", "rewrite", "format"}.
 
     ``fmt="text"``: the span format of :mod:`steer.edits.format` after a numbered-word prompt;
     ``fmt="compact"``: one token per position (:mod:`steer.edits.compact`; the tokenizer, if
     given, must have the position tokens; ``mark_every``: which positions the prompt marks, see
-    :func:`steer.edits.compact.compact_source`). An empty compact completion means no edits.
+    :func:`steer.edits.compact.compact_source`). ``fmt="anchored"``: edits that quote the source
+    words they replace, after the plain source (:mod:`steer.edits.anchored`). An empty compact or
+    anchored completion means no edits.
     """
     if fmt not in FORMATS:
         raise ValueError(f"`fmt` must be one of {FORMATS}, got {fmt!r}")
@@ -157,14 +160,14 @@ def make_examples(pairs, task: str = "gec", tokenizer=None, fmt: str = "text",
         from steer.edits.compact import position_ids
 
         position_ids(tokenizer)
-    write, kind, lead = (format_spans, "spans", " ") if fmt == "text" else (_compact_writer(), "compact", "")
+    kind, lead = ("spans", " ") if fmt == "text" else (fmt, "")
     examples, report = [], LengthReport(len(pairs), 0, 0, 0 if tokenizer else None, 0 if tokenizer else None)
     for src, tgt in pairs:
-        spans_text = write(extract_spans(src, tgt))
+        spans_text = _write(fmt, src, extract_spans(src, tgt))
         rewrite = normalize(tgt)
         examples.append({"prompt": make_prompt(src, task, kind, mark_every), "completion": lead + spans_text,
                          "rewrite_prompt": make_prompt(src, task, "rewrite"), "rewrite": " " + rewrite,
-                         "source": src, "target": tgt})
+                         "source": src, "target": tgt, "format": fmt})
         report.span_words += len(spans_text.split())
         report.rewrite_words += len(rewrite.split())
         if tokenizer is not None:
@@ -173,10 +176,12 @@ def make_examples(pairs, task: str = "gec", tokenizer=None, fmt: str = "text",
     return examples, report
 
 
-FORMATS = ("text", "compact")
+FORMATS = ("text", "compact", "anchored")
 
 
-def _compact_writer():
-    from steer.edits.compact import format_compact
+def _write(fmt: str, source: str, spans: list) -> str:
+    if fmt == "compact":
+        from steer.edits.compact import format_compact
 
-    return format_compact
+        return format_compact(spans)
+    return format_anchored(source, spans) if fmt == "anchored" else format_spans(spans)

@@ -9,7 +9,7 @@ INSTRUCTIONS = {
     "formality": "Rewrite the sentence in a formal style.",
 }
 TASKS = tuple(INSTRUCTIONS)
-KINDS = ("spans", "compact", "rewrite", "instruct")
+KINDS = ("spans", "compact", "anchored", "rewrite", "instruct")
 # What the instruct kind asks an untuned chat model to answer with, per task.
 ANSWERS = {"gec": "corrected", "simplify": "simplified", "paraphrase": "paraphrased", "formality": "rewritten"}
 
@@ -19,7 +19,8 @@ def make_prompt(source: str, task: str = "gec", kind: str = "spans", mark_every:
 
     ``spans``: words numbered ("0:He 1:go"), for the text span format; ``compact``: every word
     boundary marked with its position token ("<@0>He<@1>go<@2>", steer.edits.compact), one token
-    per word, or one every ``mark_every`` words); ``rewrite``: the plain source.
+    per word, or one every ``mark_every`` words); ``anchored`` (steer.edits.anchored, edits that quote
+    the words they replace) and ``rewrite``: the plain source.
 
     Example:
         >>> print(make_prompt("He go home", "gec", "spans").splitlines()[1:])
@@ -31,8 +32,9 @@ def make_prompt(source: str, task: str = "gec", kind: str = "spans", mark_every:
         raise ValueError(f"`kind` must be one of {KINDS}, got {kind!r}")
     if kind == "instruct":
         return f"{INSTRUCTIONS[task]} Answer with the {ANSWERS[task]} sentence only.\n\n{' '.join(source.split())}"
-    if kind == "rewrite":
-        return f"{INSTRUCTIONS[task]}\nSource: {' '.join(source.split())}\nRewrite:"
+    if kind in ("rewrite", "anchored"):
+        cue = "Rewrite" if kind == "rewrite" else "Edits"
+        return f"{INSTRUCTIONS[task]}\nSource: {' '.join(source.split())}\n{cue}:"
     if kind == "compact":
         from steer.edits.compact import compact_source
 

@@ -168,6 +168,27 @@ def test_edits_train_then_run(tmp_path, aidreams_path, capsys):
         assert "`--weights`" in capsys.readouterr().err
 
 
+def test_edits_run_decodes_as_the_model_was_trained(tmp_path, aidreams_path, capsys):
+    """An anchored model (no position tokens) is run as anchored without --mode; mixed formats are refused."""
+    pairs = tmp_path / "p.tsv"
+    pairs.write_text("the cat sat on on the mat\tthe cat sat on the mat\n" * 2)
+    data, model_dir = tmp_path / "train.jsonl", tmp_path / "model"
+    assert main(["edits", "make-data", "--pairs", str(pairs), "--out", str(data), "--format", "anchored"]) == 0
+    assert main(["edits", "train", "--data", str(data), "--model", str(aidreams_path), "--out", str(model_dir),
+                 "--steps", "40", "--batch", "2", "--lr", "3e-3", "--warmup", "0"]) == 0
+    assert "(anchored spans)" in capsys.readouterr().out
+    sources, out = tmp_path / "src.txt", tmp_path / "out.txt"
+    sources.write_text("the cat sat on on the mat\n")
+    assert main(["edits", "run", "--model", str(model_dir), "--sources", str(sources), "--out", str(out)]) == 0
+    assert out.read_text() == "the cat sat on the mat\n"
+    assert "(anchored): 1 changed" in capsys.readouterr().err
+    other = tmp_path / "text.jsonl"
+    assert main(["edits", "make-data", "--pairs", str(pairs), "--out", str(other)]) == 0
+    assert main(["edits", "train", "--data", str(data), "--data", str(other), "--model", str(aidreams_path),
+                 "--out", str(model_dir), "--steps", "1"]) == 2
+    assert "mix span formats ['anchored', 'text']" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------ newcomer fixes
 
 
