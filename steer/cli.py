@@ -272,7 +272,6 @@ def _print_summary(rows: list[dict]) -> None:
 
 def _print_judge_notes(out) -> None:
     """Say why a judge's columns are empty (a classifier that refused to judge), from the run's judge.json."""
-    import json
 
     path = Path(out) / "judge.json"
     if not path.exists():
@@ -495,7 +494,6 @@ def cmd_train_attr(args) -> int:
 
 
 def cmd_edits_make_data(args) -> int:
-    import json
 
     from steer.edits.make_data import make_examples, read_pairs_with_notes
 
@@ -527,7 +525,6 @@ def cmd_edits_make_data(args) -> int:
 
 
 def _read_examples(path: Path, fields: tuple[str, str]) -> list[dict]:
-    import json
 
     if not Path(path).exists():
         raise FileNotFoundError(f"`--data` file {str(path)!r} not found")
