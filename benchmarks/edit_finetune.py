@@ -36,7 +36,8 @@ recur (no 4-gram three times, for both models):
     python benchmarks/edit_finetune.py train --mode anchored --model $M --ckpt $C --steps 200 --lr 1e-4 \
         --warmup 20 --threads 2
     python benchmarks/edit_finetune.py eval --ckpt $C --span-model anchored --loop-ban 4,3 --threads 2 \
-        --name finetune_anchored --out docs/results/edit_spans/smollm2
+        --name finetune_anchored_grammar --out docs/results/edit_spans/smollm2   # ~40 min
+    python benchmarks/edit_finetune.py eval ... --no-grammar --name finetune_anchored  # as trained, unconstrained
 
 ``train --mode spans --mark-every 3`` adds ``spans_every3`` (evaluate it with ``eval --models spans_every3``).
 ``eval`` decodes with steer.generation.greedy_drop_finished (a finished row leaves the batch);
@@ -256,7 +257,7 @@ def evaluate(args):
         outs = {}
         for mode, (model, tok) in models.items():
             kw = {"task": es.task, "batch_size": 16, "loop_ban": guard, "drop_finished": args.decoder == "drop",
-                  **modes[mode]}
+                  "grammar": not args.no_grammar, **modes[mode]}
             edit_generate(model, tok, es.sources[:16], **{**kw, "max_new_tokens": 8})  # warm-up of this batch shape
             res, secs = edit_generate(model, tok, es.sources, **kw)
             hyps = [r.target for r in res]
@@ -297,7 +298,8 @@ def evaluate(args):
     figures["config"] = {"eval_cap": EVAL_CAP,
                          "decoding": f"greedy, batch 16, sources sorted by prompt length, {decoder}",
                          "max_new_tokens": args.max_new_tokens, "threads": args.threads,
-                         "loop_ban": guard, "instruct_max_new_tokens": args.instruct_max_new_tokens
+                         "loop_ban": guard, "span_grammar": not args.no_grammar,
+                         "instruct_max_new_tokens": args.instruct_max_new_tokens
                          if args.instruct else None}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -327,6 +329,8 @@ def main():
     ev.add_argument("--instruct-max-new-tokens", type=int, default=96)
     ev.add_argument("--no-loop-ban", action="store_true", help="decode without the repetition guard")
     ev.add_argument("--loop-ban", default="4,2", help="the repetition guard N,R: no N-gram of an answer R times")
+    ev.add_argument("--no-grammar", action="store_true",
+                    help="decode the span models unconstrained (by default under their grammar)")
     ev.add_argument("--span-model", default="spans",
                     help="the trained span model the goal compares with rewrite (e.g. anchored)")
     ev.add_argument("--decoder", choices=("drop", "generate"), default="drop",

@@ -622,7 +622,8 @@ def cmd_edits_run(args) -> int:
     mode = args.mode or _trained_mode(args.model, tokenizer)
     results, secs = edit_generate(model, tokenizer, sources, task=args.task, mode=mode, num_beams=args.beams,
                                   max_new_tokens=args.max_new_tokens, batch_size=args.batch,
-                                  mark_every=args.mark_every, loop_ban=None if args.no_loop_ban else (4, 2))
+                                  mark_every=args.mark_every, loop_ban=None if args.no_loop_ban else (4, 2),
+                                  grammar=False if args.no_grammar else None)
     # One output line per input line: blank lines stay blank.
     edited = iter(results)
     text = "".join((next(edited).target if line.strip() else "") + "\n" for line in lines)
@@ -845,6 +846,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--mark-every", type=int, default=1, help="compact: as the training data was made")
     q.add_argument("--no-loop-ban", action="store_true",
                    help="decode without the repetition guard (by default no 4-gram of an answer occurs twice)")
+    q.add_argument("--no-grammar", action="store_true",
+                   help="decode span answers unconstrained (by default under their format's grammar, where the "
+                        "tokenizer allows it: anchored spans need a byte-level BPE tokenizer)")
 
     p = _add(sub, "demo", "a small sweep (2 corpora, the seed paper's prior at 3 lambdas and the contrastive, "
              "plausibility-bounded variant at 2, 64 prompts, sampled) that runs in minutes on a CPU", cmd_demo)

@@ -10,6 +10,7 @@ import torch
 from transformers import LogitsProcessorList
 
 from steer.edits.anchored import parse_anchored
+from steer.edits.anchored_grammar import AnchoredGrammar
 from steer.edits.compact import CompactSpanGrammar, parse_compact
 from steer.edits.format import SpanFormatError, parse_spans
 from steer.edits.grammar import EditSpanGrammar
@@ -44,7 +45,8 @@ def edit_generate(model, tokenizer, sources: list[str], task: str = "gec", mode:
                   max_new_tokens: int = 64, num_beams: int = 1, batch_size: int = 16,
                   mark_every: int = 1, chat: bool | None = None, sort_by_length: bool = True,
                   loop_ban: tuple[int, int] | None = (4, 2),
-                  drop_finished: bool = True, skip_bad_edits: bool = False) -> tuple[list[EditResult], float]:
+                  drop_finished: bool = True, skip_bad_edits: bool = False,
+                  grammar: bool | None = None) -> tuple[list[EditResult], float]:
     """Edit every source with the model.
 
     ``mode="spans"``: the model writes a span list under :class:`EditSpanGrammar`
@@ -52,9 +54,9 @@ def edit_generate(model, tokenizer, sources: list[str], task: str = "gec", mode:
     one token per position (:mod:`steer.edits.compact`; the tokenizer and model
     need the position tokens; ``mark_every`` as the model was trained with, see
     :func:`steer.edits.compact.compact_source`). ``mode="anchored"``: the model reads the plain
-    source and writes edits that quote the words they replace (:mod:`steer.edits.anchored`), with no
-    grammar: an answer whose quoted words are not in the source (or that runs out of budget) is
-    invalid and leaves the source unchanged. ``mode="rewrite"``: the model writes the whole
+    source and writes edits that quote the words they replace (:mod:`steer.edits.anchored`) under
+    :class:`~steer.edits.anchored_grammar.AnchoredGrammar`, which keeps the quoted words to source
+    words the parser can place (a byte-level BPE tokenizer). ``mode="rewrite"``: the model writes the whole
     target (same prompt style), unconstrained. ``mode="instruct"``: an untuned instruction-following
     model is asked for the edited sentence (:func:`steer.edits.prompts.make_prompt`'s ``instruct``
     kind) and its answer is read by :func:`read_answer`.
@@ -71,6 +73,11 @@ def edit_generate(model, tokenizer, sources: list[str], task: str = "gec", mode:
             soon as its answer ends (:func:`steer.generation.greedy_drop_finished`: the same
             answers as ``generate``, which runs every row until the batch's longest answer ends).
             False: ``model.generate``.
+        grammar: decode the span modes under their grammar; False: unconstrained, as the model was
+            trained, where an answer that does not parse (or runs out of budget) is invalid and
+            leaves the source unchanged. None (the default): under the grammar wherever the
+            tokenizer allows it (always, except anchored spans with a tokenizer that is not
+            byte-level BPE: :meth:`AnchoredGrammar.supports`); True: refuse to decode without it.
         skip_bad_edits: ``mode="anchored"``: drop the edit lines of a finished answer that do not
             place in the source and apply the others (``parse_anchored(..., skip_bad=True)``),
             instead of leaving the whole source unchanged.
@@ -98,6 +105,8 @@ def edit_generate(model, tokenizer, sources: list[str], task: str = "gec", mode:
         raise TypeError(f"`drop_finished` must be a bool, got {drop_finished!r}")
     if not isinstance(skip_bad_edits, bool):
         raise TypeError(f"`skip_bad_edits` must be a bool, got {skip_bad_edits!r}")
+    if grammar is not None and not isinstance(grammar, bool):
+        raise TypeError(f"`grammar` must be a bool or None, got {grammar!r}")
     chat = uses_chat(tokenizer, chat)
     prompts = [make_prompt(s, task, mode, mark_every) for s in sources]
     if chat:
@@ -110,7 +119,10 @@ def edit_generate(model, tokenizer, sources: list[str], task: str = "gec", mode:
     seconds = 0.0
     eos = tokenizer.eos_token_id
     stops = _stop_ids(model, tokenizer)
-    grammar = {"spans": EditSpanGrammar, "compact": CompactSpanGrammar}.get(mode)
+    constrain = {"spans": EditSpanGrammar, "compact": CompactSpanGrammar, "anchored": AnchoredGrammar}.get(mode)
+    if mode == "anchored" and grammar is None:
+        grammar = AnchoredGrammar.supports(tokenizer)
+    constrain = constrain if grammar is not False else None
     parse = {"compact": parse_compact, "spans": parse_spans}.get(mode)
     for b0 in range(0, len(order), batch_size):
         rows = order[b0 : b0 + batch_size]
@@ -118,10 +130,11 @@ def edit_generate(model, tokenizer, sources: list[str], task: str = "gec", mode:
         enc = pad_left(tokenizer, [ids[i] for i in rows], device=model.device)
         width = enc["input_ids"].shape[1]
         procs = [NoNgramLoop(*loop_ban, prompt_length=width)] if loop_ban is not None else []
-        if grammar is not None:
+        if constrain is not None:
             # The loop ban, then the grammar. Positions strictly increase along a span list, so
-            # the ban can only ever touch replacement words, never leave a row without a choice.
-            procs.append(grammar(tokenizer, batch, width))
+            # there the ban can only ever touch replacement words; an anchored row the ban leaves
+            # without a choice picks among the grammar's tokens.
+            procs.append(constrain(tokenizer, batch, width))
         t0 = time.perf_counter()
         if drop_finished and num_beams == 1:
             out = greedy_drop_finished(model, enc["input_ids"], enc["attention_mask"], max_new_tokens=max_new_tokens,
