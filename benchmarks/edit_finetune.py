@@ -38,6 +38,8 @@ recur (no 4-gram three times, for both models):
     python benchmarks/edit_finetune.py eval --ckpt $C --span-model anchored --loop-ban 4,3 --threads 2 \
         --name finetune_anchored_grammar --out docs/results/edit_spans/smollm2   # ~40 min
     python benchmarks/edit_finetune.py eval ... --no-grammar --name finetune_anchored  # as trained, unconstrained
+    python benchmarks/edit_finetune.py rescore --name finetune_anchored  # its kept answers re-read (skip_bad,
+                                                                         # drop_echoes): finetune_anchored_rescore.json
 
 ``train --mode spans --mark-every 3`` adds ``spans_every3`` (evaluate it with ``eval --models spans_every3``).
 ``eval`` decodes with steer.generation.greedy_drop_finished (a finished row leaves the batch);
@@ -309,6 +311,39 @@ def evaluate(args):
     print(json.dumps(figures))
 
 
+def rescore(args):
+    """Re-read the kept raw anchored answers of an eval (no decoding) under other parse rules, and score them."""
+    from steer.edits.anchored import parse_anchored
+    from steer.edits.format import SpanFormatError
+    from steer.edits.spans import apply_spans
+
+    rows = [json.loads(line) for line in gzip.open(Path(args.out) / f"{args.name}_outputs.jsonl.gz", "rt")]
+    model = args.span_model
+    rules = {"as decoded": {}, "skip_bad": {"skip_bad": True}, "drop_echoes": {"drop_echoes": True},
+             "skip_bad+drop_echoes": {"skip_bad": True, "drop_echoes": True}}
+    figures: dict = {"outputs": f"{args.name}_outputs.jsonl.gz", "span_model": model}
+    for name, es in eval_sets(args.limit).items():
+        got = {r["i"]: r for r in rows if r["set"] == name}
+        if len(got) != len(es.sources) or any(got[i]["source"] != s for i, s in enumerate(es.sources)):
+            raise ValueError(f"{args.name}: the outputs of {name} do not match its sources")
+        row = {}
+        for rule, kw in rules.items():
+            hyps = []
+            for i, src in enumerate(es.sources):
+                raw = got[i][f"{model}_raw"]
+                try:  # an answer cut by the budget is kept as decoded (the source unchanged)
+                    hyps.append(apply_spans(src, parse_anchored(raw, src, **kw)) if rule != "as decoded"
+                                else got[i][model])
+                except SpanFormatError:
+                    hyps.append(normalize(src))
+            row[rule] = {**score(es, hyps), "changed": round(sum(h != normalize(s) for h, s in
+                                                                  zip(hyps, es.sources, strict=True)) / len(hyps), 3)}
+        row["copy"], row["rewrite"] = score(es, es.sources), score(es, [got[i]["rewrite"] for i in range(len(got))])
+        figures[name] = row
+        print(f"{name:16s} {json.dumps(row)}", flush=True)
+    (Path(args.out) / f"{args.name}_rescore.json").write_text(json.dumps(figures, indent=1) + "\n")
+
+
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -343,8 +378,13 @@ def main():
     for p in (tr, ev):
         p.add_argument("--ckpt", default=str(CKPT))
         p.add_argument("--threads", type=int, default=1)
+    rs = sub.add_parser("rescore", help="re-read an anchored eval's kept answers with skip_bad / drop_echoes")
+    rs.add_argument("--name", required=True, help="the eval's output name (NAME_outputs.jsonl.gz)")
+    rs.add_argument("--span-model", default="anchored")
+    rs.add_argument("--limit", type=int, default=None)
+    rs.add_argument("--out", default=str(ROOT / "docs" / "results" / "edit_spans" / "smollm2"))
     args = ap.parse_args()
-    (train if args.cmd == "train" else evaluate)(args)
+    {"train": train, "eval": evaluate, "rescore": rescore}[args.cmd](args)
 
 
 if __name__ == "__main__":

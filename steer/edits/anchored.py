@@ -129,13 +129,18 @@ def _locate(line: str, k: int, words: list[str], cursor: int) -> tuple[int, int,
     return p, end, new
 
 
-def parse_anchored(text: str, source: str, skip_bad: bool = False) -> list[Span]:
+def parse_anchored(text: str, source: str, skip_bad: bool = False, drop_echoes: bool = False) -> list[Span]:
     """Read anchored edits back into minimal word spans over ``source`` (blank lines are skipped).
 
     Args:
         skip_bad: drop an edit line that does not parse or whose old words are not in the source
             after the previous edit's, and keep the others (the cursor stays where it was), instead
             of raising: a decoder's choice to keep the edits it can place.
+        drop_echoes: drop an edit whose new words are its old words followed by the source words
+            that come right after them (" has -> has been" where the source says "has been"): it
+            inserts words that are already there. :func:`format_anchored` never writes one (no
+            reference edit of the shared sets is one); a trained model writes them when it means
+            "no change here".
 
     Raises:
         SpanFormatError: (unless ``skip_bad``) a line without exactly one ``->``, or old words that do
@@ -149,6 +154,8 @@ def parse_anchored(text: str, source: str, skip_bad: bool = False) -> list[Span]
         raise TypeError(f"`text` must be a string, got {type(text).__name__}")
     if not isinstance(skip_bad, bool):
         raise TypeError(f"`skip_bad` must be a bool, got {skip_bad!r}")
+    if not isinstance(drop_echoes, bool):
+        raise TypeError(f"`drop_echoes` must be a bool, got {drop_echoes!r}")
     words = source.split()
     spans: list[Span] = []
     cursor = 0
@@ -160,6 +167,9 @@ def parse_anchored(text: str, source: str, skip_bad: bool = False) -> list[Span]
                 continue
             raise
         old, cursor = words[p:end], end
+        extra = len(new) - len(old)
+        if drop_echoes and extra > 0 and new[: len(old)] == old and new[len(old) :] == words[end : end + extra]:
+            continue
         # The minimal span: drop the words the old and new sides share at either end.
         head = 0
         while head < min(len(old), len(new)) and old[head] == new[head]:

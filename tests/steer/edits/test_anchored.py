@@ -96,6 +96,7 @@ def test_round_trip_on_every_shared_pair(name, split, shared_data):
         spans = extract_spans(src, ref)
         text = format_anchored(src, spans)
         assert apply_spans(src, parse_anchored(text, src)) == normalize(ref), (src, ref)
+        assert parse_anchored(text, src, drop_echoes=True) == parse_anchored(text, src)  # never writes an echo
         # Each line quotes at most its span, the anchors a lookup needs and an ellipsis' worth of words.
         assert text.count("\n") == max(len(spans) - 1, 0)
 
@@ -158,3 +159,14 @@ def test_skip_bad_keeps_the_edits_that_place():
     assert parse_anchored(" zz -> x", src, skip_bad=True) == []
     with pytest.raises(TypeError, match="`skip_bad`"):
         parse_anchored(text, src, skip_bad="yes")
+
+
+def test_drop_echoes_drops_only_insertions_of_words_already_there():
+    src = "New technology has been introduced to the society"
+    text = " has -> has been\n to -> to the\n society -> world"
+    assert apply_spans(src, parse_anchored(text, src)) == "New technology has been been introduced to the the world"
+    assert apply_spans(src, parse_anchored(text, src, drop_echoes=True)) == "New technology has been introduced to the world"
+    # A real insertion (the words after the anchor differ) stays.
+    assert parse_anchored(" has -> has not", src, drop_echoes=True) == [Span(3, 3, "not")]
+    with pytest.raises(TypeError, match="drop_echoes"):
+        parse_anchored(text, src, drop_echoes=1)
