@@ -165,7 +165,8 @@ def test_drop_echoes_drops_only_insertions_of_words_already_there():
     src = "New technology has been introduced to the society"
     text = " has -> has been\n to -> to the\n society -> world"
     assert apply_spans(src, parse_anchored(text, src)) == "New technology has been been introduced to the the world"
-    assert apply_spans(src, parse_anchored(text, src, drop_echoes=True)) == "New technology has been introduced to the world"
+    kept = parse_anchored(text, src, drop_echoes=True)
+    assert apply_spans(src, kept) == "New technology has been introduced to the world"
     # A real insertion (the words after the anchor differ) stays.
     assert parse_anchored(" has -> has not", src, drop_echoes=True) == [Span(3, 3, "not")]
     with pytest.raises(TypeError, match="drop_echoes"):
