@@ -59,12 +59,19 @@ class _Vocab:
         self.cpu = dict(free=torch.tensor(free), opens=torch.tensor([t[:1].isspace() for t in texts]),
                         gt=torch.tensor([t.startswith(">") for t in texts]),
                         dash=torch.tensor([t.endswith("-") for t in texts]))
+        self.size = len(texts)
         self._dev: dict = {}
 
-    def on(self, device) -> dict:
-        if device not in self._dev:
-            self._dev[device] = {k: t.to(device) for k, t in self.cpu.items()}
-        return self._dev[device]
+    def on(self, device, width: int) -> dict:
+        """The classes on ``device`` over ``width`` score columns (columns past the tokenizer: none)."""
+        key = (device, width)
+        if key not in self._dev:
+            n = min(width, self.cpu["free"].shape[0])
+            padded = {k: torch.zeros(width, dtype=torch.bool) for k in self.cpu}
+            for k, t in self.cpu.items():
+                padded[k][:n] = t[:n]
+            self._dev[key] = {k: t.to(device) for k, t in padded.items()}
+        return self._dev[key]
 
 
 _VOCABS: dict[str, _Vocab] = {}
@@ -191,7 +198,7 @@ class AnchoredGrammar(LogitsProcessor):
     def _step(self, t: dict, s: dict, x: torch.Tensor) -> dict:
         """Every row's state after its token ``x`` (B,)."""
         v, eos = self.vocab, self.vocab.eos
-        c = v.on(x.device)
+        c = v.on(x.device, v.size)
         mode, k, part, hyp = s["mode"], s["k"], s["part"], s["hyp"]
         tok = t["tok"]
         # Old words: the candidates whose next source token is x move one offset on (a shift).
@@ -245,7 +252,7 @@ class AnchoredGrammar(LogitsProcessor):
         if state is None:
             state = self._states(t, answers)
         self._last = dict(answers=answers, state=state)
-        c = self.vocab.on(scores.device)
+        c = self.vocab.on(scores.device, size)
         mode, k, part, hyp = state["mode"], state["k"], state["part"], state["hyp"]
         v = self.vocab
         # Old words: scatter each candidate's next source token into its row (pads carry weight 0).
@@ -254,11 +261,7 @@ class AnchoredGrammar(LogitsProcessor):
         at_bound = (hyp & t["bound"]).any(1) & (k > 0)
         line_start = (k == 0) & (part == 0)
         old, new = mode == OLD, mode == NEW
-        free = torch.zeros(size, dtype=torch.bool, device=scores.device)
-        n = min(size, c["free"].shape[0])
-        free[:n] = c["free"][:n]
-        opens, gt = (torch.zeros(size, dtype=torch.bool, device=scores.device) for _ in range(2))
-        opens[:n], gt[:n] = c["opens"][:n], c["gt"][:n]
+        free, opens, gt = c["free"], c["opens"], c["gt"]
         allowed = (words & old[:, None]) | (free[None] & new[:, None] & (opens[None] | ~state["fresh"][:, None])
                                             & ~(gt[None] & state["dash"][:, None]))  # (B, V)
         allowed[:, v.arrow] |= old & (at_bound | line_start)
