@@ -29,6 +29,19 @@ def _finite(v) -> bool:
     return isinstance(v, (int, float)) and not math.isnan(v)
 
 
+def _legend_below(fig, handles, labels, title: str | None = None) -> float:
+    """One legend for the whole figure, centred below the panels; returns the height to keep free for it.
+
+    The room is reckoned in inches (about 0.2 per row of entries, and the title's line) and given as a
+    fraction of the figure, so a legend of many methods never runs into the panels' axis labels.
+    """
+    ncol = max(1, min(len(handles), 6))
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=9, frameon=False, title=title,
+               title_fontsize=8)
+    inches = 0.1 + 0.2 * math.ceil(len(handles) / ncol) + (0.2 if title else 0.0)
+    return min(0.45, inches / fig.get_figheight())
+
+
 def plot_metrics_vs_lambda(rows: list[dict], path: Path, title: str | None = None) -> None:
     """One panel per metric, one line per corpus, x = lam (symlog).
 
@@ -83,10 +96,10 @@ def plot_metrics_vs_lambda(rows: list[dict], path: Path, title: str | None = Non
     if len(handles) > len(corpora):
         handles.insert(len(corpora), Line2D([], [], color="k", marker="o", ms=4))
         labels.insert(len(corpora), "prior (solid)")
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(handles), 6), fontsize=9, frameon=False)
+    bottom = _legend_below(fig, handles, labels)
     if title:
         fig.suptitle(title, fontsize=11)
-    fig.tight_layout(rect=(0, 0.06, 1, 0.95 if title else 1))
+    fig.tight_layout(rect=(0, bottom, 1, 0.95 if title else 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -152,12 +165,10 @@ def plot_pareto(rows: list[dict], path: Path, title: str | None = None) -> None:
     for ax in list(axes.flat)[len(corpora):]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(handles), 6), fontsize=9, frameon=False,
-               title="numbers: the knob (λ, or ε for KL budgets); marker area: distinct-2; "
-                     "bars: 95 % bootstrap interval over prompts",
-               title_fontsize=8)
+    bottom = _legend_below(fig, handles, labels, "numbers: the knob (λ, or ε for KL budgets); marker area: "
+                           "distinct-2; bars: 95 % bootstrap interval over prompts")
     if title:
         fig.suptitle(title, fontsize=11)
-    fig.tight_layout(rect=(0, 0.08, 1, 0.95 if title else 1))
+    fig.tight_layout(rect=(0, bottom, 1, 0.95 if title else 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
