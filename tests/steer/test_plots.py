@@ -1,10 +1,10 @@
 """The style-study plots: every method drawn, and the legend kept clear of the axes' labels."""
 
-import matplotlib
+import pytest
 
+matplotlib = pytest.importorskip("matplotlib")  # steer[plot]
 matplotlib.use("Agg")
 
-import pytest  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
