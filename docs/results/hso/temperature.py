@@ -12,10 +12,11 @@ temperature-1 run built its own (checked: it reproduces that run's stored hits s
 Base perplexity is the stored per-sample NLL under the unsteered model (no temperature enters it).
 
 For every hso cell and every prompting cell of the same corpus: the paired hit difference (95 %
-bootstrap interval over prompts) and the base perplexity ratio (paired interval). The hso cell is of
-*no worse fluency* when the ratio's interval reaches down to 1 (matched) or lies below it (more
-fluent). It *wins at no worse fluency* when it judges higher (interval above 0) than a prompting cell
-of no worse fluency and no prompting cell at least as fluent (ratio >= 1) judges as high.
+bootstrap interval over prompts) and the base perplexity ratio (paired interval). The two are
+*matched* when the ratio's interval holds 1; the hso cell is of *no worse fluency* when the interval
+reaches down to 1 or lies below it. It *wins at matched* (or *no worse*) *fluency* when it judges
+higher (interval above 0) than a prompting cell so placed and no prompting cell at least as fluent
+(ratio >= 1) judges as high; ``goal_met``: wins at matched fluency on at least 2 corpora.
 Writes temperature.csv, temperature.json and temperature.png (hit against base perplexity) beside
 this file.
 
@@ -122,14 +123,15 @@ def main(judge: float = 1.0) -> dict:
                                "hi": round(hi, 4), "base_ppl_x_prompt": round(r, 3), "ppl_lo": round(r_lo, 3),
                                "ppl_hi": round(r_hi, 3)})
             for v in versus:
+                v["matched"] = v["ppl_lo"] <= 1 <= v["ppl_hi"]
                 v["no_worse_fluency"] = v["ppl_lo"] <= 1
                 v["beats"] = v["no_worse_fluency"] and v["lo"] > 0
             # A win also needs every prompting cell at least as fluent to judge lower in style, so that a
             # cooler prompting cell does not dominate it.
-            win = any(v["beats"] for v in versus) and all(
-                v["hit_minus_prompt"] > 0 for v in versus if v["base_ppl_x_prompt"] >= 1)
+            undominated = all(v["hit_minus_prompt"] > 0 for v in versus if v["base_ppl_x_prompt"] >= 1)
             for v in versus:
-                v["wins_at_no_worse_fluency"] = win
+                v["wins_at_no_worse_fluency"] = undominated and any(v["beats"] for v in versus)
+                v["wins_at_matched_fluency"] = undominated and any(v["beats"] and v["matched"] for v in versus)
             rows += versus
 
     name = "temperature" if judge == 1.0 else f"temperature_judge{judge:g}"
@@ -138,9 +140,11 @@ def main(judge: float = 1.0) -> dict:
         w.writeheader()
         w.writerows(rows)
     wins = sorted({r["corpus"] for r in rows if r["wins_at_no_worse_fluency"]})
+    matched_wins = sorted({r["corpus"] for r in rows if r["wins_at_matched_fluency"]})
     out = {"judge": f"the classifier of the run at temperature {judge:g}, rebuilt (reproduces its stored hits)",
            "runs": {str(t): str(p.relative_to(HERE)) for t, p in RUNS.items()},
-           "points": points, "corpora_won": wins, "goal_met": len(wins) >= 2}
+           "points": points, "corpora_won": wins, "corpora_won_matched": matched_wins,
+           "goal_met": len(matched_wins) >= 2}
     (HERE / f"{name}.json").write_text(json.dumps(out, indent=1), encoding="utf-8")
     if judge == 1.0:
         label = lambda p: f"{'unsteered' if p['method'] == 'prior' else p['method']} (T {p['temperature']:g})"  # noqa: E731
@@ -151,7 +155,7 @@ def main(judge: float = 1.0) -> dict:
         print(p)
     for r in rows:
         print(r)
-    print(json.dumps({"corpora_won": wins, "goal_met": out["goal_met"]}))
+    print(json.dumps({"corpora_won": wins, "corpora_won_matched": matched_wins, "goal_met": out["goal_met"]}))
     return out
 
 
