@@ -46,7 +46,10 @@ RUNS = {1.0: HERE / "smollm2-sample", 0.9: HERE / "smollm2-sample-t0.9", 0.8: HE
 
 def read_samples(run: Path) -> dict:
     cells = defaultdict(list)
-    with gzip.open(run / "samples.jsonl.gz", "rt", encoding="utf-8") as f:
+    # A finished sweep writes samples.jsonl; the committed runs hold it gzipped.
+    path = run / "samples.jsonl.gz"
+    with (gzip.open(path, "rt", encoding="utf-8") if path.exists()
+          else open(run / "samples.jsonl", encoding="utf-8")) as f:
         for line in f:
             s = json.loads(line)
             # prior at 0 is the unsteered model; hso at 0 steps is prompting (the same texts).
