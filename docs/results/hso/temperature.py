@@ -133,7 +133,7 @@ def main(judge: float = 1.0) -> dict:
             # cooler prompting cell does not dominate it.
             undominated = all(v["hit_minus_prompt"] > 0 for v in versus if v["base_ppl_x_prompt"] >= 1)
             verdict = {"wins_at_no_worse_fluency": undominated and any(v["beats"] for v in versus),
-                    "wins_at_matched_fluency": undominated and any(v["beats"] and v["matched"] for v in versus)}
+                       "wins_at_matched_fluency": undominated and any(v["beats"] and v["matched"] for v in versus)}
             for v in versus:
                 v.update(verdict)
             rows += versus
