@@ -4,56 +4,49 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from transformers import LogitsProcessorList
 
+from steer import checks
 from steer.models import encode_prompts, pad_left, stop_ids
+from steer.options import Options, option
 
 Decoding = Literal["greedy", "sample", "beam"]
 DECODINGS = ("greedy", "sample", "beam")
 
 
 @dataclass(frozen=True)
-class DecodeConfig:
-    """How continuations are decoded.
+class DecodeConfig(Options):
+    """How continuations are decoded: the ``decoding`` option family.
 
-    Attributes:
-        max_new_tokens: tokens generated per prompt (>= 1).
-        decoding: "greedy", "sample" (temperature, top_p) or "beam" (num_beams).
-        temperature, top_p: sampling settings.
-        num_beams: beam width for "beam".
-        seed: torch seed set before every generate call (same seed for every lam).
-        loop_ban: (n, r) to ban the r-th occurrence of any n-gram within a
-            continuation (:class:`steer.repetition.NoNgramLoop`,
-            applied after every other processor; the prompt does not count), or
-            None. A decoding setting: in a study it applies to every cell alike.
+    ``loop_ban`` (n, r) bans the r-th occurrence of any n-gram within a continuation
+    (:class:`steer.repetition.NoNgramLoop`, applied after every other processor; the prompt does
+    not count): a decoding setting, so in a study it applies to every cell alike.
     """
 
-    max_new_tokens: int = 40
-    decoding: str = "greedy"
-    temperature: float = 1.0
-    top_p: float = 1.0
-    num_beams: int = 4
-    seed: int = 0
-    loop_ban: tuple[int, int] | None = None
+    family: ClassVar[str] = "decoding"
+    max_new_tokens: int = option(40, "tokens generated per prompt")
+    decoding: Literal["greedy", "sample", "beam"] = option("greedy", "how continuations are decoded")
+    temperature: float = option(1.0, "sampling temperature (with decoding sample)")
+    top_p: float = option(1.0, "nucleus sampling mass (with decoding sample)")
+    num_beams: int = option(4, "beam width (with decoding beam)")
+    seed: int = option(0, "torch seed set before every generate call")
+    loop_ban: tuple[int, int] | None = option(
+        None, "ban the R-th occurrence of any N-gram within a continuation (N,R; every method alike)",
+        flag="ban-loops", metavar="N,R")
 
     def __post_init__(self):
-        if self.decoding not in DECODINGS:
-            raise ValueError(f"`decoding` must be one of {DECODINGS}, got {self.decoding!r}")
-        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
-            raise ValueError(f"`max_new_tokens` must be an int >= 1, got {self.max_new_tokens!r}")
-        if not self.temperature > 0:
-            raise ValueError(f"`temperature` must be > 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"`top_p` must lie in (0, 1], got {self.top_p}")
-        if not isinstance(self.num_beams, int) or self.num_beams < 1:
-            raise ValueError(f"`num_beams` must be an int >= 1, got {self.num_beams!r}")
+        checks.choice("decoding", self.decoding, DECODINGS)
+        checks.integer("max_new_tokens", self.max_new_tokens, low=1)
+        object.__setattr__(self, "temperature", checks.number("temperature", self.temperature, 0, low_open=True))
+        object.__setattr__(self, "top_p", checks.number("top_p", self.top_p, 0, 1, low_open=True))
+        checks.integer("num_beams", self.num_beams, low=1)
+        checks.integer("seed", self.seed)
         if self.loop_ban is not None:
-            ban = tuple(self.loop_ban) if isinstance(self.loop_ban, (tuple, list)) else ()
-            if (len(ban) != 2 or any(isinstance(v, bool) or not isinstance(v, int) for v in ban)
-                    or ban[0] < 1 or ban[1] < 2):
+            ban = checks.ints("loop_ban", self.loop_ban, length=2)
+            if ban[0] < 1 or ban[1] < 2:
                 raise ValueError(f"`loop_ban` must be (n >= 1, r >= 2) or None, got {self.loop_ban!r}")
             object.__setattr__(self, "loop_ban", ban)
 
@@ -209,3 +202,13 @@ def greedy_drop_finished(model, input_ids: torch.Tensor, attention_mask: torch.T
         step_pos = next_pos[active]
         next_pos = next_pos + 1
     return ids
+
+
+def continuation_texts(tokenizer, prompt_ids, conts) -> list[str]:
+    """Each continuation's text exactly as it follows its prompt (leading space included)."""
+    out = []
+    for p, c in zip(prompt_ids, conts, strict=True):
+        head = tokenizer.decode(p, skip_special_tokens=True)
+        full = tokenizer.decode(list(p) + list(c), skip_special_tokens=True)
+        out.append(full[len(head):] if full.startswith(head) else " " + tokenizer.decode(c, skip_special_tokens=True))
+    return out

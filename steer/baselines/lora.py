@@ -10,11 +10,14 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
+from steer import checks
 from steer.cache import cache_root
 from steer.fingerprint import model_fingerprint
+from steer.options import Options, option
 
 META_FILE = "steer_lora.json"
 
@@ -27,58 +30,45 @@ def _peft():
     return peft
 
 
-@dataclass
-class LoraTrainConfig:
-    """How an adapter is trained (written to the adapter's metadata).
+@dataclass(frozen=True)
+class LoraTrainConfig(Options):
+    """How an adapter is trained (written to the adapter's metadata): the ``lora`` option family.
 
-    Attributes:
-        rank, alpha, dropout: LoRA's r, lora_alpha and lora_dropout.
-        target_modules: module names to adapt; None lets PEFT choose for known
-            architectures (q_proj/v_proj for Llama, c_attn for GPT-2).
-        steps, lr, batch_size: the step budget (AdamW steps), learning rate, windows per step.
-        window: tokens per training window (BOS + window-1 corpus tokens).
-        seed: seeds window sampling and initialisation.
-        eval_every: every this many steps the loss on a held-out slice of the
-            corpus's windows is measured (0: no held-out slice, train the
-            whole budget).
-        patience: training stops once that loss has not improved for this
-            many evaluations in a row (early stopping); the best adapter is kept.
-        eval_fraction: share of the windows (the last ones, contiguous) held out
-            for that loss; they are never trained on.
+    Training stops early once the loss on a held-out slice of the corpus's windows (the last
+    ``eval_fraction`` of them, never trained on) has not improved for ``patience`` evaluations in a
+    row; the best adapter is kept.
     """
 
-    rank: int = 8
-    alpha: float = 16.0
-    dropout: float = 0.0
-    target_modules: list[str] | None = None
-    steps: int = 1000
-    lr: float = 1e-3
-    batch_size: int = 8
-    window: int = 128
-    seed: int = 0
-    eval_every: int = 50
-    patience: int = 3
-    eval_fraction: float = 0.05
+    family: ClassVar[str] = "lora"
+    rank: int = option(8, "LoRA rank r")
+    alpha: float = option(16.0, "LoRA scaling alpha")
+    dropout: float = option(0.0, "LoRA dropout")
+    target_modules: tuple[str, ...] | None = option(
+        None, "module names to adapt (none: PEFT's choice for known architectures, q_proj/v_proj for Llama)")
+    steps: int = option(1000, "step budget (AdamW steps; stops earlier when the held-out loss stalls)")
+    lr: float = option(1e-3, "learning rate")
+    batch_size: int = option(8, "training windows per step")
+    window: int = option(128, "tokens per training window (BOS + window-1 corpus tokens)")
+    seed: int = option(0, "seed of window sampling and initialisation")
+    eval_every: int = option(50, "steps between evaluations of the held-out loss (0: no held-out slice, train "
+                                 "the whole budget)")
+    patience: int = option(3, "evaluations without improvement before training stops")
+    eval_fraction: float = option(0.05, "share of the windows held out for that loss")
 
     def __post_init__(self):
-        for name in ("rank", "steps", "batch_size", "window"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"`{name}` must be an int >= 1, got {v!r}")
-        if self.window < 2:
-            raise ValueError(f"`window` must be >= 2, got {self.window}")
+        for name in ("rank", "steps", "batch_size"):
+            checks.integer(name, getattr(self, name), low=1)
+        checks.integer("window", self.window, low=2)
+        checks.integer("seed", self.seed)
+        if self.target_modules is not None:
+            object.__setattr__(self, "target_modules", checks.texts("target_modules", self.target_modules))
         for name in ("alpha", "lr"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-                raise ValueError(f"`{name}` must be a finite number > 0, got {v!r}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"`dropout` must lie in [0, 1), got {self.dropout}")
+            object.__setattr__(self, name, checks.number(name, getattr(self, name), 0, low_open=True))
+        object.__setattr__(self, "dropout", checks.number("dropout", self.dropout, 0, 1, high_open=True))
         for name in ("eval_every", "patience"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ValueError(f"`{name}` must be an int >= 0, got {v!r}")
-        if not 0 < self.eval_fraction < 0.5:
-            raise ValueError(f"`eval_fraction` must lie in (0, 0.5), got {self.eval_fraction}")
+            checks.integer(name, getattr(self, name), low=0)
+        object.__setattr__(self, "eval_fraction",
+                           checks.number("eval_fraction", self.eval_fraction, 0, 0.5, low_open=True, high_open=True))
 
     def key(self) -> str:
         """A short hash of the settings (adapters are cached under it)."""
@@ -165,8 +155,9 @@ def train_lora(model, tokenizer, docs: list[str], config: LoraTrainConfig, out_d
     fingerprint = model_fingerprint(model)
     base = copy.deepcopy(model) if copy_model else model
     torch.manual_seed(config.seed)
+    modules = None if config.target_modules is None else list(config.target_modules)
     lora = peft.LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
-                           target_modules=config.target_modules, task_type="CAUSAL_LM")
+                           target_modules=modules, task_type="CAUSAL_LM")
     pmodel = peft.get_peft_model(base, lora)
     pmodel.train()
     params = [p for p in pmodel.parameters() if p.requires_grad]

@@ -10,35 +10,34 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+from steer import checks
+from steer.options import Options, option
 
 
 @dataclass(frozen=True)
-class StylePrompt:
-    """A prefix put before every user prompt.
+class StylePrompt(Options):
+    """A prefix put before every user prompt: the ``prompt`` option family."""
 
-    Attributes:
-        instruction: text such as "Write in the style of the examples." ("" for none).
-        exemplars: number of corpus documents quoted as examples (0 for none).
-        max_chars: each exemplar is cut at a word boundary to at most this many characters.
-        seed: which documents are drawn.
-        chat: "auto" (the tokenizer's chat template when it has one) or "never" (plain paragraphs).
-        request: with the chat template, the sentence after the exemplars that asks for the continuation.
-    """
-
-    instruction: str = "The following passages are written in the same style."
-    exemplars: int = 3
-    max_chars: int = 300
-    seed: int = 0
-    chat: str = "auto"
-    request: str = "Continue the text that begins your answer, in the same style as these passages."
+    family: ClassVar[str] = "prompt"
+    instruction: str = option("The following passages are written in the same style.",
+                              "text before the exemplars (\"\" for none)")
+    exemplars: int = option(3, "number of corpus documents quoted as examples (0 for none)")
+    max_chars: int = option(300, "each exemplar is cut at a word boundary to at most this many characters")
+    seed: int = option(0, "which documents are drawn")
+    chat: Literal["auto", "never"] = option("auto", "auto: the tokenizer's chat template when it has one; never: "
+                                                    "plain paragraphs")
+    request: str = option("Continue the text that begins your answer, in the same style as these passages.",
+                          "with the chat template, the sentence after the exemplars that asks for the continuation")
 
     def __post_init__(self):
-        if self.chat not in ("auto", "never"):
-            raise ValueError(f"`chat` must be 'auto' or 'never', got {self.chat!r}")
-        if not isinstance(self.exemplars, int) or self.exemplars < 0:
-            raise ValueError(f"`exemplars` must be an int >= 0, got {self.exemplars!r}")
-        if self.max_chars < 20:
-            raise ValueError(f"`max_chars` must be >= 20, got {self.max_chars}")
+        checks.choice("chat", self.chat, ("auto", "never"))
+        checks.integer("exemplars", self.exemplars, low=0)
+        checks.integer("max_chars", self.max_chars, low=20)
+        checks.integer("seed", self.seed)
+        checks.text("instruction", self.instruction)
+        checks.text("request", self.request)
         if not self.instruction and self.exemplars == 0:
             raise ValueError("a style prompt needs an `instruction` or `exemplars` > 0")
 
