@@ -6,8 +6,10 @@ The public API, importable from the top level (loaded on first use, so that
     import steer
     model, tokenizer = steer.load_model("../shared/data/models/base-llama2tok")
     corpus = steer.load_corpus("don_quixote")
-    table = steer.NGramTable.from_texts(corpus.train, tokenizer, order=3)
+    table = steer.NGramTable.from_texts(corpus.steer, tokenizer, order=3)
     prior = steer.NGramStylePrior(table, lam=0.1, tokenizer=tokenizer)
+    spec = steer.SteeringSpec("contrastive+plausible", corpus="don_quixote", knob=2.0)
+    texts = spec.build(model, tokenizer).generate(["The old man walked"])
 """
 
 from __future__ import annotations
@@ -24,6 +26,14 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree th
 _EXPORTS = {
     # the engine and the prior
     "NGramTable": "ngram",
+    # a steering setting, applied in a few lines
+    "SteeringSpec": "steer.spec",
+    "Steering": "steer.spec",
+    "GuidedOptions": "steer.options",
+    "ActivationOptions": "steer.options",
+    "HSOOptions": "steer.options",
+    "PriorOptions": "steer.options",
+    "CorpusOptions": "steer.options",
     "NGramStylePrior": "steer.style",
     "GuidedStylePrior": "steer.priors",
     "table_for": "steer.tables",

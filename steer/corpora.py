@@ -51,16 +51,6 @@ class Corpus:
     split: dict = field(default_factory=dict)
 
     @property
-    def train(self) -> list[str]:
-        """The steer split (the documents tables are built from)."""
-        return self.steer
-
-    @property
-    def heldout(self) -> list[str]:
-        """The judge split."""
-        return self.judge
-
-    @property
     def steer_digest(self) -> str:
         """sha256 of the steer split's documents (tables and adapters are cached under it)."""
         return docs_digest(self.steer)

@@ -9,10 +9,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from steer.judges.stats import interpolate_at, paired_diff_ci, per_prompt_means
+from steer.methods import REFERENCE, baseline_names, is_unsteered, method_of
 
 MATCHED_COLUMNS = ["corpus", "baseline", "baseline_lam", "baseline_base_ppl", "baseline_hit", "prior_hit_at_ppl",
                    "prior_lam_low", "prior_lam_high", "diff", "diff_lo", "diff_hi", "n_prompts"]
-BASELINE_METHODS = ("prompt", "prior+prompt", "lora")
+BASELINE_METHODS = baseline_names()
 
 
 def _knob(row: dict) -> float:
@@ -33,8 +34,8 @@ def _baseline_hits(rows: list[dict], by_cell: dict, corpus: str, against: tuple,
     """(row, per-prompt judge hits) of each judged baseline cell of ``corpus`` whose method is in ``against``."""
     out = []
     for b in rows:
-        cell = by_cell.get((corpus, b.get("method", "prior"), _knob(b)))
-        if b["corpus"] == corpus and b.get("method", "prior") in against and cell:
+        cell = by_cell.get((corpus, method_of(b), _knob(b)))
+        if b["corpus"] == corpus and method_of(b) in against and cell:
             out.append((b, _per_prompt(cell, "judge_hit", n_prompts)))
     return out
 
@@ -49,7 +50,7 @@ def _judged_cells(samples: list[dict]) -> tuple[dict, int]:
     return by_cell, n_prompts
 
 
-def matched_table(rows: list[dict], samples: list[dict], curve: str = "prior",
+def matched_table(rows: list[dict], samples: list[dict], curve: str = REFERENCE,
                   against: tuple = BASELINE_METHODS) -> list[dict]:
     """One row per corpus and baseline cell: the ``curve`` method at the baseline's fluency, and the paired difference.
 
@@ -70,18 +71,18 @@ def matched_table(rows: list[dict], samples: list[dict], curve: str = "prior",
         return []
     out = []
     for corpus in dict.fromkeys(r["corpus"] for r in rows):
-        prior = sorted((r for r in rows if r["corpus"] == corpus and r.get("method", "prior") == curve
+        prior = sorted((r for r in rows if r["corpus"] == corpus and method_of(r) == curve
                         and (corpus, curve, _knob(r)) in by_cell), key=_knob)
         cells = [by_cell[(corpus, curve, _knob(r))] for r in prior]
-        if curve != "prior":  # every method starts from the unsteered cell: knob 0 is the prior at lam = 0
-            start = [r for r in rows if r["corpus"] == corpus and r.get("method", "prior") == "prior"
-                     and r["lam"] == 0.0 and (corpus, "prior", 0.0) in by_cell]
+        if curve != REFERENCE:  # every method starts from the unsteered cell: knob 0 of the reference
+            start = [r for r in rows if r["corpus"] == corpus and is_unsteered(method_of(r), r["lam"])
+                     and (corpus, REFERENCE, 0.0) in by_cell]
             prior = [{**r, "knob": 0.0} for r in start] + prior
-            cells = [by_cell[(corpus, "prior", 0.0)] for _ in start] + cells
+            cells = [by_cell[(corpus, REFERENCE, 0.0)] for _ in start] + cells
         x = [r["base_ppl"] for r in prior]
         ys = [_per_prompt(cell, "judge_hit", n_prompts) for cell in cells]
         for r in rows:
-            if r["corpus"] != corpus or r.get("method", "prior") not in against:
+            if r["corpus"] != corpus or method_of(r) not in against:
                 continue
             cell = by_cell.get((corpus, r["method"], _knob(r)))
             if not cell:
@@ -108,8 +109,8 @@ VARIANT_COLUMNS = ["method", "corpus", "baseline", "baseline_lam", "baseline_bas
 def matched_variants(rows: list[dict], samples: list[dict]) -> list[dict]:
     """:func:`matched_table` for every method with a knob curve other than the prior (columns VARIANT_COLUMNS)."""
     out = []
-    curves = [m for m in dict.fromkeys(r.get("method", "prior") for r in rows)
-              if m not in ("prior", *BASELINE_METHODS)]
+    curves = [m for m in dict.fromkeys(method_of(r) for r in rows)
+              if m != REFERENCE and m not in BASELINE_METHODS]
     for m in curves:
         for r in matched_table(rows, samples, curve=m):
             out.append({"method": m, **{k: v for k, v in r.items() if not k.startswith("prior_")},
@@ -139,12 +140,12 @@ def at_no_worse_fluency(rows: list[dict], samples: list[dict], methods: list[str
     if not by_cell:
         return []
     if methods is None:
-        methods = [m for m in dict.fromkeys(r.get("method", "prior") for r in rows) if m not in BASELINE_METHODS]
+        methods = [m for m in dict.fromkeys(method_of(r) for r in rows) if m not in BASELINE_METHODS]
     out = []
     for m in methods:
         for corpus in dict.fromkeys(r["corpus"] for r in rows):
-            mine = [r for r in rows if r["corpus"] == corpus and r.get("method", "prior") == m
-                    and (m != "prior" or r["lam"] > 0) and (corpus, m, _knob(r)) in by_cell]
+            mine = [r for r in rows if r["corpus"] == corpus and method_of(r) == m
+                    and not is_unsteered(m, r["lam"]) and (corpus, m, _knob(r)) in by_cell]
             for b, base_hits in _baseline_hits(rows, by_cell, corpus, against, n_prompts):
                 fluent = [r for r in mine if r["base_ppl"] <= b["base_ppl"]]
                 if not fluent:
@@ -179,10 +180,10 @@ def matched_methods(rows: list[dict], samples: list[dict]) -> list[dict]:
     bootstrap interval over prompts. The prior counts as a knob method where
     it has cells at lam > 0. Columns METHOD_COLUMNS.
     """
-    names = [m for m in dict.fromkeys(r.get("method", "prior") for r in rows) if m not in BASELINE_METHODS
-             and any(r.get("method", "prior") == m and _knob(r) > 0 for r in rows)]
+    names = [m for m in dict.fromkeys(method_of(r) for r in rows) if m not in BASELINE_METHODS
+             and any(method_of(r) == m and _knob(r) > 0 for r in rows)]
     corpora = {c: i for i, c in enumerate(dict.fromkeys(r["corpus"] for r in rows))}
-    knob_of = {(r["corpus"], r.get("method", "prior"), r["lam"], r["base_ppl"]): _knob(r) for r in rows}
+    knob_of = {(r["corpus"], method_of(r), r["lam"], r["base_ppl"]): _knob(r) for r in rows}
     out = []
     for m in names:
         for other in names:
@@ -254,12 +255,12 @@ def constraint_table(rows: list[dict], limits: Constraints = Constraints()) -> l
     ``failed`` names the constraints a cell misses ("hit", "ppl", "distinct2", "degenerate"); the
     unsteered reference is the corpus's prior cell at lam = 0.
     """
-    base = {r["corpus"]: r for r in rows if r.get("method", "prior") == "prior" and r["lam"] == 0.0}
+    base = {r["corpus"]: r for r in rows if is_unsteered(method_of(r), r["lam"])}
     out = []
     for r in rows:
-        method = r.get("method", "prior")
+        method = method_of(r)
         ref = base.get(r["corpus"])
-        if ref is None or method in BASELINE_METHODS or (method == "prior" and r["lam"] == 0.0):
+        if ref is None or method in BASELINE_METHODS or is_unsteered(method, r["lam"]):
             continue
         row = {"corpus": r["corpus"], "method": method, "knob": _knob(r), "judge_hit": r["judge_hit"],
                "hit_gain": r["judge_hit"] - ref["judge_hit"], "ppl_ratio": r["base_ppl"] / ref["base_ppl"],
@@ -308,7 +309,7 @@ def holding_vs_baselines(rows: list[dict], samples: list[dict], limits: Constrai
     worse fluency). Cells that hold nothing give no row. Columns HOLDING_COLUMNS.
     """
     by_cell, n_prompts = _judged_cells(samples)
-    cells = {(r["corpus"], r.get("method", "prior"), _knob(r)): r for r in rows}
+    cells = {(r["corpus"], method_of(r), _knob(r)): r for r in rows}
     baselines = {}  # corpus -> its baseline cells' per-prompt hits, computed once per corpus
     out = []
     for held in (t for t in constraint_table(rows, limits) if t["holds"]):

@@ -1,10 +1,12 @@
-"""The registry of steering methods a sweep can run: each turns (model, corpus, knob) into what to generate with.
+"""The registry of steering methods: each turns (model, corpus, knob, options) into what to generate with.
 
 A method is one :class:`Method` entry: its name, what its knob means, the
-knob values a sweep tries by default, and ``build(context, knob)`` returning a
+knob values a sweep tries by default, the option families it reads
+(:mod:`steer.options`), its role (``steered``, or ``baseline``: a reference the
+steered methods are compared with), and ``build(context, knob)`` returning a
 :class:`Setup` (the model to generate with, a prompt prefix, logits
-processors, costs). The sweep never branches on method names; a new method is
-one :func:`register` call.
+processors, a context manager, costs). Nothing outside this module branches on
+method names; a new method is one :func:`register` call.
 
 Methods receive only a corpus's steer split (through ``context.corpus`` and the
 tables built from it); the judges never see them.
@@ -13,100 +15,9 @@ tables built from it); the judges never see them.
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-
-# Options of the steering variants a sweep may set (SweepConfig.guided): alpha of the plausible
-# methods (contrastive decoding's 0.1), an optional clip c of the bonus, the strength cap of the
-# KL-budgeted methods (the budget, not lam, binds), whether the plausible methods centre the
-# bonus over their support and mask the tokens outside it, whether every variant tempers its
-# distribution back to the model's entropy, and the n-gram order below which a repeat earns no bonus
-# (``fresh``; None: every repeat is rewarded like a first use).
-GUIDED_DEFAULTS = {"plausibility": 0.1, "clip": None, "kl_max_lam": 8.0, "centre": False, "mask": False,
-                   "temper": False, "fresh": None}
-
-
-def guided_options(options: dict) -> dict:
-    """The variants' options: GUIDED_DEFAULTS updated by ``options``, validated."""
-    unknown = sorted(set(options) - set(GUIDED_DEFAULTS))
-    if unknown:
-        raise ValueError(f"`guided` has unknown options {unknown}; known: {sorted(GUIDED_DEFAULTS)}")
-    out = {**GUIDED_DEFAULTS, **options}
-    alpha, clip, cap = out["plausibility"], out["clip"], out["kl_max_lam"]
-    for name in ("centre", "mask", "temper"):
-        if not isinstance(out[name], bool):
-            raise ValueError(f"`guided[{name!r}]` must be True or False, got {out[name]!r}")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha <= 1:
-        raise ValueError(f"`guided['plausibility']` must lie in (0, 1], got {alpha!r}")
-    fresh = out["fresh"]
-    if fresh is not None and (isinstance(fresh, bool) or not isinstance(fresh, int) or fresh < 1):
-        raise ValueError(f"`guided['fresh']` must be None or an int >= 1 (an n-gram order), got {fresh!r}")
-    for name, value in (("clip", clip), ("kl_max_lam", cap)):
-        if value is None and name == "clip":
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            raise ValueError(f"`guided[{name!r}]` must be a finite number > 0, got {value!r}")
-    return out
-
-
-# Options of activation steering (SweepConfig.activation): the decoder layers the style vector is
-# added at, how it is measured (the mean over tokens or each chunk's last token, chunks of the
-# steer split and of the background corpus), whether it is normalised to the residual stream's
-# typical norm, and the scale the combined methods hold fixed while their n-gram strength moves.
-# layers=None: steer.activation.default_layers (one layer, at the depth chosen on SmolLM2's dev prompts).
-ACTIVATION_DEFAULTS = {"layers": None, "position": "mean", "normalise": True, "scale": 0.125, "chunk_tokens": 64,
-                       "max_chunks": 128}
-
-
-def activation_options(options: dict) -> dict:
-    """Activation steering's options: ACTIVATION_DEFAULTS updated by ``options``, validated."""
-    from steer.activation import POSITIONS
-
-    unknown = sorted(set(options) - set(ACTIVATION_DEFAULTS))
-    if unknown:
-        raise ValueError(f"`activation` has unknown options {unknown}; known: {sorted(ACTIVATION_DEFAULTS)}")
-    out = {**ACTIVATION_DEFAULTS, **options}
-    layers = out["layers"]
-    if layers is not None and (not isinstance(layers, (list, tuple)) or not layers
-                               or any(isinstance(v, bool) or not isinstance(v, int) for v in layers)):
-        raise ValueError(f"`activation['layers']` must be a non-empty list of ints or None, got {layers!r}")
-    if out["position"] not in POSITIONS:
-        raise ValueError(f"`activation['position']` must be one of {POSITIONS}, got {out['position']!r}")
-    if not isinstance(out["normalise"], bool):
-        raise ValueError(f"`activation['normalise']` must be True or False, got {out['normalise']!r}")
-    scale = out["scale"]
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
-        raise ValueError(f"`activation['scale']` must be a finite number, got {scale!r}")
-    for name, low in (("chunk_tokens", 2), ("max_chunks", 1)):
-        value = out[name]
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"`activation[{name!r}]` must be an int >= {low}, got {value!r}")
-    out["layers"] = None if layers is None else list(layers)
-    return out
-
-
-# Options of hidden-state optimisation (SweepConfig.hso): the segment length and learning rate of
-# the optimisation of the exemplars' cache (Adam), and the step count the combined method holds fixed
-# while its n-gram strength moves. lr: the best of 0.001-0.1 on held-out perplexity of steer-split
-# passages (docs/hso.md).
-HSO_DEFAULTS = {"segment": 64, "lr": 0.03, "steps": 2}
-
-
-def hso_options(options: dict) -> dict:
-    """Hidden-state optimisation's options: HSO_DEFAULTS updated by ``options``, validated."""
-    from steer.hso import HSOConfig
-
-    unknown = sorted(set(options) - set(HSO_DEFAULTS))
-    if unknown:
-        raise ValueError(f"`hso` has unknown options {unknown}; known: {sorted(HSO_DEFAULTS)}")
-    out = {**HSO_DEFAULTS, **options}
-    try:
-        HSOConfig(segment=out["segment"], steps=out["steps"], lr=out["lr"])
-    except ValueError as err:
-        raise ValueError(f"`hso`: {err}") from None
-    return out
 
 
 @dataclass
@@ -143,21 +54,33 @@ class Setup:
 
 @dataclass
 class Context:
-    """What a method may use: the frozen model, the corpus's steer split and tables built from it.
+    """What a method may use: the frozen model, the corpus's steer split, tables built from it, the options.
 
     ``table()``, ``background()``, ``background_corpus()`` and ``lora()`` build lazily and are cached
-    by the sweep; ``memo`` keeps what a method derives once per corpus (a style vector).
+    by whoever made the context (a spec, a sweep); ``memo`` keeps what a method derives once per corpus
+    (a style vector, an optimised cache). ``options`` maps an option family's name to its options;
+    a family left out takes its defaults.
     """
 
     model: object
     tokenizer: object
     corpus: object  # steer.corpora.Corpus, or None for a corpus given as a saved table
-    config: object  # steer.sweep.SweepConfig
+    options: dict
     table: Callable[[], object]
     background: Callable[[], object]
     lora: Callable[[], tuple]
     background_corpus: Callable[[], object] | None = None  # steer.corpora.Corpus; methods use its steer split
     memo: dict = field(default_factory=dict)
+
+    def get(self, name: str):
+        """The options of family ``name`` (its defaults where none were given)."""
+        from steer.options import family
+
+        value = self.options.get(name)
+        return family(name).from_dict(value)
+
+
+ROLES = ("steered", "baseline")
 
 
 @dataclass(frozen=True)
@@ -166,22 +89,49 @@ class Method:
 
     Attributes:
         name: the name results use (variants join their parts with "+").
-        knob: what the knob is ("lam", "eps" for a KL budget, "" for none).
+        knob: what the knob is ("lam", "eps" for a KL budget, "scale", "steps", "" for none).
         knobs: default knob values of a sweep (None: the sweep's --lambdas).
         build: (context, knob) -> Setup.
+        options: the option families it reads (besides ``corpus`` and ``decoding``, which every method reads).
+        role: "steered", or "baseline" (a reference: prompting, LoRA and the prior with prompting).
+        switch: the sweep's ``baselines`` entry that runs it (None: listed in ``methods``, or the reference).
         needs_text: needs the corpus's text (not just a table).
         needs_background: needs the background corpus (contrastive and activation methods).
+        positive_knobs: a sweep runs it at knob values > 0 only (its knob 0 is another method's cell).
+        servable: whether a serving engine can apply it (a logits processor of the n-gram tables alone).
+        origin: the method whose cell is this one's knob 0 (None: the unsteered cell), where figures start
+            its curve.
     """
 
     name: str
     knob: str
     knobs: tuple | None
     build: Callable[[Context, float], Setup]
+    options: tuple[str, ...] = ()
+    role: str = "steered"
+    switch: str | None = None
     needs_text: bool = False
     needs_background: bool = False
+    positive_knobs: bool = False
+    servable: bool = False
+    origin: str | None = None
+
+    def __post_init__(self):
+        if self.role not in ROLES:
+            raise ValueError(f"`role` must be one of {ROLES}, got {self.role!r}")
+        from steer.options import family
+
+        for name in self.options:
+            family(name)
+
+    def families(self) -> tuple[str, ...]:
+        """Every option family this method's spec holds, in a fixed order."""
+        return ("corpus", *self.options, "decoding")
 
 
 REGISTRY: dict[str, Method] = {}
+# The method whose knob 0 is the unsteered cell every other is compared with: the seed paper's prior at lam = 0.
+REFERENCE = "prior"
 
 
 def register(method: Method) -> Method:
@@ -198,6 +148,32 @@ def get_method(name: str) -> Method:
     return REGISTRY[name]
 
 
+def baseline_names() -> tuple[str, ...]:
+    """The registered methods whose role is baseline."""
+    return tuple(m.name for m in REGISTRY.values() if m.role == "baseline")
+
+
+def switches() -> tuple[str, ...]:
+    """The sweep's ``baselines`` entries (each runs the methods registered with that switch)."""
+    return tuple(dict.fromkeys(m.switch for m in REGISTRY.values() if m.switch))
+
+
+def listed_names() -> tuple[str, ...]:
+    """The methods a sweep runs when named in its ``methods`` (neither the reference nor switched on)."""
+    return tuple(m.name for m in REGISTRY.values() if m.switch is None and m.name != REFERENCE)
+
+
+def method_of(row: dict) -> str:
+    """The method of a result or sample row (rows written before sweeps ran several methods name none:
+    they are the reference method's)."""
+    return row.get("method", REFERENCE)
+
+
+def is_unsteered(method: str, knob: float) -> bool:
+    """Whether a cell is the unsteered one (the reference method at knob 0)."""
+    return method == REFERENCE and knob == 0.0
+
+
 # ---------------------------------------------------------------- the paper's prior and the baselines
 def _table_costs(table) -> dict:
     return {"train_s": table.stats.get("build_seconds", float("nan")), "extra_mem_mb": table.nbytes / 2**20}
@@ -208,12 +184,12 @@ def _prior(ctx: Context, lam: float) -> Setup:
 
     table = ctx.table()
     # lam = 0 keeps the (identity) processor, so that the unsteered cell records JS = 0 like the others.
-    return Setup(processors=[NGramStylePrior(table, lam, ctx.tokenizer, **ctx.config.prior)],
+    return Setup(processors=[NGramStylePrior(table, lam, ctx.tokenizer, **ctx.get("prior").lookup())],
                  costs=_table_costs(table), lam=lam)
 
 
 def _prompt(ctx: Context, knob: float) -> Setup:
-    prefix = ctx.config.prompt_style().prefix(ctx.corpus.steer, ctx.tokenizer)
+    prefix = ctx.get("prompt").prefix(ctx.corpus.steer, ctx.tokenizer)
     return Setup(prefix=prefix, costs={"train_s": 0.0, "extra_mem_mb": 0.0})
 
 
@@ -228,51 +204,63 @@ def _lora(ctx: Context, knob: float) -> Setup:
     return Setup(model=model, costs={"train_s": meta["wall_seconds"], "extra_mem_mb": nbytes / 2**20})
 
 
-register(Method("prior", "lam", None, _prior))
-register(Method("prompt", "", (0.0,), _prompt, needs_text=True))
-register(Method("prior+prompt", "lam", None, _prior_prompt, needs_text=True))
-register(Method("lora", "", (0.0,), _lora, needs_text=True))
+register(Method(REFERENCE, "lam", None, _prior, options=("prior",), servable=True))
+register(Method("prompt", "", (0.0,), _prompt, options=("prompt",), role="baseline", switch="prompt",
+                needs_text=True))
+register(Method("prior+prompt", "lam", None, _prior_prompt, options=("prior", "prompt"), role="baseline",
+                switch="prompt", needs_text=True, positive_knobs=True, origin="prompt"))
+register(Method("lora", "", (0.0,), _lora, options=("lora",), role="baseline", switch="lora", needs_text=True))
 
 
 # ---------------------------------------------------------------- variants (steer.priors.GuidedStylePrior)
-# name -> (subtracts a background table, plausibility-bounded, strength, default knobs of a sweep).
-GUIDED_VARIANTS = {
-    "contrastive": (True, False, "constant", (0.25, 0.5, 1.0, 2.0)),
-    "contrastive+plausible": (True, True, "constant", (1.0, 2.0, 4.0, 8.0)),
-    "contrastive+entropy": (True, False, "entropy", (0.5, 1.0, 2.0, 4.0)),
-    "contrastive+kl": (True, False, "kl", (0.02, 0.04, 0.06, 0.1)),
-    "contrastive+plausible+kl": (True, True, "kl", (0.02, 0.04, 0.06, 0.1)),
-    "plausible": (False, True, "constant", (0.5, 1.0, 2.0, 4.0)),
-    "kl": (False, False, "kl", (0.02, 0.04, 0.06, 0.1)),
+@dataclass(frozen=True)
+class Variant:
+    """What a variant of :class:`steer.priors.GuidedStylePrior` is made of."""
+
+    contrastive: bool  # subtracts a background table
+    plausible: bool  # the bonus applies on the plausible tokens only
+    strength: str  # "constant", "entropy" or "kl" (the knob is then the budget eps)
+    knobs: tuple  # default knob values of a sweep
+
+
+VARIANTS = {
+    "contrastive": Variant(True, False, "constant", (0.25, 0.5, 1.0, 2.0)),
+    "contrastive+plausible": Variant(True, True, "constant", (1.0, 2.0, 4.0, 8.0)),
+    "contrastive+entropy": Variant(True, False, "entropy", (0.5, 1.0, 2.0, 4.0)),
+    "contrastive+kl": Variant(True, False, "kl", (0.02, 0.04, 0.06, 0.1)),
+    "contrastive+plausible+kl": Variant(True, True, "kl", (0.02, 0.04, 0.06, 0.1)),
+    "plausible": Variant(False, True, "constant", (0.5, 1.0, 2.0, 4.0)),
+    "kl": Variant(False, False, "kl", (0.02, 0.04, 0.06, 0.1)),
 }
 
 
-def guided_prior(name: str, table, knob: float, background=None, options: dict | None = None, tokenizer=None):
+def guided_prior(name: str, table, knob: float, background=None, options=None, tokenizer=None):
     """The GuidedStylePrior of variant ``name`` at knob value ``knob`` (lam, or the KL budget eps).
 
-    ``options``: GUIDED_DEFAULTS keys (validated); ``background``: the table contrastive variants subtract.
+    ``options``: :class:`steer.options.GuidedOptions` (or its dict); ``background``: the table
+    contrastive variants subtract.
     """
+    from steer.options import GuidedOptions
     from steer.priors import GuidedStylePrior
 
-    if name not in GUIDED_VARIANTS:
-        raise ValueError(f"unknown variant {name!r}: one of {sorted(GUIDED_VARIANTS)}")
-    contrastive, plausible, strength, _ = GUIDED_VARIANTS[name]
-    if contrastive and background is None:
+    if name not in VARIANTS:
+        raise ValueError(f"unknown variant {name!r}: one of {sorted(VARIANTS)}")
+    v = VARIANTS[name]
+    if v.contrastive and background is None:
         raise ValueError(f"variant {name!r} subtracts a background table: give `background`")
-    options = guided_options(options or {})
-    lam = options["kl_max_lam"] if strength == "kl" else knob
-    return GuidedStylePrior(table, lam, background=background if contrastive else None, clip=options["clip"],
-                            plausibility=options["plausibility"] if plausible else None, strength=strength,
-                            kl_budget=knob if strength == "kl" else None, tokenizer=tokenizer,
-                            centre=options["centre"] and plausible, mask=options["mask"] and plausible,
-                            temper=options["temper"], fresh=options["fresh"])
+    o = GuidedOptions.from_dict(options)
+    kl = v.strength == "kl"
+    return GuidedStylePrior(table, o.kl_max_lam if kl else knob, background=background if v.contrastive else None,
+                            clip=o.clip, plausibility=o.plausibility if v.plausible else None, strength=v.strength,
+                            kl_budget=knob if kl else None, tokenizer=tokenizer, centre=o.centre and v.plausible,
+                            mask=o.mask and v.plausible, temper=o.temper, fresh=o.fresh)
 
 
 def _guided(name: str) -> Callable[[Context, float], Setup]:
     def build(ctx: Context, knob: float) -> Setup:
         table = ctx.table()
-        background = ctx.background() if GUIDED_VARIANTS[name][0] else None
-        prior = guided_prior(name, table, knob, background, ctx.config.guided, ctx.tokenizer)
+        background = ctx.background() if VARIANTS[name].contrastive else None
+        prior = guided_prior(name, table, knob, background, ctx.get("guided"), ctx.tokenizer)
         costs = _table_costs(table)
         if background is not None:
             costs["extra_mem_mb"] += background.nbytes / 2**20
@@ -281,9 +269,9 @@ def _guided(name: str) -> Callable[[Context, float], Setup]:
     return build
 
 
-for _name, (_contrastive, _plausible, _strength, _knobs) in GUIDED_VARIANTS.items():
-    register(Method(_name, "eps" if _strength == "kl" else "lam", _knobs, _guided(_name),
-                    needs_background=_contrastive))
+for _name, _v in VARIANTS.items():
+    register(Method(_name, "eps" if _v.strength == "kl" else "lam", _v.knobs, _guided(_name), options=("guided",),
+                    needs_background=_v.contrastive, servable=True))
 
 
 # ---------------------------------------------------------------- activation steering (steer.activation)
@@ -291,41 +279,41 @@ def _style_vector(ctx: Context):
     """The corpus's style vector (steer split against the background's), measured once per corpus."""
     from steer.activation import vector_for
 
-    options = activation_options(ctx.config.activation)
-    key = ("style_vector", options["position"], options["chunk_tokens"], options["max_chunks"])
+    o = ctx.get("activation")
+    background = ctx.background_corpus()
+    key = ("style_vector", background.steer_digest, o.position, o.chunk_tokens, o.max_chunks)
     if key not in ctx.memo:
-        ctx.memo[key] = vector_for(ctx.model, ctx.tokenizer, ctx.corpus, ctx.background_corpus(),
-                                   position=options["position"], chunk_tokens=options["chunk_tokens"],
-                                   max_chunks=options["max_chunks"])
+        ctx.memo[key] = vector_for(ctx.model, ctx.tokenizer, ctx.corpus, background,
+                                   position=o.position, chunk_tokens=o.chunk_tokens, max_chunks=o.max_chunks)
     return ctx.memo[key]
 
 
 def _activation_setup(ctx: Context, scale: float) -> Setup:
     from steer.activation import ActivationSteering, default_layers
 
-    options = activation_options(ctx.config.activation)
+    o = ctx.get("activation")
     vector = _style_vector(ctx)
-    layers = options["layers"] if options["layers"] is not None else default_layers(ctx.model)
-    hooks = ActivationSteering(ctx.model, vector, layers, scale, normalise=options["normalise"])
+    layers = list(o.layers) if o.layers is not None else default_layers(ctx.model)
+    hooks = ActivationSteering(ctx.model, vector, layers, scale, normalise=o.normalise)
     costs = {"train_s": vector.meta.get("seconds", float("nan")),
              "extra_mem_mb": vector.vectors.numel() * 4 / 2**20}
     return Setup(costs=costs, lam=0.0, context=lambda: hooks)
 
 
 def _activation_guided(ctx: Context, lam: float) -> Setup:
-    """The style vector at the fixed ``activation['scale']`` plus contrastive+plausible at strength ``lam``."""
+    """The style vector at the fixed ``activation.scale`` plus contrastive+plausible at strength ``lam``."""
     setup = _guided("contrastive+plausible")(ctx, lam)
-    hooked = _activation_setup(ctx, activation_options(ctx.config.activation)["scale"])
+    hooked = _activation_setup(ctx, ctx.get("activation").scale)
     setup.context = hooked.context
     setup.costs = {"train_s": setup.costs["train_s"] + hooked.costs["train_s"],
                    "extra_mem_mb": setup.costs["extra_mem_mb"] + hooked.costs["extra_mem_mb"]}
     return setup
 
 
-register(Method("activation", "scale", (0.0625, 0.125, 0.25, 0.375), _activation_setup, needs_text=True,
-                needs_background=True))
-register(Method("activation+contrastive+plausible", "lam", (1.0, 2.0, 4.0), _activation_guided, needs_text=True,
-                needs_background=True))
+register(Method("activation", "scale", (0.0625, 0.125, 0.25, 0.375), _activation_setup, options=("activation",),
+                needs_text=True, needs_background=True))
+register(Method("activation+contrastive+plausible", "lam", (1.0, 2.0, 4.0), _activation_guided,
+                options=("guided", "activation"), needs_text=True, needs_background=True))
 
 
 # ---------------------------------------------------------------- hidden-state optimisation (steer.hso)
@@ -336,13 +324,12 @@ def _hso_setup(ctx: Context, steps: float) -> Setup:
 
     if steps != int(steps) or steps < 0:
         raise ValueError(f"the `hso` knob is a step count (an int >= 0), got {steps!r}")
-    options = hso_options(ctx.config.hso)
+    o = ctx.get("hso")
     prefix = _prompt(ctx, 0.0).prefix
-    key = ("hso", prefix, int(steps), options["segment"], options["lr"])
+    key = ("hso", prefix, int(steps), o.segment, o.lr)
     if key not in ctx.memo:
         ids = encode_prompts(ctx.tokenizer, [prefix])["input_ids"][0].tolist()
-        config = HSOConfig(segment=options["segment"], steps=int(steps), lr=options["lr"])
-        ctx.memo[key] = read_prefix(ctx.model, ids, config)
+        ctx.memo[key] = read_prefix(ctx.model, ids, HSOConfig(segment=o.segment, steps=int(steps), lr=o.lr))
     cached = ctx.memo[key]
     state = cached.state
     nbytes = sum(t.numel() * t.element_size() for t in state.leaves())
@@ -351,15 +338,15 @@ def _hso_setup(ctx: Context, steps: float) -> Setup:
 
 
 def _hso_guided(ctx: Context, lam: float) -> Setup:
-    """The exemplars' cache optimised with the fixed ``hso['steps']``, plus contrastive+plausible at ``lam``."""
+    """The exemplars' cache optimised with the fixed ``hso.steps``, plus contrastive+plausible at ``lam``."""
     setup = _guided("contrastive+plausible")(ctx, lam)
-    cached = _hso_setup(ctx, hso_options(ctx.config.hso)["steps"])
+    cached = _hso_setup(ctx, ctx.get("hso").steps)
     setup.prefix, setup.prefix_cache = cached.prefix, cached.prefix_cache
     setup.costs = {"train_s": setup.costs["train_s"] + cached.costs["train_s"],
                    "extra_mem_mb": setup.costs["extra_mem_mb"] + cached.costs["extra_mem_mb"]}
     return setup
 
 
-register(Method("hso", "steps", (1.0, 2.0, 4.0), _hso_setup, needs_text=True))
-register(Method("hso+contrastive+plausible", "lam", (1.0, 2.0, 4.0), _hso_guided, needs_text=True,
-                needs_background=True))
+register(Method("hso", "steps", (1.0, 2.0, 4.0), _hso_setup, options=("prompt", "hso"), needs_text=True))
+register(Method("hso+contrastive+plausible", "lam", (1.0, 2.0, 4.0), _hso_guided,
+                options=("prompt", "guided", "hso"), needs_text=True, needs_background=True))

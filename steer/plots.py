@@ -12,6 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator  # noqa: E402
 
+from steer.methods import REFERENCE, get_method, method_of  # noqa: E402
+
 # (column, title, is it a change vs lam = 0 in percent, which direction is better)
 PANELS = [
     ("judge_hit", "judged in-style (held-out classifier)", False, "higher = more in style"),
@@ -22,6 +24,8 @@ PANELS = [
     ("steer_table_ppl_rel", "perplexity under the steering table itself", True, "favours the prior by construction"),
 ]
 REFERENCE_STYLES = {"prompt": "--", "lora": "-."}
+# The methods swept over lambda, drawn as curves in the lambda figure, with their line styles.
+LAMBDA_CURVES = {REFERENCE: "-o", "prior+prompt": ":x"}
 LINTHRESH = 0.02
 
 
@@ -53,22 +57,22 @@ def plot_metrics_vs_lambda(rows: list[dict], path: Path, title: str | None = Non
     fig, axes = plt.subplots(2, 3, figsize=(15, 8.2))
     corpora = list(dict.fromkeys(r["corpus"] for r in rows))
     colours = {c: f"C{i}" for i, c in enumerate(corpora)}
-    lams = sorted({r["lam"] for r in rows if r.get("method", "prior") == "prior"})
+    lams = sorted({r["lam"] for r in rows if method_of(r) == REFERENCE})
     for ax, (key, name, percent, better) in zip(axes.flat, PANELS, strict=True):
         scale = 100.0 if percent else 1.0
         for corpus in corpora:
             mine = [r for r in rows if r["corpus"] == corpus]
-            for method, style in [("prior", "-o"), ("prior+prompt", ":x")]:
-                pts = sorted((r["lam"], r[key]) for r in mine
-                             if r.get("method", "prior") == method and _finite(r.get(key)))
-                if method == "prior+prompt":
-                    prompt = [r[key] for r in mine if r.get("method") == "prompt" and _finite(r.get(key))]
-                    pts = [(0.0, prompt[0])] + pts if prompt and pts else pts
+            for method, style in LAMBDA_CURVES.items():
+                pts = sorted((r["lam"], r[key]) for r in mine if method_of(r) == method and _finite(r.get(key)))
+                origin = get_method(method).origin
+                if origin is not None:  # the curve starts at the cell that is its knob 0
+                    start = [r[key] for r in mine if method_of(r) == origin and _finite(r.get(key))]
+                    pts = [(0.0, start[0])] + pts if start and pts else pts
                 if pts:
                     ax.plot([p[0] for p in pts], [scale * p[1] for p in pts], style, color=colours[corpus], ms=4)
             for method, ls in REFERENCE_STYLES.items():
                 for r in mine:
-                    if r.get("method") == method and _finite(r.get(key)):
+                    if method_of(r) == method and _finite(r.get(key)):
                         ax.axhline(scale * r[key], color=colours[corpus], ls=ls, lw=1)
         ax.set_xscale("symlog", linthresh=LINTHRESH)
         # Ticks at the swept values only: symlog's default puts empty decades
@@ -84,7 +88,7 @@ def plot_metrics_vs_lambda(rows: list[dict], path: Path, title: str | None = Non
         ax.grid(alpha=0.3)
     handles = [Line2D([], [], color=colours[c], marker="o", ms=4) for c in corpora]
     labels = list(corpora)
-    methods = {r.get("method", "prior") for r in rows}
+    methods = {method_of(r) for r in rows}
     for method, handle, label in [
         ("prior+prompt", Line2D([], [], color="k", ls=":", marker="x", ms=4), "prior + prompt"),
         ("prompt", Line2D([], [], color="k", ls="--"), "prompt (reference)"),
@@ -104,7 +108,7 @@ def plot_metrics_vs_lambda(rows: list[dict], path: Path, title: str | None = Non
     plt.close(fig)
 
 
-METHOD_STYLES = {"prior": ("-o", "prior"), "prior+prompt": (":s", "prior + prompt"),
+METHOD_STYLES = {REFERENCE: ("-o", "prior"), "prior+prompt": (":s", "prior + prompt"),
                  "prompt": ("D", "prompt"), "lora": ("^", "LoRA")}
 VARIANT_STYLES = ["--v", "-.P", "--X", ":*", "-.h", "--p", ":<"]
 
@@ -112,10 +116,10 @@ VARIANT_STYLES = ["--v", "-.P", "--X", ":*", "-.h", "--p", ":<"]
 def _styles(rows: list[dict]) -> dict:
     """Line style and label of every method in the rows: the fixed ones, then the variants in order."""
     styles = dict(METHOD_STYLES)
-    variants = [m for m in dict.fromkeys(r.get("method", "prior") for r in rows) if m not in styles]
+    variants = [m for m in dict.fromkeys(method_of(r) for r in rows) if m not in styles]
     for i, m in enumerate(variants):
         styles[m] = (VARIANT_STYLES[i % len(VARIANT_STYLES)], m)
-    return {m: st for m, st in styles.items() if any(r.get("method", "prior") == m for r in rows)}
+    return {m: st for m, st in styles.items() if any(method_of(r) == m for r in rows)}
 
 
 def plot_pareto(rows: list[dict], path: Path, title: str | None = None) -> None:
@@ -136,7 +140,7 @@ def plot_pareto(rows: list[dict], path: Path, title: str | None = None) -> None:
     for ax, corpus in zip(axes.flat, corpora, strict=False):
         mine = [r for r in rows if r["corpus"] == corpus and _finite(r.get("judge_hit"))]
         for i, (method, (style, label)) in enumerate(_styles(rows).items()):
-            pts = sorted((r for r in mine if r.get("method", "prior") == method),
+            pts = sorted((r for r in mine if method_of(r) == method),
                          key=lambda r: r.get("knob", r["lam"]))
             if not pts:
                 continue

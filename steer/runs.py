@@ -42,12 +42,13 @@ def _show(value) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def check_same_config(path: Path, config: dict, defaults: dict | None = None) -> None:
+def check_same_config(path: Path, config: dict, defaults: dict | None = None, canonical=None) -> None:
     """Refuse to resume a run folder whose config.json describes another run.
 
     A top-level key that the stored config lacks is no difference when the
     requested value equals ``defaults[key]`` (a setting added to the library
-    since the run began, left at its default).
+    since the run began, left at its default). ``canonical`` (dict -> dict), if given, is applied
+    to both configs first (e.g. to write option families out in full).
 
     Raises:
         ValueError: naming each differing key with its stored and requested value.
@@ -59,6 +60,8 @@ def check_same_config(path: Path, config: dict, defaults: dict | None = None) ->
         old = json.loads(cfg_path.read_text(encoding="utf-8")).get("sweep", {})
     except (json.JSONDecodeError, AttributeError):
         raise ValueError(f"{str(cfg_path)!r} is not a steer config; use another --out or delete it") from None
+    if canonical is not None:
+        old, config = canonical(old), canonical(config)
     new_keys = {k for k in set(config) - set(old) if defaults and k in defaults and
                 normalise(config[k]) == normalise(defaults[k])}
     diff = [k for k in config_diff(old, config) if k.split(".")[0] not in new_keys]

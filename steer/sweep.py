@@ -14,11 +14,13 @@ from pathlib import Path
 
 from steer import metrics as M
 from steer.corpora import Corpus, load_corpus
-from steer.generation import DecodeConfig, continue_prompts
+from steer.generation import DecodeConfig, continuation_texts, continue_prompts
+from steer.methods import REFERENCE, get_method, is_unsteered, listed_names, switches
 from steer.monitor import DivergenceRecorder
+from steer.options import CorpusOptions, PriorOptions
 from steer.runs import RunLock, check_same_config, normalise
+from steer.spec import SteeringSpec, Workshop, is_table_file
 from steer.style import check_lam
-from steer.tables import table_for
 
 PROMPTS_PATH = Path(__file__).with_name("data") / "prompts.txt"
 # Judge figures (held-out, independent of every method), then the older
@@ -37,9 +39,11 @@ COSTS = ["train_s", "infer_ms_per_token", "extra_mem_mb"]
 REL_METRICS = ["judge_hit", "judge_p_target", "heldout_style_ppl", "base_ppl", "steer_table_ppl",
                "degenerate_rate", "distinct_2", "self_bleu", "overlap_3"]
 COLUMNS = ["corpus", "method", "lam", "knob", "n_samples", *METRICS, *COSTS, *[f"{m}_rel" for m in REL_METRICS]]
-BASELINES = ("prompt", "lora")
-TABLE_SUFFIX = ".safetensors"
 NEUTRAL_CORPUS = "background"
+# Every comparison at matched fluency and against the constraints, one row each, its table named in `kind`.
+COMPARISONS = "comparisons.csv"
+SUPERSEDED = ("results.json", "matched.csv", "matched_variants.csv", "matched_methods.csv", "no_worse_fluency.csv",
+              "constraints.csv", "holding.csv")
 # Per-sample values kept in samples.jsonl (judges, fluency), for paired comparisons.
 SAMPLE_VALUES = ["judge_hit", "judge_p_target", "heldout_nll", "heldout_words", "degenerate", "base_nll",
                  "base_tokens"]
@@ -70,69 +74,54 @@ def parse_lambdas(text: str) -> list[float]:
 class SweepConfig:
     """Every setting of a sweep (written to config.json beside the results).
 
+    The options of the methods are those of their families (:mod:`steer.options`), stored as the
+    values given (the others keep their defaults): each cell is the :class:`steer.spec.SteeringSpec`
+    of :meth:`spec`.
+
     Attributes:
         model: model folder or hub id.
         corpora: corpus names or paths; a ``.safetensors`` path is a saved
             table (``steer build-table``), steered with as it is (no text, so
             no prompt or LoRA baseline for it).
-        lambdas: prior weights; 0 (the unsteered baseline) is always added.
+        lambdas: the knob values of the seed paper's prior (and of every method without
+            default knobs); 0 (the unsteered cell) is always added.
         prompts: prompt texts (default: the built-in neutral set).
         samples: continuations per prompt (seeds seed, seed+1, ...).
-        loop_ban: [n, r] bans the r-th occurrence of an n-gram within every
-            continuation of every cell, unsteered included (a decoding setting,
-            see DecodeConfig), or None.
-        order: n-gram order N of the style tables.
-        prior: options of the injected prior (see NGramTable.logprobs). The
-            default is the seed paper's form, a weighted sum of per-order
-            add-alpha log-probabilities; its weights are ours (the paper's are
-            not given).
+        max_new_tokens, seed, decoding, loop_ban, num_beams, temperature, top_p: the
+            ``decoding`` options (:class:`steer.generation.DecodeConfig`), every cell alike.
+        order, judge_fraction, encoding: the ``corpus`` options (:class:`steer.options.CorpusOptions`);
+            the judges need ``judge_fraction`` >= 0.15.
+        prior: the ``prior`` options, as the table lookup takes them (:meth:`steer.options.PriorOptions.lookup`).
         metric_smoothing: estimate used for steer_table_ppl (Kneser-Ney).
-        judge_fraction: share of each corpus held out as its judge split
-            (>= 0.15): no method sees it, the judges are built from it.
-        encoding: text encoding of the corpus files.
         judges: which held-out judges score the cells (see steer.judges.panel.JUDGES).
         classifier: options of the style classifier (steer.judges.classifier.StyleClassifier).
         neutral: the corpus of the classifier's neutral class (the base model's books).
-        baselines: any of "prompt" (style prompting; also adds prior + prompt at
-            every lam > 0) and "lora" (a LoRA adapter per corpus, needs PEFT).
-        methods: further registered methods to run (see steer.methods.REGISTRY),
-            e.g. "contrastive+plausible+kl".
+        baselines: switches of the baseline methods (:func:`steer.methods.switches`): "prompt"
+            (style prompting and the prior with prompting) and "lora" (a LoRA adapter per corpus).
+        methods: further registered methods to run (:func:`steer.methods.listed_names`).
         knobs: method name -> knob values, overriding the method's defaults.
-        background: the corpus whose table contrastive methods subtract.
-        guided: options of the steering variants (steer.methods.GUIDED_DEFAULTS):
-            ``plausibility`` (alpha of the plausible methods), ``clip`` (c, or None:
-            clip the bonus to [-c, c]), ``kl_max_lam`` (the strength cap of the
-            KL-budgeted methods), ``centre`` and ``mask`` (the plausible methods
-            centre the bonus over their support; mask the tokens outside it),
-            ``temper`` (every variant matches its entropy to the model's),
-            ``fresh`` (n: no positive bonus for a token that repeats an n-gram of its text).
-        activation: options of activation steering (steer.methods.ACTIVATION_DEFAULTS):
-            ``layers``, ``position``, ``normalise``, the ``scale`` the combined
-            methods hold fixed, ``chunk_tokens`` and ``max_chunks``.
-        hso: options of hidden-state optimisation (steer.methods.HSO_DEFAULTS):
-            ``segment``, ``lr``, and the ``steps`` the combined method holds fixed.
-        style_prompt: fields of steer.baselines.prompt.StylePrompt.
-        lora: fields of steer.baselines.lora.LoraTrainConfig.
+        background: the corpus contrastive and activation methods measure against.
+        guided, activation, hso, style_prompt, lora: the ``guided``, ``activation``, ``hso``,
+            ``prompt`` and ``lora`` options given (the others keep their defaults).
     """
 
     model: str
     corpora: list[str]
     lambdas: list[float] = field(default_factory=lambda: [0.0, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0])
     prompts: list[str] = field(default_factory=builtin_prompts)
-    max_new_tokens: int = 40
+    max_new_tokens: int = DecodeConfig.max_new_tokens
     samples: int = 1
-    seed: int = 0
-    decoding: str = "greedy"
-    loop_ban: list[int] | None = None
-    num_beams: int = 4
-    temperature: float = 1.0
-    top_p: float = 1.0
-    order: int = 3
-    prior: dict = field(default_factory=lambda: {
-        "smoothing": "add_alpha", "mode": "logsum", "weights": [0.2, 0.3, 0.5], "alpha": 0.01})
+    seed: int = DecodeConfig.seed
+    decoding: str = DecodeConfig.decoding
+    loop_ban: list[int] | None = DecodeConfig.loop_ban
+    num_beams: int = DecodeConfig.num_beams
+    temperature: float = DecodeConfig.temperature
+    top_p: float = DecodeConfig.top_p
+    order: int = CorpusOptions.order
+    prior: dict = field(default_factory=lambda: PriorOptions().lookup())
     metric_smoothing: str = "kneser_ney"
-    judge_fraction: float = 0.2
-    encoding: str = "utf-8"
+    judge_fraction: float = CorpusOptions.judge_fraction
+    encoding: str = CorpusOptions.encoding
     judges: list[str] = field(default_factory=lambda: ["heldout_ppl", "classifier", "diversity"])
     classifier: dict = field(default_factory=dict)
     neutral: str = NEUTRAL_CORPUS
@@ -154,15 +143,13 @@ class SweepConfig:
         self.lambdas = sorted({check_lam(x) for x in self.lambdas} | {0.0})
         if not isinstance(self.samples, int) or self.samples < 1:
             raise ValueError(f"`samples` must be an int >= 1, got {self.samples!r}")
-        bad = [b for b in self.baselines if b not in BASELINES]
+        bad = [b for b in self.baselines if b not in switches()]
         if bad:
-            raise ValueError(f"`baselines` must be among {BASELINES}, got {bad}")
+            raise ValueError(f"`baselines` must be among {switches()}, got {bad}")
         self.baselines = sorted(set(self.baselines))
-        from steer.methods import get_method
-
         for name in self.methods:
             get_method(name)
-        if len(set(self.methods)) != len(self.methods) or set(self.methods) & {"prior", *BASELINES, "prior+prompt"}:
+        if len(set(self.methods)) != len(self.methods) or not set(self.methods) <= set(listed_names()):
             raise ValueError(f"`methods` must name other registered methods once each, got {self.methods}")
         for name, values in self.knobs.items():
             if name not in self.methods:
@@ -170,15 +157,7 @@ class SweepConfig:
             if not values or any(not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v)
                                  or v < 0 for v in values):
                 raise ValueError(f"`knobs[{name!r}]` must be finite numbers >= 0, got {values!r}")
-        from steer.methods import guided_options
-
-        guided_options(self.guided)  # validates
-        from steer.methods import activation_options
-
-        activation_options(self.activation)  # validates
-        from steer.methods import hso_options
-
-        hso_options(self.hso)  # validates
+        self.options(0)  # validates every option family
         if not 0.15 <= self.judge_fraction <= 0.5:
             raise ValueError(f"`judge_fraction` must lie in [0.15, 0.5], got {self.judge_fraction}")
         from steer.judges.panel import JUDGES
@@ -196,48 +175,46 @@ class SweepConfig:
         if tables and (self.baselines or self.judges):
             raise ValueError(f"baselines and judges need corpus text, but {tables} are saved tables; give "
                              "those corpora by name or text path, or pass no baselines and judges=[]")
-        self.decode(0)  # validates the decoding settings
-        if "prompt" in self.baselines:
-            self.prompt_style()
-        if "lora" in self.baselines:
-            self.lora_config()
+
+    def options(self, sample: int = 0) -> dict:
+        """The options of every family, as this sweep sets them (decoding's seed: ``seed + sample``)."""
+        from steer.options import family
+
+        out = {"corpus": CorpusOptions.from_dict({"order": self.order, "judge_fraction": self.judge_fraction,
+                                                  "encoding": self.encoding}),
+               "prior": PriorOptions.from_dict(self.prior), "decoding": self.decode(sample)}
+        out.update({name: family(name).from_dict(getattr(self, key)) for key, name in FAMILY_FIELDS.items()})
+        return out
 
     def decode(self, sample: int) -> DecodeConfig:
-        return DecodeConfig(max_new_tokens=self.max_new_tokens, decoding=self.decoding,
-                            num_beams=self.num_beams, temperature=self.temperature,
-                            top_p=self.top_p, seed=self.seed + sample, loop_ban=self.loop_ban)
-
-    def prompt_style(self):
-        from steer.baselines.prompt import StylePrompt
-
-        return StylePrompt(**self.style_prompt)
+        return DecodeConfig.from_dict(dict(max_new_tokens=self.max_new_tokens, decoding=self.decoding,
+                                           num_beams=self.num_beams, temperature=self.temperature,
+                                           top_p=self.top_p, seed=self.seed + sample, loop_ban=self.loop_ban))
 
     def lora_config(self):
-        from steer.baselines.lora import LoraTrainConfig
+        return self.options()["lora"]
 
-        return LoraTrainConfig(**self.lora)
+    def spec(self, corpus: str, method: str, knob: float, sample: int = 0) -> SteeringSpec:
+        """The steering spec of one cell (its decoding seeded for continuation ``sample``)."""
+        m = get_method(method)
+        options = self.options(sample)
+        return SteeringSpec(method, corpus, knob, self.background if m.needs_background else None,
+                            {name: options[name] for name in m.families()})
 
     def method_names(self) -> list[str]:
-        """Every method of the sweep, in the order cells run: the prior, the baselines, the other methods."""
-        names = ["prior"]
-        if "prompt" in self.baselines:
-            names += ["prompt", "prior+prompt"]
-        if "lora" in self.baselines:
-            names.append("lora")
-        return names + list(self.methods)
+        """Every method of the sweep, in the order cells run: the reference, the baselines switched on, the others."""
+        from steer.methods import REGISTRY
+
+        return [REFERENCE, *(m.name for m in REGISTRY.values() if m.switch in self.baselines), *self.methods]
 
     def knob_values(self, name: str) -> list[float]:
-        """The knob values a method is swept over (lambdas for the prior; lam > 0 for prior + prompt)."""
-        from steer.methods import get_method
-
-        if name == "prior":
-            return list(self.lambdas)
-        if name == "prior+prompt":
-            return [lam for lam in self.lambdas if lam > 0]
+        """The knob values a method is swept over (``knobs``, its defaults, or the lambdas)."""
+        method = get_method(name)
         if name in self.knobs:
             return sorted(float(v) for v in self.knobs[name])
-        method = get_method(name)
-        return list(method.knobs) if method.knobs is not None else list(self.lambdas)
+        if method.knobs is not None:
+            return list(method.knobs)
+        return [lam for lam in self.lambdas if lam > 0 or not method.positive_knobs]
 
     def cells(self) -> list[tuple[str, str, float]]:
         """Every (corpus, method, knob) cell, in the order they are run and reported."""
@@ -258,9 +235,28 @@ def config_defaults() -> dict:
     return normalise(out)
 
 
-def is_table_file(corpus: str) -> bool:
-    """Whether a sweep's corpus entry names a saved table rather than text."""
-    return str(corpus).endswith(TABLE_SUFFIX)
+# The SweepConfig fields that hold an option family's given values, and the family.
+FAMILY_FIELDS = {"guided": "guided", "activation": "activation", "hso": "hso", "style_prompt": "prompt", "lora": "lora"}
+
+
+def canonical_config(stored: dict) -> dict:
+    """A sweep's config.json settings with every option family written out in full, so that an option
+    given at its default compares equal to one left out (settings that do not parse stay as they are)."""
+    from steer.options import family
+
+    out = dict(stored)
+    for key, name in FAMILY_FIELDS.items():
+        if isinstance(out.get(key), dict):
+            try:
+                out[key] = family(name).from_dict(out[key]).to_dict()
+            except ValueError:
+                pass
+    if isinstance(out.get("prior"), dict):
+        try:
+            out["prior"] = PriorOptions.from_dict(out["prior"]).lookup()
+        except ValueError:
+            pass
+    return out
 
 
 def package_versions() -> dict:
@@ -285,10 +281,18 @@ def _mean(xs):
 
 
 def _read_jsonl(path: Path) -> list[dict]:
+    """The rows of a JSON-lines file, or of its gzipped copy (``NAME.gz``, as run folders are committed)."""
     if not path.exists():
-        return []
+        packed = path.with_name(path.name + ".gz")
+        if not packed.exists():
+            return []
+        import gzip
+
+        text = gzip.decompress(packed.read_bytes()).decode("utf-8")
+    else:
+        text = path.read_text(encoding="utf-8")
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in text.splitlines():
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError:
@@ -303,17 +307,14 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
 
 
 def _key(row: dict) -> tuple:
-    return row["corpus"], row.get("method", "prior"), row.get("knob", row["lam"])
+    return row["corpus"], row["method"], row["knob"]
 
 
-def continuation_texts(tokenizer, prompt_ids, conts) -> list[str]:
-    """Each continuation's text exactly as it follows its prompt (leading space included)."""
-    out = []
-    for p, c in zip(prompt_ids, conts, strict=True):
-        head = tokenizer.decode(p, skip_special_tokens=True)
-        full = tokenizer.decode(list(p) + list(c), skip_special_tokens=True)
-        out.append(full[len(head):] if full.startswith(head) else " " + tokenizer.decode(c, skip_special_tokens=True))
-    return out
+def _read_rows(path: Path) -> list[dict]:
+    """A run's cells or samples, normalised once as read: rows written before a sweep ran several
+    methods name none (they are the reference method's, at knob lam)."""
+    return [{"method": REFERENCE, "knob": r["lam"], **r} if "method" not in r or "knob" not in r else r
+            for r in _read_jsonl(path)]
 
 
 class _Runner:
@@ -423,15 +424,16 @@ def run_sweep(config: SweepConfig, out_dir, model=None, tokenizer=None,
     Writes config.json (settings, versions, the splits), judge.json (the
     judges and their own accuracy), samples.jsonl (every continuation with
     its per-sample judge values), cells.jsonl (one finished cell a line; a
-    resumed run skips these), results.csv / results.json (one row per cell,
-    intervals included), matched.csv (the prior against each baseline at the
-    baseline's base perplexity), with further methods matched_variants.csv and
-    matched_methods.csv (each knob method against every other at matched
-    fluency), with baselines no_worse_fluency.csv, and, where every judge
-    ran, constraints.csv (every steered cell against the default
-    :class:`steer.matched.Constraints`) and with baselines holding.csv (each
-    cell that holds them against each baseline, paired over prompts), and,
-    with matplotlib, metrics_vs_lambda.png and pareto.png.
+    resumed run skips these), results.csv (one row per cell, intervals
+    included), comparisons.csv (every comparison, its table named in ``kind``:
+    ``matched``, the prior against each baseline at the baseline's base
+    perplexity; with further methods ``matched_variants`` and ``matched_methods``,
+    each knob method against every other at matched fluency; with baselines
+    ``no_worse_fluency``; where every judge ran, ``constraints``, every steered
+    cell against the default :class:`steer.matched.Constraints`, and with
+    baselines ``holding``, each cell that holds them against each baseline,
+    paired over prompts), and, with matplotlib, metrics_vs_lambda.png and
+    pareto.png. :func:`read_comparisons` reads one kind back.
 
     Returns:
         The result rows, with relative changes vs the unsteered cell (prior, lam = 0)
@@ -440,11 +442,11 @@ def run_sweep(config: SweepConfig, out_dir, model=None, tokenizer=None,
     out = Path(out_dir)
     cfg_json = normalise(asdict(config))
     with RunLock(out):
-        check_same_config(out, cfg_json, defaults=config_defaults())
+        check_same_config(out, cfg_json, defaults=config_defaults(), canonical=canonical_config)
         sources = {name: _load_source(name, config) for name in config.corpora}
         splits = {name: src.split for name, src in sources.items() if isinstance(src, Corpus)}
         check_same_splits(out, splits)
-        cells = _read_jsonl(out / "cells.jsonl")
+        cells = _read_rows(out / "cells.jsonl")
         done = {_key(c) for c in cells}
         note = progress or (lambda msg: None)
         for c, m, knob in config.cells():
@@ -452,8 +454,6 @@ def run_sweep(config: SweepConfig, out_dir, model=None, tokenizer=None,
                 note(f"{c} {m} knob={knob} (done earlier)")
         todo = [cell for cell in config.cells() if cell not in done]
         if todo:
-            from steer.methods import get_method
-
             # Each extra corpus (classes, neutral, background) is read and split once per run.
             extra = functools.lru_cache(maxsize=None)(
                 lambda name: load_corpus(name, judge_fraction=config.judge_fraction))
@@ -470,12 +470,10 @@ def run_sweep(config: SweepConfig, out_dir, model=None, tokenizer=None,
                 {"sweep": cfg_json, "versions": package_versions(), "splits": splits}, indent=2), encoding="utf-8")
             _run_cells(config, out, model, tokenizer, sources, judged, todo, cells, done, note, lora_progress,
                        extra)
-        rows = _with_relative(cells, config)
-        _write_results(out, rows, config)
-        return rows
+        return _write_results(out, _with_relative(cells, config), config)
 
 
-def report_sweep(out_dir) -> tuple[list[dict], int, int]:
+def report_sweep(out_dir, figures: bool = True) -> tuple[list[dict], int, int]:
     """Write the results files of a run folder from the cells finished so far, running nothing.
 
     For a long sweep that was stopped and will be resumed later (a sweep still
@@ -495,9 +493,9 @@ def report_sweep(out_dir) -> tuple[list[dict], int, int]:
     known = {f.name for f in fields(SweepConfig)}
     config = SweepConfig(**{k: v for k, v in stored.items() if k in known})
     with RunLock(out):
-        cells = _read_jsonl(out / "cells.jsonl")
+        cells = _read_rows(out / "cells.jsonl")
         rows = _with_relative(cells, config)
-        _write_results(out, rows, config)
+        rows = _write_results(out, rows, config, figures=figures)
     return rows, len(cells), len(config.cells())
 
 
@@ -552,101 +550,27 @@ def _load_source(name: str, config: SweepConfig):
 
 def _run_cells(config, out, model, tokenizer, sources, judged, todo, cells, done, note, lora_progress,
                extra) -> None:
-    from ngram import NGramTable
-    from steer.methods import get_method
-
-    samples = [s for s in _read_jsonl(out / "samples.jsonl") if _key(s) in done]
+    samples = [s for s in _read_rows(out / "samples.jsonl") if _key(s) in done]
     _write_jsonl(out / "samples.jsonl", samples)
     _write_jsonl(out / "cells.jsonl", cells)
     runner = _Runner(config, model, tokenizer)
     if judged:
         runner.panel = _build_panel(config, judged, runner)
         (out / "judge.json").write_text(json.dumps(runner.panel.report(), indent=1), encoding="utf-8")
-    background = _Lazy(lambda: table_for(extra(config.background), tokenizer, config.order))
-    for corpus_name in config.corpora:
-        mine = [cell for cell in todo if cell[0] == corpus_name]
-        if not mine:
-            continue
-        source = sources[corpus_name]
-        corpus = None if isinstance(source, NGramTable) else source
-        lora = _Lazy(lambda corpus=corpus: _lora_for(config, model, tokenizer, corpus, out, lora_progress))
-        ctx = method_context(config, model, tokenizer, corpus_name, source, extra, background, lora)
-        for _, method, knob in mine:
-            setup = get_method(method).build(ctx, knob)
-            row, new = runner.cell(corpus_name, ctx.table(), method, knob, setup)
-            del setup
-            samples += new
-            _write_jsonl(out / "samples.jsonl", samples)
-            cells.append(row)
-            _write_jsonl(out / "cells.jsonl", cells)
-            note(f"{corpus_name} {method} {get_method(method).knob or 'knob'}={knob}")
+    workshop = Workshop(model, tokenizer, sources=sources, read=extra,
+                        lora=lambda corpus, cfg: _lora_for(config, cfg, model, tokenizer, corpus, out, lora_progress))
+    for corpus, method, knob in todo:
+        steering = config.spec(corpus, method, knob).build(model, tokenizer, workshop)
+        row, new = runner.cell(corpus, workshop.context(steering.spec).table(), method, knob, steering.setup)
+        del steering
+        samples += new
+        _write_jsonl(out / "samples.jsonl", samples)
+        cells.append(row)
+        _write_jsonl(out / "cells.jsonl", cells)
+        note(f"{corpus} {method} {get_method(method).knob or 'knob'}={knob}")
 
 
-def method_context(config: SweepConfig, model, tokenizer, corpus_name: str, source, extra: Callable,
-                   background: Callable | None = None, lora: Callable | None = None):
-    """What the methods of ``config`` build from on one corpus (a steer.methods.Context).
-
-    ``source`` is the corpus (a Corpus: its table is built lazily from the steer split and cached) or
-    a saved NGramTable, which must match ``config.order`` and ``tokenizer``; ``extra`` reads a further
-    corpus by name (the background); ``background``: the background table, lazily (built from ``extra``
-    if not given); ``lora``: a lazy LoRA adapter, or None: a method that needs one is refused.
-    """
-    from ngram import NGramTable
-    from steer.methods import Context
-
-    if isinstance(source, NGramTable):
-        corpus, table = None, _Lazy(lambda: source)
-        if source.order != config.order:
-            raise ValueError(f"table {corpus_name!r} has order {source.order}, the sweep asks for "
-                             f"{config.order}; pass --order {source.order}")
-        source.check_tokenizer(tokenizer)
-    else:
-        corpus, table = source, _Lazy(lambda: table_for(source, tokenizer, config.order))
-    if background is None:
-        background = _Lazy(lambda: table_for(extra(config.background), tokenizer, config.order))
-    if lora is None:
-        def lora():
-            raise ValueError("the `lora` method trains an adapter: run it in a sweep (--baseline lora), or train "
-                             "one with `steer train-lora`")
-    return Context(model, tokenizer, corpus, config, table, background, lora,
-                   background_corpus=lambda: extra(config.background))
-
-
-def method_setup(config: SweepConfig, method: str, knob: float, model, tokenizer, corpus_name: str | None = None,
-                 source=None):
-    """One method at one knob value on one corpus of ``config`` (its first unless named), built as the sweep
-    builds its cells: a steer.methods.Setup to generate with (:meth:`~steer.methods.Setup.continue_prompts`).
-
-    The corpus is read and split as the sweep reads it (methods see its steer split only), unless
-    ``source`` gives it already read (a Corpus or a saved NGramTable); LoRA trains in sweeps only.
-    """
-    from steer.methods import get_method
-
-    name = config.corpora[0] if corpus_name is None else corpus_name
-    if name not in config.corpora:
-        raise ValueError(f"`corpus_name` {name!r} is not among the config's corpora {config.corpora}")
-    if source is None:
-        source = _load_source(name, config)
-    if get_method(method).needs_text and not isinstance(source, Corpus):
-        raise ValueError(f"method {method!r} needs the corpus's text, but {name!r} is a saved table")
-    extra = functools.lru_cache(maxsize=None)(lambda n: load_corpus(n, judge_fraction=config.judge_fraction))
-    ctx = method_context(config, model, tokenizer, name, source, extra)
-    return get_method(method).build(ctx, knob)
-
-
-class _Lazy:
-    """A value computed on first call and kept."""
-
-    def __init__(self, make):
-        self._make, self._done, self._value = make, False, None
-
-    def __call__(self):
-        if not self._done:
-            self._value, self._done = self._make(), True
-        return self._value
-
-
-def _lora_for(config, model, tokenizer, corpus, out: Path, progress):
+def _lora_for(config, lora_config, model, tokenizer, corpus, out: Path, progress):
     """The corpus's adapter, trained on its steer split (cached per model, text and settings).
 
     Its metadata (loss curves, steps, what ended training, wall time) is
@@ -654,7 +578,7 @@ def _lora_for(config, model, tokenizer, corpus, out: Path, progress):
     """
     from steer.baselines.lora import adapter_bytes, cached_lora
 
-    pmodel, meta, path = cached_lora(model, tokenizer, corpus.steer, config.lora_config(), corpus_name=corpus.name,
+    pmodel, meta, path = cached_lora(model, tokenizer, corpus.steer, lora_config, corpus_name=corpus.name,
                                      model_name=config.model, progress=progress)
     (out / "adapters").mkdir(exist_ok=True)
     (out / "adapters" / f"{Path(corpus.name).name}.json").write_text(
@@ -663,12 +587,12 @@ def _lora_for(config, model, tokenizer, corpus, out: Path, progress):
 
 
 def _with_relative(cells: list[dict], config: SweepConfig) -> list[dict]:
-    base = {c["corpus"]: c for c in cells if c.get("method", "prior") == "prior" and c["lam"] == 0.0}
+    base = {c["corpus"]: c for c in cells if is_unsteered(c["method"], c["lam"])}
     # The relative change of a variant is against the same unsteered cell as the prior's.
     order = {cell: i for i, cell in enumerate(config.cells())}
     rows = []
     for c in sorted(cells, key=lambda c: order.get(_key(c), 1e9)):
-        row = {"method": "prior", "knob": c["lam"], **c}
+        row = dict(c)
         for m in REL_METRICS:
             b = base.get(c["corpus"], {}).get(m, float("nan"))
             row[f"{m}_rel"] = M.relative_change(c[m], b)
@@ -706,7 +630,7 @@ def _with_intervals(rows: list[dict], samples: list[dict]) -> list[dict]:
     return rows
 
 
-def _write_results(out: Path, rows: list[dict], config: SweepConfig) -> None:
+def _write_results(out: Path, rows: list[dict], config: SweepConfig, figures: bool = True) -> list[dict]:
     from steer.matched import (
         CONSTRAINT_COLUMNS,
         FLUENCY_COLUMNS,
@@ -722,39 +646,54 @@ def _write_results(out: Path, rows: list[dict], config: SweepConfig) -> None:
         matched_variants,
     )
 
-    samples = _read_jsonl(out / "samples.jsonl")
+    samples = _read_rows(out / "samples.jsonl")
     rows = _with_intervals(rows, samples)
-    tables = [("matched.csv", MATCHED_COLUMNS, matched_table(rows, samples))]
+    tables = [("matched", MATCHED_COLUMNS, matched_table(rows, samples))]
     if config.methods:
-        tables.append(("matched_variants.csv", VARIANT_COLUMNS, matched_variants(rows, samples)))
-        tables.append(("matched_methods.csv", METHOD_COLUMNS, matched_methods(rows, samples)))
+        tables.append(("matched_variants", VARIANT_COLUMNS, matched_variants(rows, samples)))
+        tables.append(("matched_methods", METHOD_COLUMNS, matched_methods(rows, samples)))
     if config.baselines:
-        tables.append(("no_worse_fluency.csv", FLUENCY_COLUMNS, at_no_worse_fluency(rows, samples)))
+        tables.append(("no_worse_fluency", FLUENCY_COLUMNS, at_no_worse_fluency(rows, samples)))
     if all(k in r for r in rows for k in ("judge_hit", "base_ppl", "distinct_2", "degenerate_rate")):
         # only with every judge the constraints need (the style classifier may have refused to judge)
-        tables.append(("constraints.csv", CONSTRAINT_COLUMNS, constraint_table(rows)))
+        tables.append(("constraints", CONSTRAINT_COLUMNS, constraint_table(rows)))
         if config.baselines:
-            tables.append(("holding.csv", HOLDING_COLUMNS, holding_vs_baselines(rows, samples)))
-    for name, columns, matched in tables:
-        with open(out / name, "w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=columns)
-            w.writeheader()
-            for r in matched:
-                w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-    with open(out / "results.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS)
+            tables.append(("holding", HOLDING_COLUMNS, holding_vs_baselines(rows, samples)))
+    columns = ["kind", *dict.fromkeys(c for _, cols, _ in tables for c in cols)]
+    _write_csv(out / COMPARISONS, columns, [{"kind": kind, **r} for kind, _, table in tables for r in table])
+    _write_csv(out / "results.csv", COLUMNS, [{k: v for k, v in r.items() if k in COLUMNS} for r in rows])
+    for name in SUPERSEDED:  # the files these two replace, from runs written before them
+        (out / name).unlink(missing_ok=True)
+    try:
+        from steer.plots import plot_metrics_vs_lambda, plot_pareto
+    except ImportError:
+        return rows
+    if figures:
+        plot_metrics_vs_lambda(rows, out / "metrics_vs_lambda.png", title=plot_title(config))
+        plot_pareto(rows, out / "pareto.png", title=plot_title(config))
+    return rows
+
+
+def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=columns)
         w.writeheader()
         for r in rows:
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items() if k in COLUMNS})
-    (out / "results.json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
-    try:
-        from steer.plots import plot_metrics_vs_lambda
-    except ImportError:
-        return
-    from steer.plots import plot_pareto
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
 
-    plot_metrics_vs_lambda(rows, out / "metrics_vs_lambda.png", title=plot_title(config))
-    plot_pareto(rows, out / "pareto.png", title=plot_title(config))
+
+def read_comparisons(out, kind: str) -> list[dict]:
+    """The rows of one kind of comparison of a run folder (as text), from comparisons.csv or, for runs
+    written before it, from that kind's own file (``KIND.csv``); [] where the run has none."""
+    out = Path(out)
+    if (out / COMPARISONS).exists():
+        with open(out / COMPARISONS, encoding="utf-8") as f:
+            return [{k: v for k, v in r.items() if k != "kind" and v != ""} for r in csv.DictReader(f)
+                    if r["kind"] == kind]
+    if (out / f"{kind}.csv").exists():
+        with open(out / f"{kind}.csv", encoding="utf-8") as f:
+            return list(csv.DictReader(f))
+    return []
 
 
 def plot_title(config: SweepConfig) -> str:

@@ -84,7 +84,7 @@ def test_manifest_entries_are_complete_and_resolve(shared_data):
 
 def test_named_corpus_loads_clean(shared_data):
     corpus = load_corpus("don_quixote")
-    assert len(corpus.train) > 1000 and corpus.heldout
+    assert len(corpus.steer) > 1000 and corpus.judge
     assert not any(".jpg" in d or d == "Full Size" for d in corpus.train)
 
 

@@ -60,7 +60,7 @@ def test_every_method_builds_processors(aidreams, corpora, tmp_path):
     style, background = corpora
     corpus = load_corpus(style)
     cfg = SweepConfig(model="m", corpora=[str(style)], judges=[], lora=dict(steps=1, batch_size=2, window=16))
-    ctx = Context(model, tok, corpus, cfg, lambda: table_for(corpus, tok),
+    ctx = Context(model, tok, corpus, cfg.options(), lambda: table_for(corpus, tok),
                   lambda: table_for(load_corpus(background), tok),
                   lambda: (model, {"wall_seconds": 0.0}, 0), background_corpus=lambda: load_corpus(background))
     for name, method in REGISTRY.items():
@@ -74,7 +74,8 @@ def test_every_method_builds_processors(aidreams, corpora, tmp_path):
 
 def test_guided_options_reach_the_variants_and_bad_ones_are_refused(aidreams, corpora):
     from steer.corpora import load_corpus
-    from steer.methods import GUIDED_DEFAULTS, Context, guided_options
+    from steer.methods import Context
+    from steer.options import GuidedOptions
     from steer.tables import table_for
 
     model, tok = aidreams
@@ -83,7 +84,7 @@ def test_guided_options_reach_the_variants_and_bad_ones_are_refused(aidreams, co
     cfg = SweepConfig(model="m", corpora=[str(style)], judges=[],
                       guided={"plausibility": 0.02, "clip": 1.5, "kl_max_lam": 4.0, "centre": True,
                               "mask": True, "temper": True, "fresh": 2})
-    ctx = Context(model, tok, corpus, cfg, lambda: table_for(corpus, tok),
+    ctx = Context(model, tok, corpus, cfg.options(), lambda: table_for(corpus, tok),
                   lambda: table_for(load_corpus(background), tok), lambda: None)
     (prior,) = get_method("contrastive+plausible+kl").build(ctx, 0.1).processors
     assert (prior.plausibility, prior.clip, prior.lam, prior.kl_budget, prior.centre, prior.mask, prior.temper,
@@ -91,7 +92,7 @@ def test_guided_options_reach_the_variants_and_bad_ones_are_refused(aidreams, co
     (plain,) = get_method("contrastive").build(ctx, 0.5).processors
     assert (plain.plausibility, plain.clip, plain.lam, plain.centre, plain.mask, plain.temper) == (
         None, 1.5, 0.5, False, False, True)
-    assert guided_options({}) == GUIDED_DEFAULTS
+    assert GuidedOptions.from_dict({}) == GuidedOptions() and GuidedOptions().fresh is None
     for bad, match in [({"plausibility": 0}, "plausibility"), ({"plausibility": 1.5}, "plausibility"),
                        ({"clip": -1.0}, "clip"), ({"kl_max_lam": float("inf")}, "kl_max_lam"),
                        ({"centre": 1}, "centre"), ({"mask": "yes"}, "mask"), ({"temper": 1}, "temper"),
@@ -130,15 +131,15 @@ def test_activation_methods_run_in_a_sweep_and_their_hooks_leave_no_trace(aidrea
 
 
 def test_activation_options_are_validated():
-    from steer.methods import ACTIVATION_DEFAULTS, activation_options
+    from steer.options import ActivationOptions
 
-    assert activation_options({}) == ACTIVATION_DEFAULTS
+    assert ActivationOptions.from_dict({}) == ActivationOptions()
     for bad, name in [({"layers": []}, "layers"), ({"layers": 3}, "layers"), ({"layers": [True]}, "layers"),
                       ({"position": "first"}, "position"), ({"normalise": 1}, "normalise"),
                       ({"scale": float("nan")}, "scale"), ({"chunk_tokens": 1}, "chunk_tokens"),
                       ({"max_chunks": 0}, "max_chunks"), ({"layer": [1]}, "unknown")]:
         with pytest.raises(ValueError, match=name):
-            activation_options(bad)
+            ActivationOptions.from_dict(bad)
     with pytest.raises(ValueError, match="activation"):
         SweepConfig(model="m", corpora=["x"], activation={"scale": "big"})
 
@@ -168,12 +169,12 @@ def test_hso_methods_run_in_a_sweep_from_the_prompt_methods_exemplars(aidreams, 
 
 
 def test_hso_options_are_validated():
-    from steer.methods import HSO_DEFAULTS, hso_options
+    from steer.options import HSOOptions
 
-    assert hso_options({}) == HSO_DEFAULTS
+    assert HSOOptions.from_dict({}) == HSOOptions()
     for bad, name in [({"segment": 0}, "segment"), ({"lr": -1.0}, "lr"), ({"steps": 1.5}, "steps"),
                       ({"optimiser": "sgd"}, "unknown")]:
         with pytest.raises(ValueError, match=name):
-            hso_options(bad)
+            HSOOptions.from_dict(bad)
     with pytest.raises(ValueError, match="hso"):
         SweepConfig(model="m", corpora=["x"], hso={"lr": float("inf")})

@@ -33,8 +33,9 @@ def test_sweep_writes_every_file_and_resumes(aidreams, aidreams_path, corpus_fil
     out = tmp_path / "run"
     rows = run_sweep(cfg, out, model=model, tokenizer=tok)
     assert len(rows) == 3
-    for name in ["results.csv", "results.json", "samples.jsonl", "config.json", "cells.jsonl"]:
+    for name in ["results.csv", "comparisons.csv", "samples.jsonl", "config.json", "cells.jsonl"]:
         assert (out / name).exists(), name
+    assert not (out / "results.json").exists()  # the rows once, in results.csv
     with open(out / "results.csv") as f:
         table = list(csv.DictReader(f))
     assert list(table[0]) == COLUMNS
@@ -135,14 +136,14 @@ def test_steered_cells_are_warmed_up_before_timing(aidreams, aidreams_path, corp
 
 
 def test_methods_only_see_the_steer_split(aidreams, aidreams_path, tmp_path, monkeypatch):
-    from steer import sweep
+    from steer import tables
 
     docs = [f"document number {i} says something about pixels" for i in range(100)]
     path = tmp_path / "c.txt"
     path.write_text("\n".join(docs))
     built = []
-    real = sweep.table_for
-    monkeypatch.setattr(sweep, "table_for", lambda corpus, *a, **k: built.append(corpus) or real(corpus, *a, **k))
+    real = tables.table_for
+    monkeypatch.setattr(tables, "table_for", lambda corpus, *a, **k: built.append(corpus) or real(corpus, *a, **k))
     model, tok = aidreams
     cfg = _config(aidreams_path, path, lambdas=[0.5], baselines=["prompt"], style_prompt=dict(exemplars=3))
     run_sweep(cfg, tmp_path / "run", model=model, tokenizer=tok)
@@ -150,7 +151,7 @@ def test_methods_only_see_the_steer_split(aidreams, aidreams_path, tmp_path, mon
     assert corpus.judge and not set(corpus.judge) & set(corpus.steer)
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["splits"][str(path)]["n_judge_docs"] == len(corpus.judge)
-    prefix = cfg.prompt_style().prefix(corpus.steer)
+    prefix = cfg.options()["prompt"].prefix(corpus.steer)
     assert not any(d in prefix for d in corpus.judge)
 
 
@@ -168,18 +169,17 @@ def test_sweep_with_every_judge_writes_intervals_and_matched_table(tmp_path, sha
         assert r["heldout_style_ppl"] > 1 and 0 <= r["degenerate_rate"] <= 1 and 0 <= r["self_bleu"] <= 1
     judge = json.loads((tmp_path / "run" / "judge.json").read_text())
     assert judge["classifier"]["heldout_accuracy"] >= 0.75 and "neutral" in judge["classifier"]["classes"]
-    with open(tmp_path / "run" / "matched.csv") as f:
-        matched = list(csv.DictReader(f))
+    from steer.sweep import read_comparisons
+
+    matched = read_comparisons(tmp_path / "run", "matched")
     assert [m["baseline"] for m in matched] == ["prompt", "prior+prompt", "prior+prompt"]
     assert list(matched[0]) == ["corpus", "baseline", "baseline_lam", "baseline_base_ppl", "baseline_hit",
                                 "prior_hit_at_ppl", "prior_lam_low", "prior_lam_high", "diff", "diff_lo",
                                 "diff_hi", "n_prompts"]
     assert (tmp_path / "run" / "pareto.png").exists()
-    with open(tmp_path / "run" / "constraints.csv") as f:
-        checked = list(csv.DictReader(f))
+    checked = read_comparisons(tmp_path / "run", "constraints")
     assert [(c["method"], float(c["knob"])) for c in checked] == [("prior", 0.5), ("prior", 1.0)]
-    with open(tmp_path / "run" / "holding.csv") as f:  # one row per holding cell and baseline cell
-        held = list(csv.DictReader(f))
+    held = read_comparisons(tmp_path / "run", "holding")  # one row per holding cell and baseline cell
     assert len(held) == 3 * sum(c["holds"] == "True" for c in checked)
 
 
