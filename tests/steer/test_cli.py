@@ -430,10 +430,10 @@ def test_heldout_report_on_two_classes():
 
 
 def test_sweep_variant_options_reach_the_config(monkeypatch):
-    from steer import cli
+    from steer.cli import sweep
 
     seen = {}
-    monkeypatch.setattr(cli, "_run_sweep", lambda config, out: seen.update(config=config) or 0)
+    monkeypatch.setattr(sweep, "_run_sweep", lambda config, out: seen.update(config=config) or 0)
     assert main(["sweep", "--corpus", "don_quixote", "--out", "runs/x", "--judges", "", "--method",
                  "contrastive+plausible", "--plausibility", "0.02", "--clip", "2", "--centre", "--mask",
                  "--temper", "--fresh", "2"]) == 0
@@ -446,7 +446,7 @@ def test_sweep_variant_options_reach_the_config(monkeypatch):
 def test_sweep_output_says_where_each_method_holds_the_constraints(tmp_path, capsys):
     import csv
 
-    from steer.cli import _print_holding
+    from steer.cli.sweep import _print_holding
     from steer.matched import CONSTRAINT_COLUMNS
 
     _print_holding(tmp_path)  # a run without the file (a judge missing) prints nothing

@@ -1,0 +1,231 @@
+"""`steer edits`: edit-span data, training and decoding."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from steer.cli.common import MODEL_HELP, Formatter, add_command
+
+EXAMPLES = {
+    "make-data": ("examples:\n  steer edits make-data --pairs ../shared/data/edits/jfleg/dev --out gec.jsonl\n"
+                  "  steer edits make-data --pairs ../shared/data/edits/mrpc/msr_paraphrase_train.txt "
+                  "--task paraphrase --out para.jsonl"),
+    "train": ("example:\n  steer edits make-data --pairs ../shared/data/edits/jfleg/dev --format compact "
+              "--out gec.jsonl\n"
+              "  steer edits train --data gec.jsonl --model ../shared/data/models/base-llama2tok --out gec-model"),
+    "run": ("example:\n  steer edits run --model gec-model --sources ../shared/data/edits/jfleg/test/test.src "
+            "--out corrected.txt"),
+}
+EDIT_MODE_FILE = "edit_mode.json"
+_SPAN_LABEL = {"spans": "text", "compact": "compact", "anchored": "anchored"}
+
+
+def register(sub) -> None:
+    from steer.models import default_model
+
+    p = sub.add_parser("edits", help="edit-span decoding tools", description="edit-span decoding tools",
+                       formatter_class=Formatter)
+    esub = p.add_subparsers(dest="edits_command", required=True, metavar="EDITS_COMMAND")
+    q = add_command(esub, "make-data", "instruction + source -> span target training data, with length statistics",
+                    cmd_edits_make_data, EXAMPLES["make-data"])
+    q.add_argument("--pairs", required=True,
+                   help="pairs: source<TAB>target TSV, {source, target} JSONL, a .src/.orig/.norm file with its "
+                        ".ref*/.simp.*/.turk.* references, the MRPC TSV, or a folder of such sources")
+    q.add_argument("--out", required=True, type=Path, help="output .jsonl")
+    q.add_argument("--task", choices=["gec", "simplify", "paraphrase", "formality"], default="gec",
+                   help="instruction used in the prompts")
+    q.add_argument("--tokenizer", default=None, help="also report lengths in this tokenizer's tokens")
+    q.add_argument("--format", choices=["text", "compact", "anchored"], default="text",
+                   help="span format: text (\"1 2 went ; 4 5\" after numbered words), compact (one token "
+                        "per position, <@1><@2>went<@4><@5>; train with steer.edits.add_position_tokens) or "
+                        "anchored (edits that quote the words they replace, \" go -> went\", after the plain "
+                        "source)")
+    q.add_argument("--mark-every", type=int, default=1,
+                   help="compact: the prompt marks every m-th position only (shorter prompts; the model counts "
+                        "the words in between)")
+
+    q = add_command(esub, "train", "fine-tune a model on make-data examples (span or rewrite targets)",
+                    cmd_edits_train, EXAMPLES["train"])
+    q.add_argument("--data", required=True, action="append", type=Path,
+                   help="make-data output (.jsonl); repeat to mix several files")
+    q.add_argument("--weights", default=None,
+                   help="comma-separated share of each --data file in every batch (default: equal shares)")
+    q.add_argument("--model", default=default_model(), help=MODEL_HELP)
+    q.add_argument("--out", required=True, type=Path, help="output folder (model and tokenizer)")
+    q.add_argument("--target", choices=["spans", "rewrite"], default="spans",
+                   help="train on the span targets or on the full rewrites of the same examples")
+    q.add_argument("--steps", type=int, default=2000, help="optimiser steps")
+    q.add_argument("--batch", type=int, default=16, help="examples per step")
+    q.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (AdamW)")
+    q.add_argument("--warmup", type=int, default=100, help="linear warm-up steps before the cosine decay")
+    q.add_argument("--seed", type=int, default=0, help="seed of the example draws")
+    q = add_command(esub, "run", "edit every line of a file with a trained model", cmd_edits_run,
+                    EXAMPLES["run"])
+    q.add_argument("--model", required=True,
+                   help="a model trained with `steer edits train` (or, with --mode instruct, any chat model)")
+    q.add_argument("--sources", required=True, type=Path, help="one source text a line")
+    q.add_argument("--out", default=None, type=Path, help="output file, one edited text a line (default: stdout)")
+    q.add_argument("--task", choices=["gec", "simplify", "paraphrase", "formality"], default="gec",
+                   help="the instruction the model was trained with")
+    q.add_argument("--mode", choices=["compact", "anchored", "spans", "rewrite", "instruct"], default=None,
+                   help="output kind (default: what `steer edits train` trained the model for, else compact when "
+                        "the tokenizer has position tokens, else spans); "
+                        "instruct: ask an untuned chat model for the edited sentence")
+    q.add_argument("--beams", type=int, default=1, help="beam width (1: greedy)")
+    q.add_argument("--batch", type=int, default=16, help="sources per generate call")
+    q.add_argument("--max-new-tokens", type=int, default=128, help="token budget of one answer")
+    q.add_argument("--mark-every", type=int, default=1, help="compact: as the training data was made")
+    q.add_argument("--no-loop-ban", action="store_true",
+                   help="decode without the repetition guard (by default no 4-gram of an answer occurs twice)")
+    q.add_argument("--no-grammar", action="store_true",
+                   help="decode span answers unconstrained (by default under their format's grammar, where the "
+                        "tokenizer allows it: anchored spans need a byte-level BPE tokenizer)")
+
+
+def cmd_edits_make_data(args) -> int:
+    from steer.edits.make_data import make_examples, read_pairs_with_notes
+
+    pairs, notes = read_pairs_with_notes(args.pairs)
+    for note in notes:
+        print(f"read {note}")
+    tokenizer = None
+    if args.tokenizer:
+        from steer.models import load_tokenizer
+
+        tokenizer = load_tokenizer(args.tokenizer)
+        if args.format == "compact":
+            from steer.edits.compact import add_position_tokens
+
+            add_position_tokens(tokenizer)
+    examples, report = make_examples(pairs, args.task, tokenizer, fmt=args.format, mark_every=args.mark_every)
+    with open(args.out, "w", encoding="utf-8") as f:
+        for ex in examples:
+            f.write(json.dumps(ex, ensure_ascii=False) + "\n")
+    print(f"{report.n_pairs:,} examples -> {args.out}")
+    print(f"span targets: {report.span_words:,} words = {report.word_ratio:.1%} of the full rewrites "
+          f"({report.rewrite_words:,} words)")
+    if report.token_ratio is not None:
+        print(f"in tokens of {args.tokenizer}: {report.span_tokens:,} vs {report.rewrite_tokens:,} "
+              f"= {report.token_ratio:.1%}")
+    print("(a span target lists only the edits to the source; the lower its share of the full rewrite, "
+          "the fewer tokens a span model writes than a rewrite model)")
+    return 0
+
+
+
+def _read_examples(path: Path, fields: tuple[str, str]) -> list[dict]:
+
+    if not Path(path).exists():
+        raise FileNotFoundError(f"`--data` file {str(path)!r} not found")
+    out = []
+    for k, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise ValueError(f"line {k} of {str(path)!r} is not JSON (expected `steer edits make-data` "
+                             "output)") from None
+        if not isinstance(row, dict) or any(not isinstance(row.get(f), str) for f in fields):
+            raise ValueError(f"line {k} of {str(path)!r} needs text fields {fields[0]!r} and {fields[1]!r} "
+                             "(as `steer edits make-data` writes them)")
+        out.append(row)
+    if not out:
+        raise ValueError(f"`--data` file {str(path)!r} holds no examples")
+    return out
+
+
+
+def cmd_edits_train(args) -> int:
+    from steer.edits.compact import add_position_tokens
+    from steer.edits.train import finetune, mix
+    from steer.models import load_model
+
+    fields = ("prompt", "completion") if args.target == "spans" else ("rewrite_prompt", "rewrite")
+    sets = [_read_examples(f, fields) for f in args.data]
+    try:  # no --weights: every file weighs the same; mix checks the shares
+        examples, weights = mix(sets, None if args.weights is None else [float(w) for w in args.weights.split(",")])
+    except ValueError as e:
+        raise ValueError(f"`--weights` must hold one non-negative share per --data file ({len(sets)}), "
+                         f"got {args.weights!r}") from e
+    model, tokenizer = load_model(args.model)
+    mode = "rewrite" if args.target == "rewrite" else _span_mode(examples)
+    if mode == "compact":
+        add_position_tokens(tokenizer, model)
+    print(f"{len(examples):,} examples from {len(sets)} file(s); training every parameter of {args.model} "
+          f"for {args.steps} steps of {args.batch} ({mode if mode == 'rewrite' else _SPAN_LABEL[mode]} spans)")
+
+    def progress(step, loss):
+        if (step + 1) % max(args.steps // 20, 1) == 0 or step + 1 == args.steps:
+            print(f"step {step + 1}/{args.steps}: loss {loss:.3f}", flush=True)
+
+    losses, secs = finetune(model, tokenizer, examples, prompt_key=fields[0], target_key=fields[1],
+                            weights=weights, steps=args.steps, batch_size=args.batch, lr=args.lr,
+                            warmup=args.warmup, seed=args.seed, progress=progress)
+    model.save_pretrained(args.out)
+    tokenizer.save_pretrained(args.out)
+    # What `steer edits run` decodes this model with when no --mode is given.
+    (Path(args.out) / EDIT_MODE_FILE).write_text(json.dumps({"mode": mode}) + "\n", encoding="utf-8")
+    print(f"trained in {secs:.0f} s (loss {losses[0]:.3f} -> {losses[-1]:.3f}) -> {args.out}")
+    return 0
+
+
+
+def _span_mode(examples: list[dict]) -> str:
+    """The span format of make-data examples: their "format" field, else compact if the prompts hold
+    position tokens (files written before the field existed), else the text format."""
+    from steer.edits.compact import POSITION
+
+    formats = {ex.get("format") for ex in examples} - {None}
+    if len(formats) > 1:
+        raise ValueError(f"`--data` files mix span formats {sorted(formats)}: train one format at a time")
+    fmt = formats.pop() if formats else ("compact" if any(POSITION.format(0) in ex["prompt"] for ex in examples)
+                                         else "text")
+    return "spans" if fmt == "text" else fmt
+
+
+
+def _trained_mode(model_dir, tokenizer) -> str:
+    """How `steer edits train` trained the model at ``model_dir`` (its edit_mode.json), else compact when
+    the tokenizer has position tokens, else the text span format."""
+    from steer.edits.compact import POSITION
+
+    saved = Path(model_dir) / EDIT_MODE_FILE
+    if saved.is_file():
+        return json.loads(saved.read_text(encoding="utf-8"))["mode"]
+    return "compact" if POSITION.format(0) in tokenizer.get_vocab() else "spans"
+
+
+
+def cmd_edits_run(args) -> int:
+    from steer.edits.generate import edit_generate
+    from steer.models import load_model
+
+    if not Path(args.sources).exists():
+        raise FileNotFoundError(f"`--sources` file {str(args.sources)!r} not found")
+    lines = Path(args.sources).read_text(encoding="utf-8").splitlines()
+    sources = [line for line in lines if line.strip()]
+    if not sources:
+        raise ValueError(f"`--sources` file {str(args.sources)!r} holds no text")
+    model, tokenizer = load_model(args.model)
+    mode = args.mode or _trained_mode(args.model, tokenizer)
+    results, secs = edit_generate(model, tokenizer, sources, task=args.task, mode=mode, num_beams=args.beams,
+                                  max_new_tokens=args.max_new_tokens, batch_size=args.batch,
+                                  mark_every=args.mark_every, loop_ban=None if args.no_loop_ban else (4, 2),
+                                  grammar=False if args.no_grammar else None)
+    # One output line per input line: blank lines stay blank.
+    edited = iter(results)
+    text = "".join((next(edited).target if line.strip() else "") + "\n" for line in lines)
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    changed = sum(r.target != " ".join(s.split()) for r, s in zip(results, sources, strict=True))
+    print(f"{len(sources)} sources ({mode}): {changed} changed, {sum(not r.valid for r in results)} left as they "
+          f"were for want of a complete answer; {secs:.1f} s of generation"
+          + (f" -> {args.out}" if args.out else ""), file=sys.stderr)
+    return 0
+
+
