@@ -8,16 +8,20 @@ Start an engine with the processor and name the tables it may use (safetensors f
         vllm serve MODEL --logits-processors steer.serving.vllm:SteerLogitsProcessor
 
 A request asks for steering through ``SamplingParams(extra_args={"steer": {...}})``, or over HTTP
-with ``"vllm_xargs": {"steer": "<the same object as a JSON string>"}``::
+with ``"vllm_xargs": {"steer": "<the same object as a JSON string>"}``. The object is a steering spec
+(:class:`steer.spec.SteeringSpec`, the JSON of ``steer generate --spec``) whose ``corpus`` and
+``background`` name the engine's tables::
 
-    {"table": "quixote", "lam": 0.1}                                   # the paper's prior
-    {"table": "quixote", "method": "contrastive+plausible", "lam": 2, "background": "books"}
-    {"table": "quixote", "method": "contrastive+kl", "eps": 0.04, "background": "books",
-     "options": {"kl_max_lam": 8}}
+    {"method": "prior", "knob": 0.1, "corpus": "quixote"}                          # the paper's prior
+    {"method": "contrastive+plausible", "knob": 2, "corpus": "quixote", "background": "books"}
+    {"method": "contrastive+kl", "knob": 0.04, "corpus": "quixote", "background": "books",
+     "options": {"guided": {"kl_max_lam": 8}}}
 
-``method`` is ``"prior"`` (:class:`steer.style.NGramStylePrior`; ``options`` are its prior options:
-smoothing, mode, weights, alpha, order, discount) or a variant of :data:`steer.methods.GUIDED_VARIANTS`
-(:class:`steer.priors.GuidedStylePrior`; ``options`` are :data:`steer.methods.GUIDED_DEFAULTS` keys).
+The methods a logits processor of the tables alone can apply are served (the registry's
+``servable`` ones: the paper's prior and the n-gram variants); the others (activation steering,
+HSO, prompting, LoRA) are refused by name. The spec's ``decoding`` options are the engine's own
+sampling parameters, so a request leaves them out. The earlier form ``{"table": ..., "lam": ...}``
+(``eps`` for the KL budget, ``options`` of the one family the method reads) is read as the same spec.
 Each row computes exactly what the transformers processor computes for the same context: the same
 object is called on the row's last N-1 tokens. A bad request is refused by :meth:`validate_params`
 (HTTP 400) before it reaches the batch.
@@ -35,13 +39,14 @@ from vllm import SamplingParams
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor, MoveDirectionality
 
 from ngram import NGramTable
-from steer.methods import GUIDED_VARIANTS, guided_prior
-from steer.style import NGramStylePrior, check_lam
+from steer.methods import REFERENCE, REGISTRY, Context, get_method
+from steer.spec import SPEC_KEYS, SteeringSpec
+from steer.style import NGramStylePrior
 
 ENV = "STEER_VLLM_TABLES"
 KEY = "steer"
-REQUEST_KEYS = {"table", "lam", "method", "background", "eps", "options"}
-METHODS = ("prior", *GUIDED_VARIANTS)
+LEGACY_KEYS = {"table", "lam", "method", "background", "eps", "options"}
+METHODS = tuple(name for name, m in REGISTRY.items() if m.servable)
 
 _tables: dict[str, NGramTable] = {}
 _lock = threading.Lock()
@@ -87,54 +92,92 @@ def _request(params: SamplingParams) -> dict | None:
     return args
 
 
-def build_processor(args: dict, tokenizer=None):
-    """The transformers processor a request's steer arguments describe (validating every argument)."""
-    if not isinstance(args, dict):
-        raise ValueError(f"extra_args[{KEY!r}] must be an object, got {type(args).__name__}")
-    unknown = sorted(set(args) - REQUEST_KEYS)
+def _from_legacy(args: dict) -> dict:
+    """The spec of a request in the earlier form ``{"table", "lam" | "eps", "method", "background", "options"}``."""
+    unknown = sorted(set(args) - LEGACY_KEYS)
     if unknown:
-        raise ValueError(f"extra_args[{KEY!r}] has unknown keys {unknown}; known: {sorted(REQUEST_KEYS)}")
-    if "table" not in args:
-        raise ValueError(f"extra_args[{KEY!r}] needs 'table' (one of {sorted(table_paths())})")
-    method = args.get("method", "prior")
-    if method not in METHODS:
-        raise ValueError(f"extra_args[{KEY!r}]['method'] must be one of {list(METHODS)}, got {method!r}")
-    options = args.get("options", {})
-    if not isinstance(options, dict):
-        raise ValueError(f"extra_args[{KEY!r}]['options'] must be an object, got {options!r}")
-    if options.get("fresh") is not None:
-        # The batch processor hands each row only its last N-1 tokens (_contexts), too few to find
-        # the row's earlier n-grams: refused rather than silently weaker than under transformers.
-        raise ValueError(f"extra_args[{KEY!r}]['options']['fresh'] needs each request's whole text, which "
-                         "this adapter does not pass the prior; it is not available when serving")
-    table = load_table(args["table"])
-    kl = method != "prior" and GUIDED_VARIANTS[method][2] == "kl"
-    if kl:
+        raise ValueError(f"extra_args[{KEY!r}] has unknown keys {unknown}; known: {sorted(LEGACY_KEYS)}")
+    method = get_method(_servable(args.get("method", REFERENCE)))
+    if method.knob == "eps":
         if "eps" not in args:
-            raise ValueError(f"method {method!r} needs 'eps' (its KL budget)")
+            raise ValueError(f"method {method.name!r} needs 'eps' (its KL budget)")
         knob = args["eps"]
         if isinstance(knob, bool) or not isinstance(knob, (int, float)) or not math.isfinite(knob) or knob <= 0:
             raise ValueError(f"extra_args[{KEY!r}]['eps'] must be a finite number > 0, got {knob!r}")
+    elif "eps" in args:
+        raise ValueError(f"'eps' is the KL budget of the kl methods, not of {method.name!r}")
     else:
-        if "eps" in args:
-            raise ValueError(f"'eps' is the KL budget of the kl methods, not of {method!r}")
-        try:
-            knob = check_lam(args.get("lam", 0.0))
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"extra_args[{KEY!r}]['lam']: {err}") from None
-    background = None
-    if method != "prior" and GUIDED_VARIANTS[method][0]:
-        if "background" not in args:
-            raise ValueError(f"method {method!r} subtracts a background table: give 'background'")
-        background = load_table(args["background"])
-    elif "background" in args:
-        raise ValueError(f"method {method!r} uses no background table")
+        knob = args.get("lam", 0.0)
+        if isinstance(knob, bool) or not isinstance(knob, (int, float)) or not math.isfinite(knob) or knob < 0:
+            raise ValueError(f"extra_args[{KEY!r}]['lam'] must be a finite number >= 0, got {knob!r}")
+    if method.needs_background and "background" not in args:
+        raise ValueError(f"method {method.name!r} subtracts a background table: give 'background'")
+    options = args.get("options", {})
+    if not isinstance(options, dict):
+        raise ValueError(f"extra_args[{KEY!r}]['options'] must be an object, got {options!r}")
+    spec = {"method": method.name, "knob": knob, "corpus": args.get("table"),
+            "options": {name: options for name in method.options}}
+    if "background" in args:
+        spec["background"] = args["background"]
+    return spec
+
+
+def _servable(name) -> str:
+    if name not in REGISTRY or not REGISTRY[name].servable:
+        why = ("it steers more than the logits (hooks, a cache, a prefix or an adapter)" if name in REGISTRY
+               else "it is not a registered method")
+        raise ValueError(f"extra_args[{KEY!r}]: method {name!r} cannot be served ({why}); this adapter serves "
+                         f"{list(METHODS)}")
+    return name
+
+
+def request_spec(args) -> SteeringSpec:
+    """The steering spec of a request's steer arguments (either form), checked; the tables are not loaded."""
+    if not isinstance(args, dict):
+        raise ValueError(f"extra_args[{KEY!r}] must be an object, got {type(args).__name__}")
+    if "table" in args:
+        args = _from_legacy(args)
+    else:
+        unknown = sorted(set(args) - set(SPEC_KEYS))
+        if unknown:
+            raise ValueError(f"extra_args[{KEY!r}] has unknown keys {unknown}; known: {list(SPEC_KEYS)}")
+        _servable(args.get("method"))
+        options = args.get("options") or {}
+        if isinstance(options, dict) and "decoding" in options:
+            raise ValueError(f"extra_args[{KEY!r}]['options']['decoding']: decoding is set by the request's "
+                             "sampling parameters, not the spec")
+    if not isinstance(args.get("corpus"), str):
+        raise ValueError(f"extra_args[{KEY!r}] needs 'corpus' (one of the engine's tables: {sorted(table_paths())})")
     try:
-        if method == "prior":
-            return NGramStylePrior(table, knob, tokenizer=tokenizer, **options)
-        return guided_prior(method, table, knob, background, options, tokenizer)
+        spec = SteeringSpec.from_dict(args)
+    except ValueError as err:
+        raise ValueError(f"extra_args[{KEY!r}]: {err}") from None
+    guided = spec.options.get("guided")
+    if guided is not None and guided.fresh is not None:
+        # The batch processor hands each row only its last N-1 tokens (_contexts), too few to find
+        # the row's earlier n-grams: refused rather than silently weaker than under transformers.
+        raise ValueError(f"extra_args[{KEY!r}]: the guided option 'fresh' needs each request's whole text, which "
+                         "this adapter does not pass the prior; it is not available when serving")
+    return spec
+
+
+def build_processor(args: dict, tokenizer=None):
+    """The transformers processor a request's steer arguments describe (validating every argument)."""
+    spec = request_spec(args)
+    table = load_table(spec.corpus)
+    background = load_table(spec.background) if spec.background is not None else None
+    ctx = Context(None, tokenizer, None, dict(spec.options), lambda: table, lambda: background, lora=None)
+    try:
+        (processor,) = get_method(spec.method).build(ctx, spec.knob).processors
     except (TypeError, ValueError) as err:
         raise ValueError(f"extra_args[{KEY!r}]: {err}") from None
+    return processor
+
+
+def is_identity(args: dict) -> bool:
+    """Whether a request's steering leaves the logits as they are (a strength of 0)."""
+    spec = request_spec(args)
+    return spec.knob == 0 and get_method(spec.method).knob == "lam"
 
 
 class SteerLogitsProcessor(LogitsProcessor):
@@ -191,7 +234,7 @@ class SteerLogitsProcessor(LogitsProcessor):
             self.rows.pop(index, None)
         for index, params, prompt_ids, output_ids in batch_update.added:
             args = _request(params)
-            if args is None or ("eps" not in args and args.get("lam", 0.0) == 0):
+            if args is None or is_identity(args):
                 self.rows.pop(index, None)  # unsteered (lam 0 is the identity: skip the work)
                 continue
             tail = list(prompt_ids or [])[-self.context:]
