@@ -111,6 +111,13 @@ class GuidedStylePrior(LogitsProcessor):
         tokenizer: if given, both tables must have been built with it.
 
     Example:
+        >>> import torch
+        >>> style = NGramTable.from_token_ids([[1, 2, 3, 2, 3]], vocab_size=5, order=2)
+        >>> books = NGramTable.from_token_ids([[1, 2, 4, 2, 4]], vocab_size=5, order=2)
+        >>> prior = GuidedStylePrior(style, lam=2.0, background=books, plausibility=0.1)
+        >>> scores = torch.tensor([[0.0, 0.0, 0.0, 1.0, 1.0]])  # 3 and 4 equally plausible after 2
+        >>> prior(torch.tensor([[1, 2]]), scores)  # the style's 3 up, the books' 4 down; the rest untouched
+        tensor([[ 0.0000,  0.0000,  0.0000,  6.8355, -4.8355]])
         >>> prior = GuidedStylePrior(style, lam=4.0, background=books, plausibility=0.1,
         ...                          strength="kl", kl_budget=0.05)  # doctest: +SKIP
         >>> model.generate(**inputs, logits_processor=[prior])  # doctest: +SKIP

@@ -57,7 +57,15 @@ class NGramStylePrior(LogitsProcessor):
             ``smoothing``, ``discount``, as in :meth:`ngram.NGramTable.logprobs`.
 
     Example:
-        >>> prior = NGramStylePrior(table, lam=0.1, smoothing="kneser_ney")  # doctest: +SKIP
+        >>> import torch
+        >>> from ngram import NGramTable
+        >>> table = NGramTable.from_token_ids([[1, 2, 3, 2, 3]], vocab_size=5, order=2)
+        >>> prior = NGramStylePrior(table, lam=1.0, smoothing="kneser_ney")
+        >>> scores = torch.zeros(1, 5)                    # the model has no preference
+        >>> prior(torch.tensor([[1, 2]]), scores).argmax(-1)  # the corpus follows 2 with 3
+        tensor([3])
+        >>> torch.equal(NGramStylePrior(table, lam=0.0)(torch.tensor([[1, 2]]), scores), scores)
+        True
         >>> model.generate(**inputs, logits_processor=LogitsProcessorList([prior]))  # doctest: +SKIP
 
         Left padding puts pad ids into the context of short prompts; the prior

@@ -121,6 +121,16 @@ def test_no_steer_arguments_and_lam_zero_are_plain_vllm(setup, plain, steered_en
     assert _generate(steered_engine, ids, _params({"table": "quixote", "lam": 0.0})) == plain
 
 
+def test_the_earlier_request_form_is_read_as_the_same_spec():
+    from steer.serving.vllm import request_spec
+
+    old = request_spec({"table": "cnn", "method": "contrastive+kl", "eps": 0.04, "background": "books",
+                        "options": {"kl_max_lam": 8}})
+    new = request_spec({"method": "contrastive+kl", "knob": 0.04, "corpus": "cnn", "background": "books",
+                        "options": {"guided": {"kl_max_lam": 8}}})
+    assert old == new
+
+
 def test_plain_vllm_equals_transformers(setup, plain, hf):
     assert plain == _hf_greedy(hf, _prompt_ids(setup[1]))
 
@@ -128,6 +138,8 @@ def test_plain_vllm_equals_transformers(setup, plain, hf):
 @pytest.mark.parametrize("steer", [
     {"table": "quixote", "lam": 1.0},
     {"table": "cnn", "method": "contrastive+plausible", "lam": 4.0, "background": "books"},
+    {"method": "contrastive+plausible+kl", "knob": 0.05, "corpus": "cnn", "background": "books",
+     "options": {"guided": {"kl_max_lam": 4.0}}},  # a steering spec, as steer generate --spec reads it
 ])
 def test_steered_greedy_equals_transformers_with_the_same_processor(setup, plain, steered_engine, hf, steer):
     ids = _prompt_ids(setup[1])
@@ -178,7 +190,11 @@ def test_a_bad_request_is_refused_and_the_engine_goes_on(setup, plain, steered_e
                        ({"table": "quixote", "method": "contrastive", "lam": 1.0}, "background"),
                        ({"table": "quixote", "lam": 1.0, "colour": "red"}, "unknown keys"),
                        ({"table": "quixote", "options": {"alpha": -2}}, "alpha"),
-                       ({"table": "quixote", "method": "plausible", "lam": 1.0, "options": {"fresh": 2}}, "fresh")]:
+                       ({"table": "quixote", "method": "plausible", "lam": 1.0, "options": {"fresh": 2}}, "fresh"),
+                       ({"method": "activation", "knob": 0.1, "corpus": "quixote"}, "cannot be served"),
+                       ({"method": "prior", "knob": 0.1, "corpus": "quixote",
+                         "options": {"decoding": {"top_p": 0.5}}}, "sampling parameters"),
+                       ({"method": "prior", "knob": 0.1}, "needs 'corpus'")]:
         # validate_params raises ValueError; the engine's boundary reports it as a VLLMValidationError.
         with pytest.raises((ValueError, VLLMValidationError), match=match):
             _generate(steered_engine, ids[:1], _params(bad))
