@@ -30,11 +30,11 @@ from transformers import LogitsProcessorList
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from steer.conditional.attributes import Degeneracy, pad  # noqa: E402
 from steer.conditional.beam import ConditionalBeam, HiddenStateTap  # noqa: E402
 from steer.conditional.constraints import hard_constraints  # noqa: E402
 from steer.conditional.train import AttrTrainConfig, train_attribute_model  # noqa: E402
 from steer.corpora import load_corpus  # noqa: E402
+from steer.degeneracy import Degeneracy, pad  # noqa: E402
 from steer.metrics import base_nll  # noqa: E402
 from steer.models import encode_prompts, load_model, stop_ids  # noqa: E402
 

@@ -68,12 +68,12 @@ sys.path.insert(0, str(ROOT))
 from steer.corpora import load_corpus  # noqa: E402
 from steer.edits.compact import add_position_tokens  # noqa: E402
 from steer.edits.data import EditSet, load_edit_set  # noqa: E402
+from steer.edits.finetune import finetune, mix  # noqa: E402
 from steer.edits.generate import edit_generate  # noqa: E402
 from steer.edits.make_data import make_examples  # noqa: E402
-from steer.edits.metrics import bleu, gleu, sari  # noqa: E402
 from steer.edits.prompts import uses_chat  # noqa: E402
+from steer.edits.scoring import bleu, gleu, sari  # noqa: E402
 from steer.edits.spans import normalize  # noqa: E402
-from steer.edits.train import finetune, mix  # noqa: E402
 from steer.models import load_model  # noqa: E402
 
 MODELS = ROOT.parent / "shared" / "data" / "models"

@@ -29,7 +29,7 @@ from steer.edits import (  # noqa: E402
     parse_spans,
 )
 from steer.edits.data import ALL_SETS, load_edit_set  # noqa: E402
-from steer.edits.metrics import bleu, gleu, sari  # noqa: E402
+from steer.edits.scoring import bleu, gleu, sari  # noqa: E402
 
 
 def main():

@@ -48,7 +48,7 @@ def main(argv=None) -> dict:
     from steer.corpora import load_corpus
     from steer.gguf import converted_folder
     from steer.sweep import builtin_prompts
-    from steer.tables import table_for
+    from steer.table_cache import table_for
 
     folder = converted_folder(GGUF)
     tok = AutoTokenizer.from_pretrained(folder)

@@ -36,7 +36,7 @@ _EXPORTS = {
     "CorpusOptions": "steer.options",
     "NGramStylePrior": "steer.style",
     "GuidedStylePrior": "steer.priors",
-    "table_for": "steer.tables",
+    "table_for": "steer.table_cache",
     # loading
     "load_model": "steer.models",
     "load_tokenizer": "steer.models",
@@ -76,7 +76,7 @@ _EXPORTS = {
     "ActivationSteering": "steer.activation",
     "style_vector_for": "steer.activation",
     # conditional beam search
-    "Degeneracy": "steer.conditional.attributes",
+    "Degeneracy": "steer.degeneracy",
     "PrefixHead": "steer.conditional.head",
     "HiddenStateTap": "steer.conditional.beam",
     "ConditionalBeam": "steer.conditional.beam",

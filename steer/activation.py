@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ngram.files import read_checked, write_atomic
+from ngram import read_checked, write_atomic
 from steer.cache import cache_root
-from steer.fingerprint import model_fingerprint
+from steer.model_fingerprint import model_fingerprint
 from steer.models import document_start_id
 
 FORMAT = "steer-style-vector"
@@ -135,7 +135,7 @@ class StyleVector:
         norms: [L] the mean norm of the neutral text's activations at each layer
             (the unit of a normalised vector).
         position: "mean" (averaged over tokens) or "last" (each chunk's last token).
-        fingerprint: the model's fingerprint (:func:`steer.fingerprint.model_fingerprint`).
+        fingerprint: the model's fingerprint (:func:`steer.model_fingerprint.model_fingerprint`).
         meta: how it was made (chunks, tokens), kept in the file.
     """
 

@@ -14,8 +14,7 @@ from typing import Literal
 import torch
 from transformers import LogitsProcessor
 
-from ngram import NGramTable
-from ngram.lookup import ContrastPlan, last_ids
+from ngram import ContrastPlan, NGramTable, last_ids
 from steer.repetition import followers
 from steer.style import check_lam, check_width, pad_columns
 

@@ -261,8 +261,8 @@ class Workshop:
         return _read_corpus(name, corpus_options.judge_fraction, "utf-8")
 
     def table(self, corpus, order: int):
-        """The table of a Corpus's steer split (cached on disk by :func:`steer.tables.table_for`)."""
-        from steer.tables import table_for
+        """The table of a Corpus's steer split (cached on disk by :func:`steer.table_cache.table_for`)."""
+        from steer.table_cache import table_for
 
         key = (id(corpus), order)
         if key not in self._tables:

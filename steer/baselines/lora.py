@@ -16,7 +16,7 @@ import torch
 
 from steer import checks
 from steer.cache import cache_root
-from steer.fingerprint import model_fingerprint
+from steer.model_fingerprint import model_fingerprint
 from steer.options import Options, option
 
 META_FILE = "steer_lora.json"

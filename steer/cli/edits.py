@@ -140,7 +140,7 @@ def _read_examples(path: Path, fields: tuple[str, str]) -> list[dict]:
 
 def cmd_edits_train(args) -> int:
     from steer.edits.compact import add_position_tokens
-    from steer.edits.train import finetune, mix
+    from steer.edits.finetune import finetune, mix
     from steer.models import load_model
 
     fields = ("prompt", "completion") if args.target == "spans" else ("rewrite_prompt", "rewrite")

@@ -67,7 +67,7 @@ def cmd_build_table(args) -> int:
 def _build_table_bounded(args, c: CorpusOptions):
     from tqdm import tqdm
 
-    from steer.tables import build_table_bounded
+    from steer.table_cache import build_table_bounded
 
     if not args.out.parent.is_dir():
         raise ValueError(f"`out` folder {str(args.out.parent)!r} does not exist")

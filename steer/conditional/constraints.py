@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from transformers import LogitsProcessor
 
-from steer.conditional.attributes import Degeneracy
+from steer.degeneracy import Degeneracy
 from steer.repetition import NoNgramLoop, apply_bans
 
 __all__ = ["HardConstraints", "NoNgramLoop", "hard_constraints"]

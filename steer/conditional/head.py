@@ -17,8 +17,8 @@ import os
 import torch
 from torch import nn
 
-from ngram.files import read_checked, write_atomic
-from steer.fingerprint import model_fingerprint
+from ngram import read_checked, write_atomic
+from steer.model_fingerprint import model_fingerprint
 
 FORMAT = "steer-prefix-head"
 VERSION = "1"

@@ -10,9 +10,9 @@ from dataclasses import asdict, dataclass, field
 import torch
 from scipy.stats import rankdata
 
-from steer.conditional.attributes import Degeneracy
 from steer.conditional.beam import HiddenStateTap
 from steer.conditional.head import PrefixHead
+from steer.degeneracy import Degeneracy
 from steer.generation import DecodeConfig, continue_prompts
 
 # Fewer held-out prefixes than this in either class makes the report warn.

@@ -63,7 +63,7 @@ def edit_generate(model, tokenizer, sources: list[str], task: str = "gec", mode:
 
     Args:
         chat: prompts through the tokenizer's chat template (None: whenever it has one), as
-            :func:`steer.edits.train.finetune` trained them.
+            :func:`steer.edits.finetune.finetune` trained them.
         sort_by_length: batch the sources in order of prompt length (results come back in the
             input order), so that a batch holds sources of like length and, mostly, answers of
             like length: greedy ``generate`` runs each batch until its longest answer ends.

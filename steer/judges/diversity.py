@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
 
-from steer.conditional.attributes import Degeneracy
+from steer.degeneracy import Degeneracy
 from steer.judges.heldout import split_context
 
 # Self-BLEU compares each continuation with all the others (quadratic in the
@@ -17,7 +17,7 @@ SELF_BLEU_HYPOTHESES = 100
 class DiversityJudge:
     """Per sample: whether the continuation is degenerate; per cell: distinct-1/2 and self-BLEU.
 
-    Degenerate (``steer.conditional.Degeneracy`` on word ids): empty, shorter
+    Degenerate (``steer.degeneracy.Degeneracy`` on word ids): empty, shorter
     than ``min_len`` words, looping (a repeated word n-gram or a periodic
     tail) or copying a span of the prompt.
     """

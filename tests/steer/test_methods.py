@@ -54,7 +54,7 @@ def test_sweep_runs_registered_variants_over_their_knobs(aidreams, aidreams_path
 def test_every_method_builds_processors(aidreams, corpora, tmp_path):
     from steer.corpora import load_corpus
     from steer.methods import Context
-    from steer.tables import table_for
+    from steer.table_cache import table_for
 
     model, tok = aidreams
     style, background = corpora
@@ -76,7 +76,7 @@ def test_guided_options_reach_the_variants_and_bad_ones_are_refused(aidreams, co
     from steer.corpora import load_corpus
     from steer.methods import Context
     from steer.options import GuidedOptions
-    from steer.tables import table_for
+    from steer.table_cache import table_for
 
     model, tok = aidreams
     style, background = corpora

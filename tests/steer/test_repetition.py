@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from steer import repetition
-from steer.conditional.attributes import Degeneracy  # the definition of a loop the ban must prevent
+from steer.degeneracy import Degeneracy  # the definition of a loop the ban must prevent
 from steer.repetition import NoNgramLoop
 
 

@@ -136,14 +136,14 @@ def test_steered_cells_are_warmed_up_before_timing(aidreams, aidreams_path, corp
 
 
 def test_methods_only_see_the_steer_split(aidreams, aidreams_path, tmp_path, monkeypatch):
-    from steer import tables
+    from steer import table_cache
 
     docs = [f"document number {i} says something about pixels" for i in range(100)]
     path = tmp_path / "c.txt"
     path.write_text("\n".join(docs))
     built = []
-    real = tables.table_for
-    monkeypatch.setattr(tables, "table_for", lambda corpus, *a, **k: built.append(corpus) or real(corpus, *a, **k))
+    real = table_cache.table_for
+    monkeypatch.setattr(table_cache, "table_for", lambda corpus, *a, **k: built.append(corpus) or real(corpus, *a, **k))
     model, tok = aidreams
     cfg = _config(aidreams_path, path, lambdas=[0.5], baselines=["prompt"], style_prompt=dict(exemplars=3))
     run_sweep(cfg, tmp_path / "run", model=model, tokenizer=tok)

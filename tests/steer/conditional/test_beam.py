@@ -6,11 +6,11 @@ import pytest
 import torch
 from transformers import LogitsProcessorList, MinNewTokensLengthLogitsProcessor
 
-from steer.conditional.attributes import Degeneracy
 from steer.conditional.beam import ConditionalBeam, HiddenStateTap
 from steer.conditional.constraints import HardConstraints, NoNgramLoop, hard_constraints
 from steer.conditional.head import PrefixHead
 from steer.conditional.train import AttrTrainConfig, auc, train_attribute_model
+from steer.degeneracy import Degeneracy
 from tests.conftest import tiny_gpt2, tiny_llama
 
 V = 48

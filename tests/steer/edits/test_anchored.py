@@ -9,12 +9,12 @@ import pytest
 
 from steer.edits.anchored import format_anchored, parse_anchored
 from steer.edits.data import load_edit_set
+from steer.edits.finetune import finetune
 from steer.edits.format import SpanFormatError
 from steer.edits.generate import edit_generate
 from steer.edits.make_data import make_examples
 from steer.edits.prompts import make_prompt
 from steer.edits.spans import Span, apply_spans, extract_spans, normalize
-from steer.edits.train import finetune
 
 ALL_SETS = [("jfleg", "dev"), ("jfleg", "test"), ("asset", "valid"), ("asset", "test"),
             ("turkcorpus", "tune"), ("mrpc", "train"), ("mrpc", "test")]

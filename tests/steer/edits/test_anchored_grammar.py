@@ -11,10 +11,10 @@ import torch
 from steer.edits.anchored import format_anchored, parse_anchored
 from steer.edits.anchored_grammar import AnchoredGrammar
 from steer.edits.data import load_edit_set
+from steer.edits.finetune import finetune
 from steer.edits.generate import edit_generate
 from steer.edits.make_data import make_examples
 from steer.edits.spans import apply_spans, extract_spans
-from steer.edits.train import finetune
 from tests.conftest import tiny_gpt2
 
 

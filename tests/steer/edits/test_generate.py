@@ -6,9 +6,9 @@ import copy
 
 import pytest
 
+from steer.edits.finetune import encode_examples
 from steer.edits.generate import edit_generate, read_answer
 from steer.edits.prompts import as_chat, make_prompt, uses_chat
-from steer.edits.train import encode_examples
 from steer.models import document_ids
 
 # A minimal chat template: the tests need a tokenizer that has one.

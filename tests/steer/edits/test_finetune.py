@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from steer.edits.compact import add_position_tokens
+from steer.edits.finetune import encode_examples, finetune, mix, target_loss
 from steer.edits.generate import edit_generate
 from steer.edits.make_data import make_examples
-from steer.edits.train import encode_examples, finetune, mix, target_loss
 from tests.conftest import tiny_gpt2, tiny_llama
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from steer.conditional.attributes import Degeneracy, pad
+from steer.degeneracy import Degeneracy, pad
 
 D = Degeneracy(ngram=3, repeats=3, tail_period=4, tail_min=6, copy_span=4, min_len=3)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from steer.edits.metrics import bleu, gleu, gleu_stats, sari, sari_sentence
+from steer.edits.scoring import bleu, gleu, gleu_stats, sari, sari_sentence
 
 REFS = ["About 95 species are currently known .", "About 95 species are now accepted .",
         "95 species are now accepted ."]
