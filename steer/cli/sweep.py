@@ -46,6 +46,9 @@ def register(sub) -> None:
                    help="corpus contrastive and activation methods measure against (ordinary text)")
     p.add_argument("--judges", default="heldout_ppl,classifier,diversity",
                    help="comma-separated held-out judges (classifier needs steer[eval]); empty for none")
+    p.add_argument("--table-metrics", action="store_true",
+                   help="also score the text with the steering table itself (steer_table_ppl, overlap_n) and "
+                        "against the unsteered text; they favour the prior by construction")
     family_flags(p)
 
     p = add_command(sub, "report", "write a run folder's results from the cells finished so far (runs nothing)",
@@ -75,6 +78,7 @@ def cmd_sweep(args) -> int:
         samples=args.samples, **decoding, **corpus, prior=options(args, PriorOptions).lookup(),
         baselines=args.baseline or [], judges=[j for j in args.judges.split(",") if j.strip()],
         methods=args.method or [], knobs=_parse_knobs(args.knob or []), background=args.background,
+        table_metrics=args.table_metrics,
         guided=given(args, GuidedOptions), activation=given(args, ActivationOptions), hso=given(args, HSOOptions),
         style_prompt=given(args, StylePrompt), lora=given(args, LoraTrainConfig))
     return _run_sweep(config, args.out)

@@ -85,14 +85,14 @@ def test_manifest_entries_are_complete_and_resolve(shared_data):
 def test_named_corpus_loads_clean(shared_data):
     corpus = load_corpus("don_quixote")
     assert len(corpus.steer) > 1000 and corpus.judge
-    assert not any(".jpg" in d or d == "Full Size" for d in corpus.train)
+    assert not any(".jpg" in d or d == "Full Size" for d in corpus.steer)
 
 
 def test_path_and_folder_corpora(tmp_path):
     (tmp_path / "a.txt").write_text("first doc\n\nsecond doc\n", encoding="utf-8")
     (tmp_path / "b.txt").write_text("third doc\n", encoding="utf-8")
-    assert load_corpus(tmp_path / "a.txt", judge_fraction=0).train == ["first doc", "second doc"]
-    assert len(load_corpus(tmp_path, judge_fraction=0).train) == 3
+    assert load_corpus(tmp_path / "a.txt", judge_fraction=0).steer == ["first doc", "second doc"]
+    assert len(load_corpus(tmp_path, judge_fraction=0).steer) == 3
 
 
 @pytest.mark.parametrize("fraction", [0.0, 0.2])
@@ -122,7 +122,7 @@ def test_non_utf8_corpus_is_refused_and_read_with_its_encoding(tmp_path):
     path.write_bytes("Don Quixote\u2019s \u201chorse\u201d".encode("cp1252"))
     with pytest.raises(ValueError, match=r"not utf-8 text .*`encoding=`.*--encoding"):
         load_corpus(path)
-    assert load_corpus(path, judge_fraction=0, encoding="cp1252").train == ["Don Quixote\u2019s \u201chorse\u201d"]
+    assert load_corpus(path, judge_fraction=0, encoding="cp1252").steer == ["Don Quixote\u2019s \u201chorse\u201d"]
     with pytest.raises(ValueError, match="`encoding`"):
         load_corpus(path, encoding="no-such-codec")
 

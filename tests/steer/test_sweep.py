@@ -28,7 +28,7 @@ def corpus_file(tmp_path):
 
 def test_sweep_writes_every_file_and_resumes(aidreams, aidreams_path, corpus_file, tmp_path):
     model, tok = aidreams
-    cfg = _config(aidreams_path, corpus_file)
+    cfg = _config(aidreams_path, corpus_file, table_metrics=True)
     assert cfg.lambdas == [0.0, 0.5, 2.0]  # the baseline is always added
     out = tmp_path / "run"
     rows = run_sweep(cfg, out, model=model, tokenizer=tok)
@@ -44,6 +44,8 @@ def test_sweep_writes_every_file_and_resumes(aidreams, aidreams_path, corpus_fil
     assert base["jaccard_vs_unsteered"] == 1.0
     assert rows[2]["js_div"] > rows[1]["js_div"] > 0
     assert len((out / "samples.jsonl").read_text().splitlines()) == 6
+    plain = run_sweep(_config(aidreams_path, corpus_file), tmp_path / "plain", model=model, tokenizer=tok)
+    assert all(r["steer_table_ppl"] != r["steer_table_ppl"] for r in plain)  # NaN: asked for only
     assert json.loads((out / "config.json").read_text())["versions"]["torch"]
 
     class NoModel:  # a resumed, finished sweep never touches the model
@@ -56,7 +58,7 @@ def test_sweep_writes_every_file_and_resumes(aidreams, aidreams_path, corpus_fil
 
 def test_interrupted_sweep_recomputes_only_missing_cells(aidreams, aidreams_path, corpus_file, tmp_path):
     model, tok = aidreams
-    cfg = _config(aidreams_path, corpus_file)
+    cfg = _config(aidreams_path, corpus_file, table_metrics=True)
     out = tmp_path / "run"
     full = run_sweep(cfg, out, model=model, tokenizer=tok)
     cells = (out / "cells.jsonl").read_text().splitlines()
@@ -118,17 +120,18 @@ def test_js_has_no_relative_column_and_noise_baselines_give_nan(aidreams, aidrea
 def test_steered_cells_are_warmed_up_before_timing(aidreams, aidreams_path, corpus_file, tmp_path, monkeypatch):
     # Regression: the first cell's ms/token included the prior's first-call
     # preparation (113 ms/token against 6.8 later).
-    from steer import generation, sweep
+    from steer import generation
+    from steer.sweep import run
 
     model, tok = aidreams
     calls = []
-    real = sweep.continue_prompts
+    real = run.continue_prompts
 
     def recording(model, tokenizer, prompts, processors=(), config=None, prefix=None):
         calls.append((len(prompts), len(list(processors)), config.max_new_tokens))
         return real(model, tokenizer, prompts, processors, config, prefix=prefix)
 
-    monkeypatch.setattr(sweep, "continue_prompts", recording)  # the unsteered reference
+    monkeypatch.setattr(run, "continue_prompts", recording)  # the unsteered reference
     monkeypatch.setattr(generation, "continue_prompts", recording)  # the cells (steer.methods.Setup)
     run_sweep(_config(aidreams_path, corpus_file, lambdas=[0.5]), tmp_path / "run", model=model, tokenizer=tok)
     # unsteered reference, then per cell: a short untimed warm-up with the cell's processors, then the cell
