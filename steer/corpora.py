@@ -56,6 +56,16 @@ class Corpus:
         return docs_digest(self.steer)
 
 
+def corpus_label(entry: str) -> str:
+    """How tables, figures and reports name a corpus entry: a name as it is, a path by its file name.
+
+    Example:
+        >>> corpus_label("don_quixote"), corpus_label("/data/books/my_style.txt")
+        ('don_quixote', 'my_style.txt')
+    """
+    return Path(str(entry)).name or str(entry)
+
+
 def default_data_dirs() -> list[Path]:
     """Where named corpora are looked for, in order.
 

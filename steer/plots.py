@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator  # noqa: E402
 
+from steer.corpora import corpus_label  # noqa: E402
 from steer.methods import REFERENCE, get_method, method_of  # noqa: E402
 
 # (column, title, is it a change vs lam = 0 in percent, which direction is better)
@@ -87,7 +88,7 @@ def plot_metrics_vs_lambda(rows: list[dict], path: Path, title: str | None = Non
         ax.axhline(0 if percent else (1 if key == "jaccard_vs_unsteered" else 0), color="grey", lw=0.6)
         ax.grid(alpha=0.3)
     handles = [Line2D([], [], color=colours[c], marker="o", ms=4) for c in corpora]
-    labels = list(corpora)
+    labels = [corpus_label(c) for c in corpora]
     methods = {method_of(r) for r in rows}
     for method, handle, label in [
         ("prior+prompt", Line2D([], [], color="k", ls=":", marker="x", ms=4), "prior + prompt"),
@@ -161,7 +162,7 @@ def plot_pareto(rows: list[dict], path: Path, title: str | None = None) -> None:
         ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_title(corpus, fontsize=10)
+        ax.set_title(corpus_label(corpus), fontsize=10)
         ax.set_xlabel("base-model perplexity of the continuations", fontsize=8.5)
         ax.set_ylabel("judged in-style (share)", fontsize=8.5)
         ax.set_ylim(-0.03, 1.03)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from steer.cli.common import MODEL_HELP, add_command, corpus_help, print_corpus
 from steer.cli.flags import add_flags, given
+from steer.corpora import corpus_label
 
 EXAMPLE = (
     "examples:\n"
@@ -134,7 +135,7 @@ def cmd_generate(args) -> int:
 
     method = get_method(spec.method)
     label = spec.method + (f", {method.knob}={spec.knob:g}" if method.knob else "")
-    print(f"model: {args.model}   corpus: {Path(spec.corpus).name or spec.corpus}   method: {label}")
+    print(f"model: {args.model}   corpus: {corpus_label(spec.corpus)}   method: {label}")
     print(f"\n[unsteered]\n{text(plain[0])}")
     print(f"\n[steered, {label}]\n{text(steered[0])}")
     return 0

@@ -9,6 +9,7 @@ from pathlib import Path
 from steer.cli.common import MODEL_HELP, Interrupted, add_command, corpus_help
 from steer.cli.flags import given, options
 from steer.cli.generate import family_flags
+from steer.corpora import corpus_label
 
 EXAMPLES = {
     "sweep": ("examples:\n  steer sweep --model ../shared/data/models/base-llama2tok --corpus don_quixote "
@@ -176,7 +177,7 @@ def _print_summary(rows: list[dict]) -> None:
     for r in rows:
         ci = (f"[{r['judge_hit_lo']:.2f}, {r['judge_hit_hi']:.2f}]" if r["judge_hit_lo"] == r["judge_hit_lo"]
               else "")
-        corpus = Path(r["corpus"]).name or r["corpus"]  # a corpus given as a path: its file name
+        corpus = corpus_label(r["corpus"])
         print(f"{corpus[:18]:18s} {r['method']:{mw}s} {r['lam']:5.3g} {_num(r['judge_hit'], '.2f', 5)} "
               f"{ci:>13s} {_num(r['heldout_style_ppl'], '.1f', 9)} {_num(r['base_ppl'], '.1f', 9)} "
               f"{_pct(r['base_ppl_rel'])} {_num(r['degenerate_rate'], '.2f', 6)} {_num(r['distinct_2'], '.3f', 6)} "
@@ -219,6 +220,6 @@ def _print_holding(out) -> None:
     for corpus, method in dict.fromkeys((r["corpus"], r["method"]) for r in table):
         held = widest_holding_range(table, corpus, method)
         where = "nowhere" if held is None else f"over knob {held[0]:g}-{held[1]:g} ({held[2]:.3g}x wide)"
-        print(f"  {Path(corpus).name or corpus} {method}: holds {where}")
+        print(f"  {corpus_label(corpus)} {method}: holds {where}")
     if read_comparisons(out, "holding"):
         print("  comparisons.csv, kind holding: each holding cell against each baseline, paired over prompts")

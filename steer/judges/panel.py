@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from steer.corpora import Corpus, check_disjoint
+from steer.corpora import Corpus, check_disjoint, corpus_label
 from steer.judges import JudgeError
 from steer.judges.diversity import DiversityJudge
 from steer.judges.heldout import HeldoutStylePPL
@@ -84,11 +84,15 @@ class JudgePanel:
         """What the judges are and how good they are, for judge.json."""
         out: dict = {"judges": list(self.kinds)}
         if self.heldout:
-            out["heldout_ppl"] = {name: {"orders": j.table.order, "vocabulary": len(j.vocab),
+            out["heldout_ppl"] = {corpus_label(name): {"orders": j.table.order, "vocabulary": len(j.vocab),
                                          "judge_words": j.table.stats["n_tokens"], "smoothing": "kneser_ney"}
                                   for name, j in self.heldout.items()}
         if self.classifier is not None:
-            out["classifier"] = self.classifier.report
+            report = dict(self.classifier.report)  # classes named as tables name corpora (a path: its file name)
+            report["classes"] = [corpus_label(c) for c in report["classes"]]
+            report["heldout_accuracy_per_class"] = {corpus_label(c): v for c, v in
+                                                    report["heldout_accuracy_per_class"].items()}
+            out["classifier"] = report
         elif self.classifier_refusal is not None:
             out["classifier"] = self.classifier_refusal
         return out
