@@ -66,7 +66,8 @@ def main():
     call_ms, calls = grammar_ms_per_call(tok, pairs)
     print(f"grammar call: {call_ms:.3f} ms ({calls} calls, batch 16, {len(tok)} columns)", flush=True)
     sources = [s for s, _ in pairs]
-    kw = {"task": "gec", "mode": "anchored", "max_new_tokens": 128, "batch_size": 16, "loop_ban": (4, 3)}
+    kw = {"task": "gec", "target": "spans", "fmt": "anchored", "max_new_tokens": 128, "batch_size": 16,
+          "loop_ban": (4, 3)}
     edit_generate(model, tok, sources[:16], **{**kw, "max_new_tokens": 8})  # warm-up
     figures = {"sources": len(sources), "grammar_ms_per_call": round(call_ms, 3), "calls": calls}
     for name, grammar in (("grammar", True), ("free", False)):

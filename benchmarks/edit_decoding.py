@@ -48,17 +48,18 @@ def main():
     torch.set_num_threads(args.threads)
     sources = load_edit_set("jfleg", "test").sources[: args.sources]
     figures = {}
-    for name, mode in (("spans", "compact"), ("rewrite", "rewrite")):
+    for name, output in (("spans", {"target": "spans", "fmt": "compact"}), ("rewrite", {"target": "rewrite"})):
         path = Path(args.ckpt) / name
         info = json.loads((path / "train_info.json").read_text())
         model, tok = load_model(str(path))
-        kw = {"task": "gec", "mode": mode, "max_new_tokens": 128, "batch_size": 16, "chat": info.get("chat", True),
+        kw = {"task": "gec", **output, "max_new_tokens": 128, "batch_size": 16, "chat": info.get("chat", True),
               "mark_every": info.get("mark_every", 1), "loop_ban": (4, 2)}
         edit_generate(model, tok, sources[:16], **{**kw, "max_new_tokens": 8})  # warm-up
         slow, generate_s = edit_generate(model, tok, sources, drop_finished=False, **kw)
         fast, drop_s = edit_generate(model, tok, sources, drop_finished=True, **kw)
         _, prefill_s = edit_generate(model, tok, sources, drop_finished=True, **{**kw, "max_new_tokens": 1})
-        prompts = document_ids(tok, [as_chat(tok, make_prompt(s, "gec", mode, kw["mark_every"])) for s in sources])
+        prompts = document_ids(tok, [as_chat(tok, make_prompt(s, "gec", **output, mark_every=kw["mark_every"]))
+                                     for s in sources])
         figures[name] = {
             "sources": len(sources), "generate_s": round(generate_s, 2), "drop_s": round(drop_s, 2),
             "drop_vs_generate": round(drop_s / generate_s, 3), "prefill_s": round(prefill_s, 2),

@@ -87,9 +87,11 @@ MIX = {"synthetic": 0.35, "jfleg": 0.2, "asset": 0.15, "turkcorpus": 0.15, "mrpc
 EVAL_CAP = {"synthetic": SYNTHETIC_EVAL, "jfleg/test": None, "asset/test": None, "turkcorpus/held": None,
             "mrpc/test": 400}
 RATIO_SETS = [("jfleg", "test"), ("asset", "test"), ("turkcorpus", "tune"), ("mrpc", "test")]
-# Per training mode: the example format (steer.edits.make_data) and the decoding mode (edit_generate).
+# Per training run (its --mode names the run: "spans" is the compact span model): the example format
+# (steer.edits.make_data) and what edit_generate decodes (its target and span format).
 FORMAT = {"spans": "compact", "anchored": "anchored", "rewrite": "text"}
-DECODE = {"spans": "compact", "anchored": "anchored", "rewrite": "rewrite"}
+DECODE = {"spans": {"target": "spans", "fmt": "compact"}, "anchored": {"target": "spans", "fmt": "anchored"},
+          "rewrite": {"target": "rewrite"}}
 
 
 def sentences(n: int, seed: int = 0) -> list[str]:
@@ -236,11 +238,11 @@ def evaluate(args):
     models = {name: load_model(str(Path(args.ckpt) / name)) for name in names}
     info = {name: json.loads((Path(args.ckpt) / name / "train_info.json").read_text()) for name in names}
     modes = {name: {"mark_every": info[name].get("mark_every", 1), "chat": info[name].get("chat", False),
-                    "mode": DECODE[info[name].get("mode", "spans")], "max_new_tokens": args.max_new_tokens}
+                    **DECODE[info[name].get("mode", "spans")], "max_new_tokens": args.max_new_tokens}
              for name in names}
     if args.instruct:
         models["instruct"] = load_model(info[spans].get("model", str(MODEL)))
-        modes["instruct"] = {"mark_every": 1, "chat": True, "mode": "instruct",
+        modes["instruct"] = {"mark_every": 1, "chat": True, "target": "rewrite", "instruct": True,
                              "max_new_tokens": args.instruct_max_new_tokens}
     guard = None if args.no_loop_ban else tuple(int(x) for x in args.loop_ban.split(","))
     fmt = FORMAT[info[spans].get("mode", "spans")]

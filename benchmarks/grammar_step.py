@@ -48,7 +48,7 @@ def main():
     tok = AutoTokenizer.from_pretrained(shared / "tokenizers" / "llama2" / "hf")
     model = AutoModelForCausalLM.from_pretrained(shared / "models" / "base-llama2tok").eval()
     sources = load_edit_set("jfleg", "test", root=shared / "edits").sources[: args.batch]
-    enc = encode_prompts(tok, [make_prompt(s, "gec", "spans") for s in sources])
+    enc = encode_prompts(tok, [make_prompt(s, "gec", "spans", "text") for s in sources])
     width = enc["input_ids"].shape[1]
 
     def run(procs, min_new=0):

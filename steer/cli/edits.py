@@ -18,11 +18,16 @@ EXAMPLES = {
     "run": ("example:\n  steer edits run --model gec-model --sources ../shared/data/edits/jfleg/test/test.src "
             "--out corrected.txt"),
 }
-EDIT_MODE_FILE = "edit_mode.json"
-_SPAN_LABEL = {"spans": "text", "compact": "compact", "anchored": "anchored"}
+# What `steer edits train` trained a model to write: {"target": ..., "format": ...}; `steer edits run`
+# decodes it so unless told otherwise. Models trained before it hold edit_mode.json ({"mode": ...}).
+EDIT_OUTPUT_FILE = "edit_output.json"
+_OLD_MODE_FILE = "edit_mode.json"
+_OLD_MODES = {"spans": ("spans", "text"), "compact": ("spans", "compact"), "anchored": ("spans", "anchored"),
+              "rewrite": ("rewrite", None)}
 
 
 def register(sub) -> None:
+    from steer.edits.prompts import FORMATS, TARGETS
     from steer.models import default_model
 
     p = sub.add_parser("edits", help="edit-span decoding tools", description="edit-span decoding tools",
@@ -37,7 +42,7 @@ def register(sub) -> None:
     q.add_argument("--task", choices=["gec", "simplify", "paraphrase", "formality"], default="gec",
                    help="instruction used in the prompts")
     q.add_argument("--tokenizer", default=None, help="also report lengths in this tokenizer's tokens")
-    q.add_argument("--format", choices=["text", "compact", "anchored"], default="text",
+    q.add_argument("--format", choices=FORMATS, default="text",
                    help="span format: text (\"1 2 went ; 4 5\" after numbered words), compact (one token "
                         "per position, <@1><@2>went<@4><@5>; train with steer.edits.add_position_tokens) or "
                         "anchored (edits that quote the words they replace, \" go -> went\", after the plain "
@@ -54,7 +59,7 @@ def register(sub) -> None:
                    help="comma-separated share of each --data file in every batch (default: equal shares)")
     q.add_argument("--model", default=default_model(), help=MODEL_HELP)
     q.add_argument("--out", required=True, type=Path, help="output folder (model and tokenizer)")
-    q.add_argument("--target", choices=["spans", "rewrite"], default="spans",
+    q.add_argument("--target", choices=TARGETS, default="spans",
                    help="train on the span targets or on the full rewrites of the same examples")
     q.add_argument("--steps", type=int, default=2000, help="optimiser steps")
     q.add_argument("--batch", type=int, default=16, help="examples per step")
@@ -64,15 +69,19 @@ def register(sub) -> None:
     q = add_command(esub, "run", "edit every line of a file with a trained model", cmd_edits_run,
                     EXAMPLES["run"])
     q.add_argument("--model", required=True,
-                   help="a model trained with `steer edits train` (or, with --mode instruct, any chat model)")
+                   help="a model trained with `steer edits train` (or, with --instruct, any chat model)")
     q.add_argument("--sources", required=True, type=Path, help="one source text a line")
     q.add_argument("--out", default=None, type=Path, help="output file, one edited text a line (default: stdout)")
     q.add_argument("--task", choices=["gec", "simplify", "paraphrase", "formality"], default="gec",
                    help="the instruction the model was trained with")
-    q.add_argument("--mode", choices=["compact", "anchored", "spans", "rewrite", "instruct"], default=None,
-                   help="output kind (default: what `steer edits train` trained the model for, else compact when "
-                        "the tokenizer has position tokens, else spans); "
-                        "instruct: ask an untuned chat model for the edited sentence")
+    q.add_argument("--target", choices=TARGETS, default=None,
+                   help="what the model writes: edits over the source (spans) or the whole text (rewrite); "
+                        "default: what `steer edits train` trained it for, else spans")
+    q.add_argument("--format", choices=FORMATS, default=None,
+                   help="the format of its span answers (default: what it was trained on, else compact when the "
+                        "tokenizer has position tokens, else text)")
+    q.add_argument("--instruct", action="store_true",
+                   help="ask an untuned chat model for the edited sentence (the baseline a user tries first)")
     q.add_argument("--beams", type=int, default=1, help="beam width (1: greedy)")
     q.add_argument("--batch", type=int, default=16, help="sources per generate call")
     q.add_argument("--max-new-tokens", type=int, default=128, help="token budget of one answer")
@@ -151,11 +160,11 @@ def cmd_edits_train(args) -> int:
         raise ValueError(f"`--weights` must hold one non-negative share per --data file ({len(sets)}), "
                          f"got {args.weights!r}") from e
     model, tokenizer = load_model(args.model)
-    mode = "rewrite" if args.target == "rewrite" else _span_mode(examples)
-    if mode == "compact":
+    fmt = _span_format(examples) if args.target == "spans" else None
+    if fmt == "compact":
         add_position_tokens(tokenizer, model)
     print(f"{len(examples):,} examples from {len(sets)} file(s); training every parameter of {args.model} "
-          f"for {args.steps} steps of {args.batch} ({mode if mode == 'rewrite' else _SPAN_LABEL[mode]} spans)")
+          f"for {args.steps} steps of {args.batch} ({'rewrites' if fmt is None else f'{fmt} spans'})")
 
     def progress(step, loss):
         if (step + 1) % max(args.steps // 20, 1) == 0 or step + 1 == args.steps:
@@ -166,14 +175,14 @@ def cmd_edits_train(args) -> int:
                             warmup=args.warmup, seed=args.seed, progress=progress)
     model.save_pretrained(args.out)
     tokenizer.save_pretrained(args.out)
-    # What `steer edits run` decodes this model with when no --mode is given.
-    (Path(args.out) / EDIT_MODE_FILE).write_text(json.dumps({"mode": mode}) + "\n", encoding="utf-8")
+    (Path(args.out) / EDIT_OUTPUT_FILE).write_text(json.dumps({"target": args.target, "format": fmt}) + "\n",
+                                                   encoding="utf-8")
     print(f"trained in {secs:.0f} s (loss {losses[0]:.3f} -> {losses[-1]:.3f}) -> {args.out}")
     return 0
 
 
 
-def _span_mode(examples: list[dict]) -> str:
+def _span_format(examples: list[dict]) -> str:
     """The span format of make-data examples: their "format" field, else compact if the prompts hold
     position tokens (files written before the field existed), else the text format."""
     from steer.edits.compact import POSITION
@@ -181,22 +190,22 @@ def _span_mode(examples: list[dict]) -> str:
     formats = {ex.get("format") for ex in examples} - {None}
     if len(formats) > 1:
         raise ValueError(f"`--data` files mix span formats {sorted(formats)}: train one format at a time")
-    fmt = formats.pop() if formats else ("compact" if any(POSITION.format(0) in ex["prompt"] for ex in examples)
-                                         else "text")
-    return "spans" if fmt == "text" else fmt
+    return formats.pop() if formats else ("compact" if any(POSITION.format(0) in ex["prompt"] for ex in examples)
+                                          else "text")
 
 
-
-def _trained_mode(model_dir, tokenizer) -> str:
-    """How `steer edits train` trained the model at ``model_dir`` (its edit_mode.json), else compact when
-    the tokenizer has position tokens, else the text span format."""
+def _trained_output(model_dir, tokenizer) -> tuple[str, str | None]:
+    """(target, format) `steer edits train` trained the model at ``model_dir`` for (its edit_output.json,
+    or an older edit_mode.json), else spans, compact when the tokenizer has position tokens, else text."""
     from steer.edits.compact import POSITION
 
-    saved = Path(model_dir) / EDIT_MODE_FILE
+    saved, old = Path(model_dir) / EDIT_OUTPUT_FILE, Path(model_dir) / _OLD_MODE_FILE
     if saved.is_file():
-        return json.loads(saved.read_text(encoding="utf-8"))["mode"]
-    return "compact" if POSITION.format(0) in tokenizer.get_vocab() else "spans"
-
+        data = json.loads(saved.read_text(encoding="utf-8"))
+        return data["target"], data.get("format")
+    if old.is_file():
+        return _OLD_MODES[json.loads(old.read_text(encoding="utf-8"))["mode"]]
+    return "spans", "compact" if POSITION.format(0) in tokenizer.get_vocab() else "text"
 
 
 def cmd_edits_run(args) -> int:
@@ -210,8 +219,14 @@ def cmd_edits_run(args) -> int:
     if not sources:
         raise ValueError(f"`--sources` file {str(args.sources)!r} holds no text")
     model, tokenizer = load_model(args.model)
-    mode = args.mode or _trained_mode(args.model, tokenizer)
-    results, secs = edit_generate(model, tokenizer, sources, task=args.task, mode=mode, num_beams=args.beams,
+    if args.instruct:
+        target, fmt = "rewrite", None
+    else:
+        target, fmt = _trained_output(args.model, tokenizer)
+        target = args.target or target
+        fmt = None if target == "rewrite" else args.format or fmt or "text"
+    results, secs = edit_generate(model, tokenizer, sources, task=args.task, target=target, fmt=fmt,
+                                  instruct=args.instruct, num_beams=args.beams,
                                   max_new_tokens=args.max_new_tokens, batch_size=args.batch,
                                   mark_every=args.mark_every, loop_ban=None if args.no_loop_ban else (4, 2),
                                   grammar=False if args.no_grammar else None)
@@ -223,7 +238,8 @@ def cmd_edits_run(args) -> int:
     else:
         sys.stdout.write(text)
     changed = sum(r.target != " ".join(s.split()) for r, s in zip(results, sources, strict=True))
-    print(f"{len(sources)} sources ({mode}): {changed} changed, {sum(not r.valid for r in results)} left as they "
+    label = "instruct" if args.instruct else fmt or target
+    print(f"{len(sources)} sources ({label}): {changed} changed, {sum(not r.valid for r in results)} left as they "
           f"were for want of a complete answer; {secs:.1f} s of generation"
           + (f" -> {args.out}" if args.out else ""), file=sys.stderr)
     return 0

@@ -14,7 +14,7 @@ from steer.edits.anchored_grammar import AnchoredGrammar
 from steer.edits.compact import CompactSpanGrammar, parse_compact
 from steer.edits.format import SpanFormatError, parse_spans
 from steer.edits.grammar import EditSpanGrammar
-from steer.edits.prompts import make_prompt
+from steer.edits.prompts import make_prompt, output_kind
 from steer.edits.spans import Span, apply_spans, normalize
 from steer.generation import greedy_drop_finished
 
@@ -26,10 +26,10 @@ _QUOTES = "\"'“”‘’`*"
 
 @dataclass
 class EditResult:
-    """One output: the target text, the spans (spans mode), the raw generated text, its token count.
+    """One output: the target text, the spans (target spans), the raw generated text, its token count.
 
     ``valid`` is False when the span list could not be completed within the
-    token budget, or (anchored mode) does not place in the source; the target is
+    token budget, or (the anchored format) does not place in the source; the target is
     then the source unchanged.
     """
 
@@ -41,25 +41,26 @@ class EditResult:
 
 
 @torch.no_grad()
-def edit_generate(model, tokenizer, sources: list[str], task: str = "gec", mode: str = "spans",
-                  max_new_tokens: int = 64, num_beams: int = 1, batch_size: int = 16,
+def edit_generate(model, tokenizer, sources: list[str], task: str = "gec", target: str = "spans",
+                  fmt: str | None = None, instruct: bool = False, max_new_tokens: int = 64, num_beams: int = 1,
+                  batch_size: int = 16,
                   mark_every: int = 1, chat: bool | None = None, sort_by_length: bool = True,
                   loop_ban: tuple[int, int] | None = (4, 2),
                   drop_finished: bool = True, skip_bad_edits: bool = False,
                   grammar: bool | None = None) -> tuple[list[EditResult], float]:
     """Edit every source with the model.
 
-    ``mode="spans"``: the model writes a span list under :class:`EditSpanGrammar`
-    and the spans are applied to the source. ``mode="compact"``: the same with
-    one token per position (:mod:`steer.edits.compact`; the tokenizer and model
-    need the position tokens; ``mark_every`` as the model was trained with, see
-    :func:`steer.edits.compact.compact_source`). ``mode="anchored"``: the model reads the plain
-    source and writes edits that quote the words they replace (:mod:`steer.edits.anchored`) under
+    ``target="spans"``: the model writes edits over the source in span format ``fmt`` and they are
+    applied to it. ``fmt="text"`` (the default): a span list under :class:`EditSpanGrammar`;
+    ``"compact"``: the same with one token per position (:mod:`steer.edits.compact`; the tokenizer
+    and model need the position tokens; ``mark_every`` as the model was trained with, see
+    :func:`steer.edits.compact.compact_source`); ``"anchored"``: the model reads the plain source and
+    writes edits that quote the words they replace (:mod:`steer.edits.anchored`) under
     :class:`~steer.edits.anchored_grammar.AnchoredGrammar`, which keeps the quoted words to source
-    words the parser can place (a byte-level BPE tokenizer). ``mode="rewrite"``: the model writes the whole
-    target (same prompt style), unconstrained. ``mode="instruct"``: an untuned instruction-following
-    model is asked for the edited sentence (:func:`steer.edits.prompts.make_prompt`'s ``instruct``
-    kind) and its answer is read by :func:`read_answer`.
+    words the parser can place (a byte-level BPE tokenizer). ``target="rewrite"``: the model writes
+    the whole target (same prompt style), unconstrained. ``instruct=True`` (with target rewrite): an
+    untuned instruction-following model is asked for the edited sentence and its answer is read by
+    :func:`read_answer`.
 
     Args:
         chat: prompts through the tokenizer's chat template (None: whenever it has one), as
@@ -68,17 +69,17 @@ def edit_generate(model, tokenizer, sources: list[str], task: str = "gec", mode:
             input order), so that a batch holds sources of like length and, mostly, answers of
             like length: greedy ``generate`` runs each batch until its longest answer ends.
         loop_ban: (n, r): no n-gram of the answer may occur r times
-            (:class:`steer.repetition.NoNgramLoop`), in every mode alike; None: no guard.
+            (:class:`steer.repetition.NoNgramLoop`), for every target and format alike; None: no guard.
         drop_finished: with greedy decoding (``num_beams=1``), a row leaves the model's batch as
             soon as its answer ends (:func:`steer.generation.greedy_drop_finished`: the same
             answers as ``generate``, which runs every row until the batch's longest answer ends).
             False: ``model.generate``.
-        grammar: decode the span modes under their grammar; False: unconstrained, as the model was
+        grammar: decode span answers under their format's grammar; False: unconstrained, as the model was
             trained, where an answer that does not parse (or runs out of budget) is invalid and
             leaves the source unchanged. None (the default): under the grammar wherever the
             tokenizer allows it (always, except anchored spans with a tokenizer that is not
             byte-level BPE: :meth:`AnchoredGrammar.supports`); True: refuse to decode without it.
-        skip_bad_edits: ``mode="anchored"``: drop the edit lines of a finished answer that do not
+        skip_bad_edits: the anchored format: drop the edit lines of a finished answer that do not
             place in the source and apply the others (``parse_anchored(..., skip_bad=True)``),
             instead of leaving the whole source unchanged.
 
@@ -91,8 +92,7 @@ def edit_generate(model, tokenizer, sources: list[str], task: str = "gec", mode:
 
     if isinstance(sources, str) or not sources:
         raise ValueError("`sources` must be a non-empty list of texts")
-    if mode not in MODES:
-        raise ValueError(f"`mode` must be one of {MODES}, got {mode!r}")
+    kind = output_kind(target, fmt, instruct)  # the span format, "rewrite" or "instruct"
     if not isinstance(num_beams, int) or num_beams < 1:
         raise ValueError(f"`num_beams` must be an int >= 1, got {num_beams!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -108,7 +108,7 @@ def edit_generate(model, tokenizer, sources: list[str], task: str = "gec", mode:
     if grammar is not None and not isinstance(grammar, bool):
         raise TypeError(f"`grammar` must be a bool or None, got {grammar!r}")
     chat = uses_chat(tokenizer, chat)
-    prompts = [make_prompt(s, task, mode, mark_every) for s in sources]
+    prompts = [make_prompt(s, task, target, fmt, mark_every, instruct) for s in sources]
     if chat:
         prompts = [as_chat(tokenizer, p) for p in prompts]
     ids = document_ids(tokenizer, prompts)  # tokenised once: for the order and for the batches
@@ -119,11 +119,11 @@ def edit_generate(model, tokenizer, sources: list[str], task: str = "gec", mode:
     seconds = 0.0
     eos = tokenizer.eos_token_id
     stops = _stop_ids(model, tokenizer)
-    constrain = {"spans": EditSpanGrammar, "compact": CompactSpanGrammar, "anchored": AnchoredGrammar}.get(mode)
-    if mode == "anchored" and grammar is None:
+    constrain = {"text": EditSpanGrammar, "compact": CompactSpanGrammar, "anchored": AnchoredGrammar}.get(kind)
+    if kind == "anchored" and grammar is None:
         grammar = AnchoredGrammar.supports(tokenizer)
     constrain = constrain if grammar is not False else None
-    parse = {"compact": parse_compact, "spans": parse_spans}.get(mode)
+    parse = {"compact": parse_compact, "text": parse_spans}.get(kind)
     for b0 in range(0, len(order), batch_size):
         rows = order[b0 : b0 + batch_size]
         batch = [sources[i] for i in rows]
@@ -149,14 +149,14 @@ def edit_generate(model, tokenizer, sources: list[str], task: str = "gec", mode:
             answer = row[: row.index(eos)] if ended else row
             raw = tokenizer.decode(answer, skip_special_tokens=True)
             n_tok = len(answer) + int(ended)
-            if mode == "rewrite":
+            if kind == "rewrite":
                 results[i] = EditResult(normalize(raw.split("\n")[0]), None, raw, n_tok, ended)
                 continue
-            if mode == "instruct":
+            if kind == "instruct":
                 results[i] = EditResult(read_answer(raw), None, raw, n_tok, ended)
                 continue
             try:
-                spans = (None if not ended else parse_anchored(raw, src, skip_bad_edits) if mode == "anchored"
+                spans = (None if not ended else parse_anchored(raw, src, skip_bad_edits) if kind == "anchored"
                          else parse(raw, len(src.split())))
             except SpanFormatError:
                 spans = None
@@ -166,8 +166,6 @@ def edit_generate(model, tokenizer, sources: list[str], task: str = "gec", mode:
                 results[i] = EditResult(apply_spans(src, spans), spans, raw, n_tok, True)
     return results, seconds
 
-
-MODES = ("spans", "compact", "anchored", "rewrite", "instruct")
 
 
 def _stop_ids(model, tokenizer) -> list[int]:

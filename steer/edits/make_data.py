@@ -8,7 +8,7 @@ from pathlib import Path
 
 from steer.edits.anchored import format_anchored
 from steer.edits.format import format_spans
-from steer.edits.prompts import make_prompt
+from steer.edits.prompts import FORMATS, make_prompt
 from steer.edits.spans import extract_spans, normalize
 
 
@@ -160,12 +160,12 @@ def make_examples(pairs, task: str = "gec", tokenizer=None, fmt: str = "text",
         from steer.edits.compact import position_ids
 
         position_ids(tokenizer)
-    kind, lead = ("spans", " ") if fmt == "text" else (fmt, "")
+    lead = " " if fmt == "text" else ""
     examples, report = [], LengthReport(len(pairs), 0, 0, 0 if tokenizer else None, 0 if tokenizer else None)
     for src, tgt in pairs:
         spans_text = _write(fmt, src, extract_spans(src, tgt))
         rewrite = normalize(tgt)
-        examples.append({"prompt": make_prompt(src, task, kind, mark_every), "completion": lead + spans_text,
+        examples.append({"prompt": make_prompt(src, task, "spans", fmt, mark_every), "completion": lead + spans_text,
                          "rewrite_prompt": make_prompt(src, task, "rewrite"), "rewrite": " " + rewrite,
                          "source": src, "target": tgt, "format": fmt})
         report.span_words += len(spans_text.split())
@@ -176,7 +176,6 @@ def make_examples(pairs, task: str = "gec", tokenizer=None, fmt: str = "text",
     return examples, report
 
 
-FORMATS = ("text", "compact", "anchored")
 
 
 def _write(fmt: str, source: str, spans: list) -> str:

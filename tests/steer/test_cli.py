@@ -184,6 +184,14 @@ def test_edits_run_decodes_as_the_model_was_trained(tmp_path, aidreams_path, cap
                      *extra]) == 0
         assert out.read_text() == "the cat sat on the mat\n"
         assert "(anchored): 1 changed" in capsys.readouterr().err
+    # A model folder from before edit_output.json names its output in edit_mode.json: read as the same.
+    (model_dir / "edit_output.json").rename(model_dir / "edit_mode.json")
+    (model_dir / "edit_mode.json").write_text('{"mode": "anchored"}\n')
+    assert main(["edits", "run", "--model", str(model_dir), "--sources", str(sources), "--out", str(out)]) == 0
+    assert "(anchored): 1 changed" in capsys.readouterr().err
+    assert main(["edits", "run", "--model", str(model_dir), "--sources", str(sources), "--out", str(out),
+                 "--target", "rewrite", "--max-new-tokens", "4"]) == 0
+    assert "sources (rewrite)" in capsys.readouterr().err
     other = tmp_path / "text.jsonl"
     assert main(["edits", "make-data", "--pairs", str(pairs), "--out", str(other)]) == 0
     assert main(["edits", "train", "--data", str(data), "--data", str(other), "--model", str(aidreams_path),

@@ -131,7 +131,7 @@ def test_make_examples_reads_the_plain_source(llama2_tokenizer):
 def test_generate_keeps_the_source_when_an_answer_does_not_parse(aidreams):
     model, tok = aidreams
     sources = ["the cat sat on the mat", "a dog", "one two three four five six"]
-    res, secs = edit_generate(model, tok, sources, mode="anchored", max_new_tokens=12)
+    res, secs = edit_generate(model, tok, sources, fmt="anchored", max_new_tokens=12)
     assert len(res) == 3 and secs > 0
     for src, r in zip(sources, res, strict=True):
         if r.valid:
@@ -147,7 +147,7 @@ def test_finetune_teaches_an_anchored_edit(aidreams):
     examples, _ = make_examples(pairs, "gec", tok, fmt="anchored")
     losses, _ = finetune(model, tok, examples, steps=40, batch_size=2, lr=3e-3, warmup=0)
     assert losses[-1] < losses[0] / 4
-    (res,), _ = edit_generate(model, tok, [pairs[0][0]], task="gec", mode="anchored", max_new_tokens=12)
+    (res,), _ = edit_generate(model, tok, [pairs[0][0]], task="gec", fmt="anchored", max_new_tokens=12)
     assert res.valid and res.target == pairs[0][1], res.raw
 
 

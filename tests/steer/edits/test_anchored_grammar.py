@@ -142,12 +142,12 @@ def test_finetuned_model_decodes_its_edit_under_the_grammar(gpt2_tokenizer, aidr
     losses, _ = finetune(model, tok, examples, steps=60, batch_size=2, lr=1e-2, warmup=0)
     assert losses[-1] < 0.5, losses[-5:]
     sources = [pairs[0][0], "a cat sat on the mat", "on on on"]
-    res, _ = edit_generate(model, tok, sources, task="gec", mode="anchored", max_new_tokens=12)
+    res, _ = edit_generate(model, tok, sources, task="gec", fmt="anchored", max_new_tokens=12)
     assert res[0].valid and res[0].target == pairs[0][1], res[0].raw
     for src, r in zip(sources, res, strict=True):  # an answer that ends places, whatever it quotes
         if r.valid:
             assert r.target == apply_spans(src, parse_anchored(r.raw, src))
     with pytest.raises(ValueError, match="grammar=False"):
-        edit_generate(*aidreams, sources, mode="anchored", max_new_tokens=4, grammar=True)
+        edit_generate(*aidreams, sources, fmt="anchored", max_new_tokens=4, grammar=True)
     with pytest.raises(TypeError, match="grammar"):
-        edit_generate(model, tok, sources, mode="anchored", grammar="yes")
+        edit_generate(model, tok, sources, fmt="anchored", grammar="yes")

@@ -194,8 +194,8 @@ def test_make_examples_and_edit_generate_in_compact_form(aidreams_path):
     sparse, _ = make_examples(pairs, tokenizer=tok, fmt="compact", mark_every=2)
     assert sparse[0]["prompt"].endswith("Source:<@0>He go<@2>home<@3>\nEdits:")
     assert [e["completion"] for e in sparse] == [e["completion"] for e in examples]
-    results, _ = edit_generate(model, tok, [s for s, _ in pairs], mode="compact", max_new_tokens=12)
-    sparse_results, _ = edit_generate(model, tok, [s for s, _ in pairs], mode="compact", max_new_tokens=12,
+    results, _ = edit_generate(model, tok, [s for s, _ in pairs], fmt="compact", max_new_tokens=12)
+    sparse_results, _ = edit_generate(model, tok, [s for s, _ in pairs], fmt="compact", max_new_tokens=12,
                                       mark_every=2)
     assert all(r.valid <= (r.spans is not None) for r in sparse_results)
     for (src, _), r in zip(pairs, results, strict=True):

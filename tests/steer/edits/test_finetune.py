@@ -48,7 +48,7 @@ def test_finetune_teaches_a_compact_edit(aidreams):
     losses, secs = finetune(model, tok, examples, steps=40, batch_size=2, lr=3e-3, warmup=0)
     assert len(losses) == 40 and secs > 0 and losses[-1] < losses[0] / 4
     assert not model.training and not any(p.requires_grad for p in model.parameters())
-    (res,), _ = edit_generate(model, tok, [pairs[0][0]], task="gec", mode="compact", max_new_tokens=8)
+    (res,), _ = edit_generate(model, tok, [pairs[0][0]], task="gec", fmt="compact", max_new_tokens=8)
     assert res.valid and res.target == pairs[0][1]
 
 

@@ -33,23 +33,27 @@ def _recording(model, calls):
 def test_spans_and_rewrite_paths(aidreams):
     model, tok = aidreams
     sources = ["the cat sat on the mat", "a dog", "one two three four five six"]
-    res, secs = edit_generate(model, tok, sources, mode="spans", max_new_tokens=24)
+    res, secs = edit_generate(model, tok, sources, fmt="text", max_new_tokens=24)
     assert len(res) == 3 and secs > 0
     for src, r in zip(sources, res, strict=True):
         if r.valid:
             assert all(0 <= s.start <= s.end <= len(src.split()) for s in r.spans)
         else:
             assert r.target == src
-    res_b, _ = edit_generate(model, tok, sources[:2], mode="spans", max_new_tokens=16, num_beams=3)
+    res_b, _ = edit_generate(model, tok, sources[:2], fmt="text", max_new_tokens=16, num_beams=3)
     assert len(res_b) == 2
-    rew, _ = edit_generate(model, tok, sources, mode="rewrite", max_new_tokens=8)
+    rew, _ = edit_generate(model, tok, sources, target="rewrite", max_new_tokens=8)
     assert all(r.spans is None for r in rew)
 
 
 def test_bad_arguments(aidreams):
     model, tok = aidreams
-    with pytest.raises(ValueError, match="`mode`"):
-        edit_generate(model, tok, ["a"], mode="diff")
+    with pytest.raises(ValueError, match="`target`"):
+        edit_generate(model, tok, ["a"], target="diff")
+    with pytest.raises(ValueError, match="`fmt`"):
+        edit_generate(model, tok, ["a"], fmt="diff")
+    with pytest.raises(ValueError, match="`fmt` is the format of span answers"):
+        edit_generate(model, tok, ["a"], target="rewrite", fmt="compact")
     with pytest.raises(ValueError, match="`sources`"):
         edit_generate(model, tok, "a b")
     with pytest.raises(ValueError, match="`task`"):
@@ -68,6 +72,10 @@ def test_bad_arguments(aidreams):
         edit_generate(model, tok, ["a"], drop_finished="yes")
 
 
+OUTPUTS = {"compact": {"fmt": "compact"}, "rewrite": {"target": "rewrite"},
+           "instruct": {"target": "rewrite", "instruct": True}}
+
+
 @pytest.mark.parametrize("mode", ["compact", "rewrite"])
 def test_dropping_finished_rows_gives_generates_answers(aidreams, mode):
     """Rows that leave the batch when their answer ends get the answers generate gives them (float64,
@@ -77,7 +85,7 @@ def test_dropping_finished_rows_gives_generates_answers(aidreams, mode):
     model, tok = copy.deepcopy(aidreams[0]).double(), copy.deepcopy(aidreams[1])
     add_position_tokens(tok, model, n_positions=16)
     sources = ["one two three four five six seven", "a dog", "the cat sat on the mat", "yes", "he go home now"]
-    kw = {"mode": mode, "max_new_tokens": 20, "batch_size": 3}
+    kw = {**OUTPUTS[mode], "max_new_tokens": 20, "batch_size": 3}
     slow, _ = edit_generate(model, tok, sources, drop_finished=False, **kw)
     fast, _ = edit_generate(model, tok, sources, **kw)
     assert [(r.raw, r.n_tokens, r.valid, r.target) for r in fast] == [(r.raw, r.n_tokens, r.valid, r.target)
@@ -95,7 +103,7 @@ def test_sorting_by_length_returns_each_source_its_own_answer(aidreams, mode):
     model, tok = copy.deepcopy(aidreams[0]), copy.deepcopy(aidreams[1])
     add_position_tokens(tok, model, n_positions=16)
     sources = ["one two three four five six seven", "a dog", "the cat sat on the mat", "yes"]
-    kw = {"mode": mode, "max_new_tokens": 12, "batch_size": 1, "drop_finished": False}
+    kw = {**OUTPUTS[mode], "max_new_tokens": 12, "batch_size": 1, "drop_finished": False}
     plain, _ = edit_generate(model, tok, sources, sort_by_length=False, **kw)
     calls = []
     ordered, _ = edit_generate(_recording(model, calls), tok, sources, sort_by_length=True, **kw)
@@ -107,23 +115,23 @@ def test_sorting_by_length_returns_each_source_its_own_answer(aidreams, mode):
 def test_loop_ban_keeps_every_answer_free_of_a_repeated_ngram(aidreams):
     model, tok = aidreams
     sources = ["the the the the the the", "a b a b a b a b", "one two three"]
-    for mode in ("rewrite", "compact"):
-        if mode == "compact":
+    for output in ({"target": "rewrite"}, {"fmt": "compact"}):
+        if output.get("fmt") == "compact":
             from steer.edits.compact import add_position_tokens
 
             model, tok = copy.deepcopy(model), copy.deepcopy(tok)
             add_position_tokens(tok, model, n_positions=16)
         for ban in ((2, 2), (3, 2)):
             calls = []
-            edit_generate(_recording(model, calls), tok, sources, mode=mode, max_new_tokens=30, loop_ban=ban,
+            edit_generate(_recording(model, calls), tok, sources, **output, max_new_tokens=30, loop_ban=ban,
                           drop_finished=False)
             (ids, out), = calls
             for row in out[:, ids.shape[1]:].tolist():
                 row = row[: row.index(tok.eos_token_id)] if tok.eos_token_id in row else row
                 grams = [tuple(row[i : i + ban[0]]) for i in range(len(row) - ban[0] + 1)]
-                assert len(grams) == len(set(grams)), (mode, ban, row)
+                assert len(grams) == len(set(grams)), (output, ban, row)
     calls = []
-    edit_generate(_recording(aidreams[0], calls), aidreams[1], sources, mode="rewrite", max_new_tokens=30,
+    edit_generate(_recording(aidreams[0], calls), aidreams[1], sources, target="rewrite", max_new_tokens=30,
                   loop_ban=None, drop_finished=False)
     (ids, out), = calls
     looped = [r for r in out[:, ids.shape[1]:].tolist() if len({tuple(r[i:i + 2]) for i in range(len(r) - 1)})
@@ -141,7 +149,7 @@ def test_chat_prompts_are_the_same_ids_in_training_and_decoding(aidreams):
     examples = [{"prompt": make_prompt(s, "gec", "rewrite"), "completion": " x"} for s in sources]
     encoded = encode_examples(tok, examples)
     calls = []
-    edit_generate(_recording(model, calls), tok, sources, mode="rewrite", max_new_tokens=2, batch_size=1,
+    edit_generate(_recording(model, calls), tok, sources, target="rewrite", max_new_tokens=2, batch_size=1,
                   sort_by_length=False, drop_finished=False)
     for (prompt, _), (ids, _) in zip(encoded, calls, strict=True):
         assert ids[0].tolist() == prompt

@@ -40,8 +40,9 @@ def main() -> None:
     for name, es in eval_sets().items():
         kept = [r for r in rows if r["set"] == name]
         figures[name] = {}
-        for model, kind, answer in (("spans", "compact", "spans_raw"), ("rewrite", "rewrite", "rewrite")):
-            prompts = [as_chat(tok, make_prompt(s, es.task, kind)) for s in es.sources]
+        for model, output, answer in (("spans", {"target": "spans", "fmt": "compact"}, "spans_raw"),
+                                      ("rewrite", {"target": "rewrite"}, "rewrite")):
+            prompts = [as_chat(tok, make_prompt(s, es.task, **output)) for s in es.sources]
             plen = [len(ids) for ids in tok(prompts, add_special_tokens=False)["input_ids"]]
             n = [len(ids) + 1 for ids in tok([r[answer] for r in kept], add_special_tokens=False)["input_ids"]]
             order = sorted(range(len(n)), key=lambda i: plen[i])
