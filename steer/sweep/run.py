@@ -6,7 +6,7 @@ import functools
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from steer import metrics as M
@@ -162,8 +162,8 @@ def run_sweep(config: SweepConfig, out_dir, model=None, tokenizer=None,
                 model, tokenizer = load_model(config.model)
             (out / "config.json").write_text(json.dumps(
                 {"sweep": cfg_json, "versions": package_versions(), "splits": splits}, indent=2), encoding="utf-8")
-            _run_cells(config, out, model, tokenizer, sources, judged, todo, cells, done, note, lora_progress,
-                       extra)
+            _run_cells(_Run(config, out, model, tokenizer, sources, extra, judged, note, lora_progress), todo, cells,
+                       done)
         return _write_results(out, _with_relative(cells, config), config)
 
 
@@ -216,26 +216,42 @@ def _load_source(name: str, config: SweepConfig):
     return load_corpus(name, judge_fraction=config.judge_fraction, encoding=config.encoding)
 
 
-def _run_cells(config, out, model, tokenizer, sources, judged, todo, cells, done, note, lora_progress,
-               extra) -> None:
+@dataclass
+class _Run:
+    """What the cells of one run share: its settings and folder, the model, the corpora read and judged."""
+
+    config: SweepConfig
+    out: Path
+    model: object
+    tokenizer: object
+    sources: dict  # corpus entry -> Corpus or saved table
+    extra: Callable  # name -> a further corpus (background, classes), read once
+    judged: dict  # the judges' corpora (empty: no judges)
+    note: Callable[[str], None]
+    lora_progress: Callable | None
+
+
+def _run_cells(run: _Run, todo: list, cells: list[dict], done: set) -> None:
+    """Generate and judge every cell of ``todo``, appending each to cells.jsonl and samples.jsonl as it ends."""
+    cfg, out, model, tok = run.config, run.out, run.model, run.tokenizer
     samples = [s for s in _read_rows(out / "samples.jsonl") if _key(s) in done]
     _write_jsonl(out / "samples.jsonl", samples)
     _write_jsonl(out / "cells.jsonl", cells)
-    runner = _Runner(config, model, tokenizer)
-    if judged:
-        runner.panel = _build_panel(config, judged, runner)
+    runner = _Runner(cfg, model, tok)
+    if run.judged:
+        runner.panel = _build_panel(cfg, run.judged, runner)
         (out / "judge.json").write_text(json.dumps(runner.panel.report(), indent=1), encoding="utf-8")
-    workshop = Workshop(model, tokenizer, sources=sources, read=extra,
-                        lora=lambda corpus, cfg: _lora_for(config, cfg, model, tokenizer, corpus, out, lora_progress))
+    workshop = Workshop(model, tok, sources=run.sources, read=run.extra,
+                        lora=lambda corpus, lora: _lora_for(cfg, lora, model, tok, corpus, out, run.lora_progress))
     for corpus, method, knob in todo:
-        steering = config.spec(corpus, method, knob).build(model, tokenizer, workshop)
+        steering = cfg.spec(corpus, method, knob).build(model, tok, workshop)
         row, new = runner.cell(corpus, workshop.context(steering.spec).table, method, knob, steering.setup)
         del steering
         samples += new
         _write_jsonl(out / "samples.jsonl", samples)
         cells.append(row)
         _write_jsonl(out / "cells.jsonl", cells)
-        note(f"{corpus} {method} {get_method(method).knob or 'knob'}={knob}")
+        run.note(f"{corpus} {method} {get_method(method).knob or 'knob'}={knob}")
 
 
 def _lora_for(config, lora_config, model, tokenizer, corpus, out: Path, progress):
