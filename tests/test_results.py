@@ -48,3 +48,19 @@ def test_every_committed_run_is_in_the_index_and_every_path_it_names_exists():
     assert missing == []
     gone = [p for p in listed if "/" in p and not (RESULTS / p).exists() and not (ROOT / p).exists()]
     assert gone == []
+
+
+@pytest.mark.parametrize("run", RUNS, ids=[str(r.relative_to(RESULTS)) for r in RUNS])
+def test_the_same_sweep_would_resume_every_committed_run(run):
+    """A committed config, read into today's SweepConfig (typed option families) and written back, is the
+    same sweep: rerunning its command resumes the folder instead of refusing it."""
+    import json
+    from dataclasses import asdict, fields
+
+    from steer.runs import check_same_config, normalise
+    from steer.sweep import SweepConfig
+    from steer.sweep.config import canonical_config, config_defaults
+
+    stored = json.loads((run / "config.json").read_text(encoding="utf-8"))["sweep"]
+    config = SweepConfig(**{k: v for k, v in stored.items() if k in {f.name for f in fields(SweepConfig)}})
+    check_same_config(run, normalise(asdict(config)), defaults=config_defaults(), canonical=canonical_config)

@@ -76,7 +76,7 @@ def cmd_sweep(args) -> int:
     decoding, corpus = given(args, DecodeConfig), given(args, CorpusOptions)
     config = SweepConfig(
         model=args.model, corpora=args.corpus, lambdas=parse_lambdas(args.lambdas), prompts=prompts,
-        samples=args.samples, **decoding, **corpus, prior=options(args, PriorOptions).lookup(),
+        samples=args.samples, **decoding, **corpus, prior=options(args, PriorOptions),
         baselines=args.baseline or [], judges=[j for j in args.judges.split(",") if j.strip()],
         methods=args.method or [], knobs=_parse_knobs(args.knob or []), background=args.background,
         table_metrics=args.table_metrics,

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 import platform
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 
+from steer.baselines.lora import LoraTrainConfig
+from steer.baselines.prompt import StylePrompt
 from steer.generation import DecodeConfig
 from steer.methods import REFERENCE, get_method, listed_names, switches
-from steer.options import CorpusOptions, PriorOptions
+from steer.options import ActivationOptions, CorpusOptions, GuidedOptions, HSOOptions, PriorOptions, family
 from steer.runs import normalise
 from steer.spec import SteeringSpec, is_table_file
 from steer.style import check_lam
@@ -61,7 +63,7 @@ class SweepConfig:
             ``decoding`` options (:class:`steer.generation.DecodeConfig`), every cell alike.
         order, judge_fraction, encoding: the ``corpus`` options (:class:`steer.options.CorpusOptions`);
             the judges need ``judge_fraction`` >= 0.15.
-        prior: the ``prior`` options, as the table lookup takes them (:meth:`steer.options.PriorOptions.lookup`).
+        prior: the ``prior`` options (:class:`steer.options.PriorOptions`).
         table_metrics: also compute the columns that score text with the steering table itself
             (steer_table_ppl, overlap_1-3) or against the unsteered text (jaccard_vs_unsteered,
             prefix_vs_unsteered); they favour the prior by construction, so they are off by default
@@ -76,7 +78,8 @@ class SweepConfig:
         knobs: method name -> knob values, overriding the method's defaults.
         background: the corpus contrastive and activation methods measure against.
         guided, activation, hso, style_prompt, lora: the ``guided``, ``activation``, ``hso``,
-            ``prompt`` and ``lora`` options given (the others keep their defaults).
+            ``prompt`` and ``lora`` options (:mod:`steer.options`); a dict gives some of them, the
+            others keep their defaults.
     """
 
     model: str
@@ -92,7 +95,7 @@ class SweepConfig:
     temperature: float = DecodeConfig.temperature
     top_p: float = DecodeConfig.top_p
     order: int = CorpusOptions.order
-    prior: dict = field(default_factory=lambda: PriorOptions().lookup())
+    prior: PriorOptions = field(default_factory=PriorOptions)
     table_metrics: bool = False
     metric_smoothing: str = "kneser_ney"
     judge_fraction: float = CorpusOptions.judge_fraction
@@ -104,11 +107,11 @@ class SweepConfig:
     methods: list[str] = field(default_factory=list)
     knobs: dict = field(default_factory=dict)
     background: str = NEUTRAL_CORPUS
-    guided: dict = field(default_factory=dict)
-    activation: dict = field(default_factory=dict)
-    hso: dict = field(default_factory=dict)
-    style_prompt: dict = field(default_factory=dict)
-    lora: dict = field(default_factory=dict)
+    guided: GuidedOptions = field(default_factory=GuidedOptions)
+    activation: ActivationOptions = field(default_factory=ActivationOptions)
+    hso: HSOOptions = field(default_factory=HSOOptions)
+    style_prompt: StylePrompt = field(default_factory=StylePrompt)
+    lora: LoraTrainConfig = field(default_factory=LoraTrainConfig)
 
     def __post_init__(self):
         if not self.corpora:
@@ -132,7 +135,10 @@ class SweepConfig:
             if not values or any(not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v)
                                  or v < 0 for v in values):
                 raise ValueError(f"`knobs[{name!r}]` must be finite numbers >= 0, got {values!r}")
-        self.options(0)  # validates every option family
+        # Every option family typed and checked (a dict, as config.json holds it, gives some of its options).
+        for key, name in {**FAMILY_FIELDS, "prior": "prior"}.items():
+            setattr(self, key, family(name).from_dict(getattr(self, key)))
+        self.decode(0)
         if not 0.15 <= self.judge_fraction <= 0.5:
             raise ValueError(f"`judge_fraction` must lie in [0.15, 0.5], got {self.judge_fraction}")
         from steer.judges.panel import JUDGES
@@ -153,12 +159,10 @@ class SweepConfig:
 
     def options(self, sample: int = 0) -> dict:
         """The options of every family, as this sweep sets them (decoding's seed: ``seed + sample``)."""
-        from steer.options import family
-
         out = {"corpus": CorpusOptions.from_dict({"order": self.order, "judge_fraction": self.judge_fraction,
                                                   "encoding": self.encoding}),
-               "prior": PriorOptions.from_dict(self.prior), "decoding": self.decode(sample)}
-        out.update({name: family(name).from_dict(getattr(self, key)) for key, name in FAMILY_FIELDS.items()})
+               "prior": self.prior, "decoding": self.decode(sample)}
+        out.update({name: getattr(self, key) for key, name in FAMILY_FIELDS.items()})
         return out
 
     def decode(self, sample: int) -> DecodeConfig:
@@ -204,7 +208,8 @@ def config_defaults() -> dict:
         if f.default is not MISSING:
             out[f.name] = f.default
         elif f.default_factory is not MISSING and f.name != "prompts":
-            out[f.name] = f.default_factory()
+            value = f.default_factory()
+            out[f.name] = asdict(value) if is_dataclass(value) else value
     return normalise(out)
 
 
@@ -215,8 +220,6 @@ FAMILY_FIELDS = {"guided": "guided", "activation": "activation", "hso": "hso", "
 def canonical_config(stored: dict) -> dict:
     """A sweep's config.json settings with every option family written out in full, so that an option
     given at its default compares equal to one left out (settings that do not parse stay as they are)."""
-    from steer.options import family
-
     out = dict(stored)
     for key, name in FAMILY_FIELDS.items():
         if isinstance(out.get(key), dict):

@@ -445,10 +445,10 @@ def test_sweep_variant_options_reach_the_config(monkeypatch):
     assert main(["sweep", "--corpus", "don_quixote", "--out", "runs/x", "--judges", "", "--method",
                  "contrastive+plausible", "--plausibility", "0.02", "--clip", "2", "--centre", "--mask",
                  "--temper", "--fresh", "2"]) == 0
-    assert seen["config"].guided == {"plausibility": 0.02, "clip": 2.0, "centre": True, "mask": True, "temper": True,
-                                     "fresh": 2}
+    assert seen["config"].guided.changed() == {"plausibility": 0.02, "clip": 2.0, "centre": True, "mask": True,
+                                               "temper": True, "fresh": 2}
     assert main(["sweep", "--corpus", "don_quixote", "--out", "runs/x", "--judges", ""]) == 0
-    assert seen["config"].guided == {}
+    assert seen["config"].guided.changed() == {}
 
 
 def test_sweep_output_says_where_each_method_holds_the_constraints(tmp_path, capsys):
