@@ -9,7 +9,6 @@ that are removed afterwards; the weights are never touched, so every logits proc
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ import torch
 from torch import nn
 
 from ngram import read_checked, write_atomic
+from steer import checks
 from steer.cache import cache_root
 from steer.model_fingerprint import model_fingerprint
 from steer.models import document_start_id
@@ -218,9 +218,7 @@ class StyleVector:
 
 
 def _check_scale(scale) -> float:
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
-        raise ValueError(f"`scale` must be a finite number, got {scale!r}")
-    return float(scale)
+    return checks.number("scale", scale)
 
 
 class ActivationSteering:

@@ -158,8 +158,7 @@ def greedy_drop_finished(model, input_ids: torch.Tensor, attention_mask: torch.T
     """
     from transformers import DynamicCache
 
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ValueError(f"`max_new_tokens` must be an int >= 1, got {max_new_tokens!r}")
+    checks.integer("max_new_tokens", max_new_tokens, low=1)
     if input_ids.dim() != 2 or attention_mask.shape != input_ids.shape:
         raise ValueError(f"`input_ids` and `attention_mask` must both be [B, L], got {tuple(input_ids.shape)} "
                          f"and {tuple(attention_mask.shape)}")

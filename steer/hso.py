@@ -14,12 +14,13 @@ from it with ``model.generate``, so that every logits processor still applies.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 
 import torch
 from transformers import DynamicCache
+
+from steer import checks
 
 OPTIMISERS = ("adam", "sgd")
 
@@ -45,12 +46,8 @@ class HSOConfig:
 
     def __post_init__(self):
         for name, low in (("segment", 1), ("steps", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"`{name}` must be an int >= {low}, got {value!r}")
-        lr = self.lr
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
-            raise ValueError(f"`lr` must be a finite number > 0, got {lr!r}")
+            checks.integer(name, getattr(self, name), low=low)
+        checks.number("lr", self.lr, 0, low_open=True)
         if self.optimiser not in OPTIMISERS:
             raise ValueError(f"`optimiser` must be one of {OPTIMISERS}, got {self.optimiser!r}")
         b = tuple(self.betas) if isinstance(self.betas, (tuple, list)) else ()

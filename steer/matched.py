@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from steer import checks
 from steer.judges.stats import interpolate_at, paired_diff_ci, per_prompt_means
 from steer.methods import REFERENCE, baseline_names, is_unsteered, method_of
 
@@ -237,9 +238,7 @@ class Constraints:
 
     def __post_init__(self):
         for name in ("min_hit_gain", "max_ppl_ratio", "min_distinct2_ratio", "max_extra_degenerate"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"`{name}` must be a finite number, got {value!r}")
+            checks.number(name, getattr(self, name))
         if self.max_ppl_ratio <= 0 or self.min_distinct2_ratio < 0:
             raise ValueError(f"`max_ppl_ratio` must be > 0 and `min_distinct2_ratio` >= 0, got "
                              f"{self.max_ppl_ratio!r} and {self.min_distinct2_ratio!r}")

@@ -15,6 +15,7 @@ import torch
 from transformers import LogitsProcessor
 
 from ngram import ContrastPlan, NGramTable, last_ids
+from steer import checks
 from steer.repetition import followers
 from steer.style import check_lam, check_width, pad_columns
 
@@ -29,9 +30,7 @@ TEMPER_BISECTION_STEPS = 12
 def _finite_positive(name: str, value, allow_none: bool = True):
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"`{name}` must be a finite number > 0, got {value!r}")
-    return float(value)
+    return checks.number(name, value, 0, low_open=True)
 
 
 # From this many rows a CPU call of the plausible variant looks its bonus up on the support only
@@ -139,10 +138,8 @@ class GuidedStylePrior(LogitsProcessor):
         self.table, self.background = table, background
         self.lam = check_lam(lam)
         self.clip = _finite_positive("clip", clip)
-        if plausibility is not None and (isinstance(plausibility, bool) or not isinstance(plausibility, (int, float))
-                                         or not 0 < plausibility <= 1):
-            raise ValueError(f"`plausibility` must lie in (0, 1], got {plausibility!r}")
-        self.plausibility = None if plausibility is None else float(plausibility)
+        self.plausibility = None if plausibility is None else checks.number("plausibility", plausibility, 0, 1,
+                                                                              low_open=True)
         if not isinstance(centre, bool):
             raise TypeError(f"`centre` must be True or False, got {centre!r}")
         if centre and self.plausibility is None:
@@ -157,9 +154,7 @@ class GuidedStylePrior(LogitsProcessor):
         if not isinstance(temper, bool):
             raise TypeError(f"`temper` must be True or False, got {temper!r}")
         self.temper = temper
-        if fresh is not None and (isinstance(fresh, bool) or not isinstance(fresh, int) or fresh < 1):
-            raise ValueError(f"`fresh` must be None or an int >= 1 (an n-gram order), got {fresh!r}")
-        self.fresh = fresh
+        self.fresh = None if fresh is None else checks.integer("fresh", fresh, low=1)  # an n-gram order
         if strength not in STRENGTHS:
             raise ValueError(f"`strength` must be one of {STRENGTHS}, got {strength!r}")
         self.strength = strength

@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 from transformers import LogitsProcessor
 
+from steer import checks
+
 # Continuations up to V / SORT_COUNT_RATIO positions count repeats by sorting, longer ones by a
 # [B, V] bincount (the two cost the same near there: V = 32000, about 250 positions).
 SORT_COUNT_RATIO = 128
@@ -59,10 +61,8 @@ class NoNgramLoop(LogitsProcessor):
     """
 
     def __init__(self, ngram: int, repeats: int, prompt_length: int):
-        checks = (("ngram", ngram, 1), ("repeats", repeats, 2), ("prompt_length", prompt_length, 0))
-        for name, v, lo in checks:
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise ValueError(f"`{name}` must be an int >= {lo}, got {v!r}")
+        for name, v, lo in (("ngram", ngram, 1), ("repeats", repeats, 2), ("prompt_length", prompt_length, 0)):
+            checks.integer(name, v, low=lo)
         self.n, self.r, self.prompt_length = ngram, repeats, prompt_length
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:

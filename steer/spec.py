@@ -24,11 +24,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from steer import checks
 from steer.methods import REFERENCE, Context, Setup, get_method
 from steer.options import Options, family
 
@@ -51,9 +51,10 @@ def check_knob(method, knob) -> float:
     if knob is None:
         example = method.knobs[len(method.knobs) // 2] if method.knobs else 0.1
         raise ValueError(f"method {method.name!r} needs `knob` (its {method.knob}; e.g. {example:g})")
-    if isinstance(knob, bool) or not isinstance(knob, (int, float)) or not math.isfinite(knob) or knob < 0:
-        raise ValueError(f"`knob` (the `{method.knob}` of {method.name!r}) must be a finite number >= 0, got {knob!r}")
-    return float(knob)
+    try:
+        return checks.number("knob", knob, 0)
+    except ValueError as err:
+        raise ValueError(f"{err} (the `{method.knob}` of {method.name!r})") from None
 
 
 @dataclass(frozen=True)
