@@ -18,7 +18,7 @@ import steer
 
 model_path = os.environ.get("STEER_MODEL", "../shared/data/models/smollm2-135m-instruct")
 model, tokenizer = steer.load_model(model_path)          # frozen, eval mode, left padding for batches
-corpus = steer.load_corpus("don_quixote")                # by name (corpora/manifest.json) or a path
+corpus = steer.load_corpus("don_quixote")                # by name (steer/catalog/manifest.json) or a path
 
 # Count n-grams of orders 1..3 of the corpus in the model's own token space.
 table = steer.NGramTable.from_texts(corpus.steer, tokenizer, order=3)

@@ -63,7 +63,7 @@ class SteeringSpec:
 
     Args:
         method: a registered method (:data:`steer.methods.REGISTRY`), e.g. ``"contrastive+plausible"``.
-        corpus: a corpus name (``corpora/manifest.json``), a text file or folder, or a ``.safetensors``
+        corpus: a corpus name (``steer/catalog/manifest.json``), a text file or folder, or a ``.safetensors``
             table from ``steer build-table`` (methods that need text refuse a table).
         knob: the method's knob (lam, the KL budget eps, the activation scale, HSO steps); methods
             without a knob take 0.

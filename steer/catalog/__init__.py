@@ -1,6 +1,4 @@
-"""The manifest of named style corpora (source, licence, fetch recipe, local file name).
-
-This folder is installed as the package `steer.catalog`."""
+"""The manifest of named style corpora (source, licence, fetch recipe, local file name)."""
 
 from __future__ import annotations
 
