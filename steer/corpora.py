@@ -15,6 +15,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from steer import checks
 from steer.catalog import manifest
 
 _PG_START = re.compile(r"^\*\*\*\s*START OF (THE|THIS) PROJECT GUTENBERG.*$", re.M | re.I)
@@ -175,8 +176,7 @@ def split_steer_judge(docs: list[str], judge_fraction: float = JUDGE_FRACTION,
     """
     if not 0 <= judge_fraction < 1:
         raise ValueError(f"`judge_fraction` must lie in [0, 1), got {judge_fraction}")
-    if isinstance(n_blocks, bool) or not isinstance(n_blocks, int) or n_blocks < 2:
-        raise ValueError(f"`n_blocks` must be an int >= 2, got {n_blocks!r}")
+    checks.integer("n_blocks", n_blocks, low=2)
     block, judged, n = _judged_blocks([len(d) for d in docs], judge_fraction, n_blocks)
     steer = [d for d, b in zip(docs, block, strict=True) if b not in judged]
     seen = set(steer)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from steer import checks
+
 # Keys of n-grams: polynomial hash modulo a prime below 2**31 (products stay
 # below 2**62, so int64 never overflows); equal n-grams get equal keys, and a
 # rare false match between distinct n-grams can only over-report a repetition.
@@ -69,8 +71,7 @@ class Degeneracy:
     def __post_init__(self):
         for name in ("ngram", "repeats", "tail_period", "tail_min", "copy_span", "min_len"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"`{name}` must be an int >= 1, got {v!r}")
+            checks.integer(name, v, low=1)
         if self.repeats < 2:
             raise ValueError(f"`repeats` must be >= 2, got {self.repeats}")
 

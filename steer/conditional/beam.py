@@ -14,11 +14,10 @@ beam reordering cannot desynchronise them; nothing is kept between steps.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from transformers import LogitsProcessor
 
+from steer import checks
 from steer.conditional.head import PrefixHead
 
 
@@ -73,11 +72,8 @@ class ConditionalBeam(LogitsProcessor):
     def __init__(self, head: PrefixHead, tap: HiddenStateTap, model, weight: float = 1.0, top_m: int = 8):
         if not isinstance(head, PrefixHead):
             raise TypeError(f"`head` must be a PrefixHead, got {type(head).__name__}")
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) \
-                or weight < 0:
-            raise ValueError(f"`weight` must be a finite number >= 0, got {weight!r}")
-        if isinstance(top_m, bool) or not isinstance(top_m, int) or top_m < 1:
-            raise ValueError(f"`top_m` must be an int >= 1, got {top_m!r}")
+        checks.number("weight", weight, 0)
+        checks.integer("top_m", top_m, low=1)
         emb = model.get_input_embeddings().weight
         if emb.shape[1] != head.w_e.in_features:
             raise ValueError(f"`head` expects embeddings of size {head.w_e.in_features}, "

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from scipy.stats import rankdata
 
+from steer import checks
 from steer.conditional.beam import HiddenStateTap
 from steer.conditional.head import PrefixHead
 from steer.degeneracy import Degeneracy
@@ -48,8 +49,7 @@ class AttrTrainConfig:
     def __post_init__(self):
         for name in ("max_new_tokens", "hidden", "epochs", "batch_size", "chunk"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"`{name}` must be an int >= 1, got {v!r}")
+            checks.integer(name, v, low=1)
         if not isinstance(self.samples, int) or self.samples < 0:
             raise ValueError(f"`samples` must be an int >= 0, got {self.samples!r}")
         if any(not isinstance(b, int) or b < 1 for b in self.beams):

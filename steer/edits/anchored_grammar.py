@@ -27,6 +27,7 @@ import torch
 from transformers import LogitsProcessor
 
 from ngram import tokenizer_fingerprint
+from steer import checks
 from steer.edits.anchored import ARROW, ELLIPSIS, _escape
 from steer.edits.grammar import token_surfaces
 
@@ -147,8 +148,7 @@ class AnchoredGrammar(LogitsProcessor):
             raise ValueError("`sources` must be a non-empty list of texts")
         if not all(isinstance(s, str) for s in sources):
             raise TypeError("`sources` must hold strings")
-        if isinstance(prompt_length, bool) or not isinstance(prompt_length, int) or prompt_length < 0:
-            raise ValueError(f"`prompt_length` must be an int >= 0, got {prompt_length!r}")
+        checks.integer("prompt_length", prompt_length, low=0)
         self.vocab = _vocab(tokenizer)
         pieces = _pieces(tokenizer, list(sources), self.vocab)
         j = max(1, max(len(flat) for flat, _ in pieces))

@@ -27,6 +27,7 @@ import torch
 from transformers import LogitsProcessor
 
 from ngram import tokenizer_fingerprint
+from steer import checks
 from steer.edits.format import SpanFormatError, checked
 from steer.edits.spans import Span, normalize
 
@@ -57,10 +58,8 @@ def add_position_tokens(tokenizer, model=None, n_positions: int = MAX_POSITIONS,
     """
     from transformers import AddedToken
 
-    if isinstance(n_positions, bool) or not isinstance(n_positions, int) or not 2 <= n_positions <= 4096:
-        raise ValueError(f"`n_positions` must be an int in [2, 4096], got {n_positions!r}")
-    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise < float("inf"):
-        raise ValueError(f"`noise` must be a finite number >= 0, got {noise!r}")
+    checks.integer("n_positions", n_positions, low=2, high=4096)
+    checks.number("noise", noise, 0)
     names = [position_token(k) for k in range(n_positions)]
     old = len(tokenizer)
     tokenizer.add_tokens([AddedToken(t, normalized=False, special=False, lstrip=False, rstrip=False)
@@ -172,8 +171,7 @@ def compact_source(source: str, mark_every: int = 1) -> str:
     instead of one per word), and the model has to count the words after a mark to name the
     positions in between.
     """
-    if isinstance(mark_every, bool) or not isinstance(mark_every, int) or mark_every < 1:
-        raise ValueError(f"`mark_every` must be an int >= 1, got {mark_every!r}")
+    checks.integer("mark_every", mark_every, low=1)
     words = source.split()
     if any("<@" in w for w in words):
         raise ValueError("a source cannot contain '<@' (it would read as a position)")
@@ -231,8 +229,7 @@ class CompactSpanGrammar(LogitsProcessor):
     def __init__(self, tokenizer, sources: Sequence[str], prompt_length: int):
         if isinstance(sources, str) or not sources:
             raise ValueError("`sources` must be a non-empty list of texts")
-        if isinstance(prompt_length, bool) or not isinstance(prompt_length, int) or prompt_length < 0:
-            raise ValueError(f"`prompt_length` must be an int >= 0, got {prompt_length!r}")
+        checks.integer("prompt_length", prompt_length, low=0)
         self.first = position_ids(tokenizer)
         self.k = count_positions(tokenizer.get_vocab())
         self.n_words = [len(s.split()) for s in sources]

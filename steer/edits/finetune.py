@@ -9,6 +9,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from steer import checks
+
 
 def encode_examples(tokenizer, examples: Sequence[dict], prompt_key: str = "prompt",
                     target_key: str = "completion", chat: bool | None = None) -> list[tuple[list[int], list[int]]]:
@@ -99,8 +101,7 @@ def finetune(model, tokenizer, examples: Sequence[dict], *, prompt_key: str = "p
     from transformers import get_cosine_schedule_with_warmup
 
     for name, value, low in (("steps", steps, 1), ("batch_size", batch_size, 1), ("warmup", warmup, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"`{name}` must be an int >= {low}, got {value!r}")
+        checks.integer(name, value, low=low)
     if not lr > 0:
         raise ValueError(f"`lr` must be > 0, got {lr!r}")
     if not examples:

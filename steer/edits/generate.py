@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 from transformers import LogitsProcessorList
 
+from steer import checks
 from steer.edits.anchored import parse_anchored
 from steer.edits.anchored_grammar import AnchoredGrammar
 from steer.edits.compact import CompactSpanGrammar, parse_compact
@@ -95,8 +96,7 @@ def edit_generate(model, tokenizer, sources: list[str], task: str = "gec", targe
     kind = output_kind(target, fmt, instruct)  # the span format, "rewrite" or "instruct"
     if not isinstance(num_beams, int) or num_beams < 1:
         raise ValueError(f"`num_beams` must be an int >= 1, got {num_beams!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be an int >= 1, got {batch_size!r}")
+    checks.integer("batch_size", batch_size, low=1)
     if loop_ban is not None and (not isinstance(loop_ban, tuple) or len(loop_ban) != 2):
         raise ValueError(f"`loop_ban` must be an (ngram, repeats) tuple or None, got {loop_ban!r}")
     if loop_ban is not None:
