@@ -8,7 +8,8 @@ steered first), and each pair gives a ratio: ``overhead_pct`` is one minus the m
 shares the machine's load of the moment, which swings by several percent here from run to run), the
 tokens/s are the medians of each engine's runs. Tables:
 the steer splits of Don Quixote (style) and the background books (contrastive), in SmolLM2's tokens.
-``vllm_b<B>``: the paper's prior at lam 0.1; ``vllm_b<B>_contrastive_plausible``: the variant at lam 2.
+``vllm_b<B>``: the paper's prior at lam 0.1 (steer's default estimate); ``vllm_b<B>_mixture``: the same
+lam with the normalised equal-weight mixture; ``vllm_b<B>_contrastive_plausible``: the variant at lam 2.
 Run it in the serving environment (README, "Serving with vLLM").
 
     python benchmarks/vllm_overhead.py [--tokens 64] [--repeats 9] [--batches 1,16,64]
@@ -31,8 +32,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 GGUF = ROOT.parent / "shared/data/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf"
-SETTINGS = {"": {"table": "quixote", "lam": 0.1},
-            "_contrastive_plausible": {"table": "quixote", "method": "contrastive+plausible", "lam": 2.0,
+# Each request's steering spec (steer.spec.SteeringSpec; the corpus names one of the engine's tables).
+# "" is the paper's prior as every steer path now defaults it (logsum, weights 0.2/0.3/0.5); "_mixture"
+# the normalised, equal-weight mixture that requests in the earlier {"table", "lam"} form got before.
+SETTINGS = {"": {"method": "prior", "knob": 0.1, "corpus": "quixote"},
+            "_mixture": {"method": "prior", "knob": 0.1, "corpus": "quixote",
+                         "options": {"prior": {"mode": "mixture", "weights": None}}},
+            "_contrastive_plausible": {"method": "contrastive+plausible", "knob": 2.0, "corpus": "quixote",
                                        "background": "books"}}
 
 
