@@ -119,14 +119,16 @@ class Method:
     def __post_init__(self):
         if self.role not in ROLES:
             raise ValueError(f"`role` must be one of {ROLES}, got {self.role!r}")
-        from steer.options import family
-
-        for name in self.options:
-            family(name)
 
     def families(self) -> tuple[str, ...]:
-        """Every option family this method's spec holds, in a fixed order."""
-        return ("corpus", *self.options, "decoding")
+        """Every option family this method's spec holds, in a fixed order (an unknown one is named here:
+        checked on use rather than at registration, which would import every family's module)."""
+        from steer.options import family
+
+        names = ("corpus", *self.options, "decoding")
+        for name in names:
+            family(name)
+        return names
 
 
 REGISTRY: dict[str, Method] = {}

@@ -25,7 +25,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass, field, fields
 from typing import ClassVar, Literal
@@ -76,15 +75,6 @@ class Options:
             return cls(**data)
         except (TypeError, ValueError) as err:
             raise ValueError(f"`{cls.family}`: {err}") from None
-
-    @classmethod
-    def help(cls, name: str) -> str:
-        """The help of option ``name``."""
-        return {f.name: f.metadata.get("help", "") for f in fields(cls)}[name]
-
-    def replace(self, **changes) -> Options:
-        """A copy with ``changes``, checked."""
-        return dataclasses.replace(self, **changes)
 
     def __str__(self) -> str:
         return json.dumps(self.to_dict())
@@ -143,11 +133,6 @@ class PriorOptions(Options):
         if self.weights is not None:
             out["weights"] = list(self.weights)
         return {k: out[k] for k in ("smoothing", "mode", "weights", "alpha") if k in out}
-
-    @classmethod
-    def from_lookup(cls, lookup: dict) -> PriorOptions:
-        """The options of a lookup dict (:meth:`lookup`'s form, as sweeps store it)."""
-        return cls.from_dict(lookup)
 
 
 @dataclass(frozen=True)

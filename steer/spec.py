@@ -22,14 +22,13 @@ hand-written ``model.generate`` call instead.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from steer import checks
-from steer.methods import REFERENCE, Context, Setup, get_method
+from steer.methods import Context, Setup, get_method
 from steer.options import Options, family
 
 SPEC_KEYS = ("method", "knob", "corpus", "background", "options")
@@ -164,8 +163,8 @@ class SteeringSpec:
         style vector); by default a new one.
         """
         workshop = workshop or Workshop(model, tokenizer)
-        setup = get_method(self.method).build(workshop.context(self), self.knob)
-        return Steering(self, setup, model, tokenizer)
+        ctx = workshop.context(self)
+        return Steering(self, get_method(self.method).build(ctx, self.knob), model, tokenizer, ctx.table)
 
 
 class Steering:
@@ -176,8 +175,9 @@ class Steering:
     :meth:`generate` does both, with the spec's decoding options, as a sweep generates a cell.
     """
 
-    def __init__(self, spec: SteeringSpec, setup: Setup, model, tokenizer):
+    def __init__(self, spec: SteeringSpec, setup: Setup, model, tokenizer, table=None):
         self.spec, self.setup, self.model, self.tokenizer = spec, setup, model, tokenizer
+        self.table = table  # () -> the corpus's style table (built or read from the cache on first call)
         self._context = None
 
     @property
@@ -238,28 +238,33 @@ class Workshop:
         self.model, self.tokenizer = model, tokenizer
         self.sources = dict(sources or {})
         self._read, self._lora = read, lora
+        self._extras: dict = {}
+        self._checked: set = set()  # saved tables already checked against the tokenizer
         self._tables: dict = {}
         self._memos: dict = {}
         self._adapters: dict = {}
 
     def source(self, name: str, corpus_options):
-        """The corpus entry ``name`` as read (a Corpus) or loaded (a saved table)."""
+        """The corpus entry ``name`` as read (a Corpus) or loaded (a saved table, checked against the tokenizer)."""
         if name not in self.sources:
-            if is_table_file(name):
-                from ngram import NGramTable
+            self.sources[name] = load_source(name, corpus_options.judge_fraction, corpus_options.encoding)
+        from ngram import NGramTable
 
-                if not Path(name).exists():
-                    raise FileNotFoundError(f"table file {name!r} not found")
-                self.sources[name] = NGramTable.load(name)
-            else:
-                self.sources[name] = _read_corpus(name, corpus_options.judge_fraction, corpus_options.encoding)
-        return self.sources[name]
+        source = self.sources[name]
+        if isinstance(source, NGramTable) and name not in self._checked:
+            source.check_tokenizer(self.tokenizer)
+            self._checked.add(name)
+        return source
 
     def extra(self, name: str, corpus_options):
-        """A further corpus (the background), read as the sweep reads its extra corpora."""
+        """A further corpus (the background), read once, as the sweep reads its extra corpora."""
         if self._read is not None:
             return self._read(name)
-        return _read_corpus(name, corpus_options.judge_fraction, "utf-8")
+        if name not in self._extras:
+            from steer.corpora import load_corpus
+
+            self._extras[name] = load_corpus(name, judge_fraction=corpus_options.judge_fraction)
+        return self._extras[name]
 
     def table(self, corpus, order: int):
         """The table of a Corpus's steer split (cached on disk by :func:`steer.table_cache.table_for`)."""
@@ -280,7 +285,6 @@ class Workshop:
             if source.order != copts.order:
                 raise ValueError(f"table {spec.corpus!r} has order {source.order}, the spec asks for "
                                  f"{copts.order}; set the corpus option order to {source.order}")
-            source.check_tokenizer(self.tokenizer)
             corpus, table = None, (lambda: source)
         else:
             corpus, table = source, (lambda: self.table(source, copts.order))
@@ -309,13 +313,15 @@ class Workshop:
         return self._adapters[key]
 
 
-@functools.lru_cache(maxsize=16)
-def _read_corpus(name: str, judge_fraction: float, encoding: str):
+def load_source(name: str, judge_fraction: float, encoding: str = "utf-8"):
+    """A corpus entry as methods use it: a saved table (``.safetensors``, loaded) or text (read and split
+    into its steer and judge parts by :func:`steer.corpora.load_corpus`)."""
+    if is_table_file(name):
+        from ngram import NGramTable
+
+        if not Path(name).exists():
+            raise FileNotFoundError(f"table file {name!r} not found")
+        return NGramTable.load(name)
     from steer.corpora import load_corpus
 
     return load_corpus(name, judge_fraction=judge_fraction, encoding=encoding)
-
-
-def unsteered(corpus: str, options: dict | None = None) -> SteeringSpec:
-    """The unsteered setting of ``corpus``: the reference method (the seed paper's prior) at knob 0."""
-    return SteeringSpec(REFERENCE, corpus, 0.0, None, options or {})

@@ -78,16 +78,13 @@ def _default_text(value) -> str:
     return str(value)
 
 
-def add_flags(parser, cls, prefix: str = "", skip: tuple[str, ...] = (), defaults: dict | None = None) -> None:
-    """Add one flag per field of options class ``cls`` to ``parser`` (``skip``: fields left out;
-    ``defaults``: field -> a command's own default, shown in the help and applied when the flag is left out)."""
+def add_flags(parser, cls, prefix: str = "") -> None:
+    """Add one flag per field of options class ``cls`` to ``parser``, named ``--{prefix}{field}``."""
     hints = typing.get_type_hints(cls)
     summary = (cls.__doc__ or "").strip().splitlines()[0].replace("``", "")
     group = parser.add_argument_group(f"{cls.family} options", summary)
     for f in fields(cls):
-        if f.name in skip:
-            continue
-        default = (defaults or {}).get(f.name, f.default if f.default is not MISSING else None)
+        default = f.default if f.default is not MISSING else None
         name = flag_name(f, prefix)
         help = f.metadata.get("help", "").replace("%", "%%")
         dest = f"{cls.family}__{f.name}"
@@ -102,12 +99,11 @@ def add_flags(parser, cls, prefix: str = "", skip: tuple[str, ...] = (), default
         group.add_argument(f"--{name}", dest=dest, choices=choices, default=None,
                            metavar=f.metadata.get("metavar") or (None if choices else f.name.upper()),
                            help=f"{help} (default: {_default_text(default)})")
-    parser.set_defaults(**{f"__defaults__{cls.family}": dict(defaults or {})})
 
 
 def given(args, cls) -> dict:
-    """The options of family ``cls`` the command line set (a command's own defaults included)."""
-    out = dict(getattr(args, f"__defaults__{cls.family}", {}))
+    """The options of family ``cls`` the command line set."""
+    out = {}
     hints = typing.get_type_hints(cls)
     for f in fields(cls):
         value = getattr(args, f"{cls.family}__{f.name}", None)

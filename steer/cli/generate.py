@@ -113,19 +113,19 @@ def cmd_generate(args) -> int:
 
     # Everything that does not need the model is checked before it loads.
     spec = spec_from_args(args)
-    workshop = None
+    sources = None
     if not is_table_file(spec.corpus):  # read once: shown here, then handed to the method
         copts = spec.get("corpus")
         from steer.corpora import load_corpus
 
         corpus = load_corpus(spec.corpus, judge_fraction=copts.judge_fraction, encoding=copts.encoding)
         print_corpus(corpus)
-        workshop = {spec.corpus: corpus}
+        sources = {spec.corpus: corpus}
     if args.save_spec is not None:
         spec.save(args.save_spec)
         print(f"wrote {args.save_spec}", file=sys.stderr)
     model, tokenizer = load_model(args.model)
-    steering = spec.build(model, tokenizer, Workshop(model, tokenizer, sources=workshop))
+    steering = spec.build(model, tokenizer, Workshop(model, tokenizer, sources=sources))
     decode = spec.get("decoding")
     prompt_ids, plain = continue_prompts(model, tokenizer, [args.prompt], (), decode)
     _, steered = steering.generate_ids([args.prompt])

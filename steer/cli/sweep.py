@@ -113,7 +113,7 @@ def _run_sweep(config, out) -> int:
         bar.update(1)
 
     def lora_progress(step: int, loss: float) -> None:
-        bar.set_postfix_str(f"LoRA step {step}/{config.lora_config().steps} loss {loss:.3f}")
+        bar.set_postfix_str(f"LoRA step {step}/{config.lora.steps} loss {loss:.3f}")
 
     try:
         rows = run_sweep(config, out, progress=progress, lora_progress=lora_progress)

@@ -174,12 +174,6 @@ def build_processor(args: dict, tokenizer=None):
     return processor
 
 
-def is_identity(args: dict) -> bool:
-    """Whether a request's steering leaves the logits as they are (a strength of 0)."""
-    spec = request_spec(args)
-    return spec.knob == 0 and get_method(spec.method).knob == "lam"
-
-
 class SteerLogitsProcessor(LogitsProcessor):
     """steer's n-gram priors for the requests that ask for them (``extra_args={"steer": {...}}``).
 
@@ -234,11 +228,12 @@ class SteerLogitsProcessor(LogitsProcessor):
             self.rows.pop(index, None)
         for index, params, prompt_ids, output_ids in batch_update.added:
             args = _request(params)
-            if args is None or is_identity(args):
+            key = None if args is None else self._key(args)
+            if key is None or self.procs[key].lam == 0:
                 self.rows.pop(index, None)  # unsteered (lam 0 is the identity: skip the work)
                 continue
             tail = list(prompt_ids or [])[-self.context:]
-            self.rows[index] = (self._key(args), tail, output_ids)
+            self.rows[index] = (key, tail, output_ids)
         for a, b, direction in batch_update.moved:
             row_a, row_b = self.rows.pop(a, None), self.rows.pop(b, None)
             if row_a is not None:

@@ -170,9 +170,6 @@ class SweepConfig:
                                            num_beams=self.num_beams, temperature=self.temperature,
                                            top_p=self.top_p, seed=self.seed + sample, loop_ban=self.loop_ban))
 
-    def lora_config(self):
-        return self.options()["lora"]
-
     def spec(self, corpus: str, method: str, knob: float, sample: int = 0) -> SteeringSpec:
         """The steering spec of one cell (its decoding seeded for continuation ``sample``)."""
         m = get_method(method)

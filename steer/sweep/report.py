@@ -20,7 +20,6 @@ from steer.sweep.config import SweepConfig
 JUDGE_METRICS = ["judge_hit", "judge_hit_lo", "judge_hit_hi", "judge_p_target", "heldout_style_ppl",
                  "degenerate_rate", "distinct_1", "distinct_2", "self_bleu"]
 
-
 # 95 % bootstrap intervals over prompts, computed from samples.jsonl when results are written.
 INTERVALS = ["judge_p_target", "heldout_style_ppl", "degenerate_rate", "base_ppl"]
 
@@ -37,13 +36,11 @@ REL_METRICS = ["judge_hit", "judge_p_target", "heldout_style_ppl", "base_ppl", "
 
 COLUMNS = ["corpus", "method", "lam", "knob", "n_samples", *METRICS, *COSTS, *[f"{m}_rel" for m in REL_METRICS]]
 
-
 # Every comparison at matched fluency and against the constraints, one row each, its table named in `kind`.
 COMPARISONS = "comparisons.csv"
 
 SUPERSEDED = ("results.json", "matched.csv", "matched_variants.csv", "matched_methods.csv", "no_worse_fluency.csv",
               "constraints.csv", "holding.csv")
-
 
 # Per-sample values kept in samples.jsonl (judges, fluency), for paired comparisons.
 SAMPLE_VALUES = ["judge_hit", "judge_p_target", "heldout_nll", "heldout_words", "degenerate", "base_nll",

@@ -15,7 +15,7 @@ from steer.generation import continuation_texts, continue_prompts
 from steer.methods import get_method
 from steer.monitor import DivergenceRecorder
 from steer.runs import RunLock, check_same_config, normalise
-from steer.spec import Workshop, is_table_file
+from steer.spec import Workshop, load_source
 from steer.sweep.config import SweepConfig, canonical_config, config_defaults, package_versions
 from steer.sweep.report import _key, _mean, _read_rows, _with_relative, _write_jsonl, _write_results, judge_columns
 
@@ -137,7 +137,7 @@ def run_sweep(config: SweepConfig, out_dir, model=None, tokenizer=None,
     cfg_json = normalise(asdict(config))
     with RunLock(out):
         check_same_config(out, cfg_json, defaults=config_defaults(), canonical=canonical_config)
-        sources = {name: _load_source(name, config) for name in config.corpora}
+        sources = {name: load_source(name, config.judge_fraction, config.encoding) for name in config.corpora}
         splits = {name: src.split for name, src in sources.items() if isinstance(src, Corpus)}
         check_same_splits(out, splits)
         cells = _read_rows(out / "cells.jsonl")
@@ -204,18 +204,6 @@ def _build_panel(config: SweepConfig, judged: dict, runner: _Runner):
                       classifier_options=config.classifier)
 
 
-def _load_source(name: str, config: SweepConfig):
-    """A corpus's text (a Corpus) or, for a table file, the loaded table; checked before the model loads."""
-    if is_table_file(name):
-        from ngram import NGramTable
-
-        path = Path(name)
-        if not path.exists():
-            raise FileNotFoundError(f"table file {name!r} not found")
-        return NGramTable.load(path)
-    return load_corpus(name, judge_fraction=config.judge_fraction, encoding=config.encoding)
-
-
 @dataclass
 class _Run:
     """What the cells of one run share: its settings and folder, the model, the corpora read and judged."""
@@ -245,7 +233,7 @@ def _run_cells(run: _Run, todo: list, cells: list[dict], done: set) -> None:
                         lora=lambda corpus, lora: _lora_for(cfg, lora, model, tok, corpus, out, run.lora_progress))
     for corpus, method, knob in todo:
         steering = cfg.spec(corpus, method, knob).build(model, tok, workshop)
-        row, new = runner.cell(corpus, workshop.context(steering.spec).table, method, knob, steering.setup)
+        row, new = runner.cell(corpus, steering.table, method, knob, steering.setup)
         del steering
         samples += new
         _write_jsonl(out / "samples.jsonl", samples)
