@@ -150,6 +150,16 @@ def get_method(name: str) -> Method:
     return REGISTRY[name]
 
 
+def servable_method(name) -> Method:
+    """The registered method ``name``, if a serving engine can apply it (a logits processor of the tables alone)."""
+    if name not in REGISTRY or not REGISTRY[name].servable:
+        why = ("it steers more than the logits (hooks, a cache, a prefix or an adapter)" if name in REGISTRY
+               else "it is not a registered method")
+        served = [m.name for m in REGISTRY.values() if m.servable]
+        raise ValueError(f"method {name!r} cannot be served ({why}); the serving adapters apply {served}")
+    return REGISTRY[name]
+
+
 def baseline_names() -> tuple[str, ...]:
     """The registered methods whose role is baseline."""
     return tuple(m.name for m in REGISTRY.values() if m.role == "baseline")

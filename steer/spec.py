@@ -293,9 +293,13 @@ class Workshop:
         def lora():
             return self.adapter(corpus, spec.options.get("lora"))
 
+        def background_table():
+            if is_table_file(background):  # a saved table (as a served spec names it)
+                return self.source(background, copts)
+            return self.table(self.extra(background, copts), copts.order)
+
         memo = self._memos.setdefault((spec.corpus, copts.judge_fraction, copts.encoding), {})
-        return Context(self.model, self.tokenizer, corpus, dict(spec.options), table,
-                       lambda: self.table(self.extra(background, copts), copts.order), lora,
+        return Context(self.model, self.tokenizer, corpus, dict(spec.options), table, background_table, lora,
                        background_corpus=lambda: self.extra(background, copts), memo=memo)
 
     def adapter(self, corpus, config):

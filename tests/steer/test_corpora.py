@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from steer.catalog import manifest, style_names
 
+from steer.catalog import manifest, style_names
 from steer.corpora import (
     check_disjoint,
     clean_gutenberg,
