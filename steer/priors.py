@@ -267,6 +267,29 @@ class GuidedStylePrior(LogitsProcessor):
             out = out / temperature_for_entropy(out, h)
         return out if scores.dtype == torch.float32 else out.to(scores.dtype)
 
+    def add_to(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        """Steer float32 ``scores`` in place, to the values :meth:`__call__` returns; returns ``scores``.
+
+        For engines that let a processor edit their logits (vLLM, llama.cpp). On a CPU the
+        constant-strength plausible variant (without mask, centre or temper) changes the scores on
+        its support only, so it reads the rows' maxima, looks the bonus up at the support's pairs and
+        writes just those: no [B, V] copy, lookup or write. Elsewhere the result is copied in.
+        """
+        if scores.dtype != torch.float32:
+            raise TypeError(f"`scores` must be float32 to be steered in place, got {scores.dtype}")
+        if self.lam == 0:
+            return scores
+        if (self.plausibility is not None and self.strength == "constant" and not (self.centre or self.mask
+                                                                                      or self.temper)
+                and scores.device.type == "cpu"):
+            check_width(scores.shape[-1], self.table.vocab_size)
+            rows, cols, _ = support_pairs(scores, math.log(self.plausibility))
+            # s + lam * b at the support, as the dense path's torch.add(s, b, alpha=lam) computes it.
+            scores[rows, cols] = torch.add(scores[rows, cols], self.support_bonus(input_ids, rows, cols),
+                                           alpha=self.lam)
+            return scores
+        return scores.copy_(self(input_ids, scores))
+
     def _sparse_support(self, s: torch.Tensor) -> bool:
         """Whether this call looks the bonus up on the plausible support only (see :meth:`_call_on_support`):
         on a CPU, from SPARSE_MIN_ROWS rows (below that the dense rows are cheaper than the extra ops)."""

@@ -102,6 +102,18 @@ class NGramStylePrior(LogitsProcessor):
             return pad_columns(self._compiled[plan.device](tail), width)
         return pad_columns(plan(input_ids), width)
 
+    def add_to(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        """Steer float32 ``scores`` in place, to the values :meth:`__call__` returns; returns ``scores``.
+
+        For engines that let a processor edit their logits (vLLM, llama.cpp): no [B, V] result is
+        allocated. ``add_`` runs the same kernel as ``torch.add(scores, prior, alpha=lam)``.
+        """
+        if scores.dtype != torch.float32:
+            raise TypeError(f"`scores` must be float32 to be steered in place, got {scores.dtype}")
+        if self.lam == 0:
+            return scores
+        return scores.add_(self.prior(input_ids, scores.shape[-1]), alpha=self.lam)
+
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if self.lam == 0:
             return scores.clone()

@@ -342,3 +342,31 @@ def test_fresh_on_the_support_only_equals_the_dense_path(fresh, monkeypatch):
     monkeypatch.setattr(GuidedStylePrior, "_sparse_support", lambda self, s: False)
     torch.testing.assert_close(sparse, prior(ids, scores), rtol=1e-6, atol=1e-6)
     assert not torch.equal(sparse, GuidedStylePrior(style, 3.0, background=books, plausibility=0.05)(ids, scores))
+
+
+@pytest.mark.parametrize("opts", [
+    dict(),
+    dict(background=True, plausibility=0.1),
+    dict(plausibility=0.3),
+    dict(background=True, plausibility=0.1, clip=1.0),
+    dict(background=True, plausibility=0.1, mask=True),
+    dict(plausibility=0.3, centre=True),
+    dict(background=True, plausibility=0.1, fresh=2),
+    dict(background=True, strength="kl", kl_budget=0.05),
+], ids=str)
+@pytest.mark.parametrize("rows", [1, 4])
+def test_add_to_steers_in_place_to_the_calls_values(batch, opts, rows):
+    scores, ids = batch
+    scores, ids = scores[:rows].clone(), ids[:rows]
+    prior = GuidedStylePrior(STYLE, 1.5, **{**opts, "background": BACKGROUND if opts.get("background") else None})
+    want = prior(ids, scores)
+    strided = torch.zeros(rows, V, 3)[:, :, 1]  # every third float, as llama-cpp-python's records hold a row
+    strided.copy_(scores)
+    for target in (scores.clone(), strided):
+        assert prior.add_to(ids, target) is target
+        torch.testing.assert_close(target, want, rtol=0, atol=1e-6)
+        assert torch.equal(torch.isneginf(target), torch.isneginf(want))
+    zero = scores.clone()
+    assert torch.equal(GuidedStylePrior(STYLE, 0.0).add_to(ids, zero), scores)  # lam 0 is the identity
+    with pytest.raises(TypeError, match="float32"):
+        prior.add_to(ids, scores.double())

@@ -186,3 +186,18 @@ def test_generate_in_half_precision(table, dtype):
     out = model.generate(**kw, output_scores=True, return_dict_in_generate=True,
                          logits_processor=LogitsProcessorList([NGramStylePrior(table, 1.0)]))
     assert all(not torch.isnan(s).any() for s in out.scores)
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.3])
+def test_add_to_steers_in_place_to_the_calls_values(table, lam):
+    ids = torch.randint(0, V, (3, 6))
+    scores = torch.randn(3, V + 4)
+    prior = NGramStylePrior(table, lam, mode="logsum", weights=(0.2, 0.3, 0.5))
+    want = prior(ids, scores)
+    strided = torch.zeros(3, V + 4, 3)[:, :, 1]  # every third float, as llama-cpp-python's records hold a row
+    strided.copy_(scores)
+    for target in (scores.clone(), strided):
+        assert prior.add_to(ids, target) is target
+        assert torch.equal(target, want)
+    with pytest.raises(TypeError, match="float32"):
+        prior.add_to(ids, scores.half())
