@@ -39,6 +39,7 @@ import torch
 
 from steer.methods import servable_method
 from steer.spec import SteeringSpec
+from steer.style import NGramStylePrior
 
 # Texts both tokenizers must split alike before a table of one steers the other's logits.
 PROBES = ("The old man walked to the sea, and said: \"It's 1,605 leagues!\"", "  naïve café\nsecond line\t(tab)")
@@ -91,15 +92,22 @@ class SteerLlamaProcessor:
         context: tokens of context it reads (N-1 of its highest-order table), or None for the whole
             sequence (the guided option ``fresh`` looks back further).
         spec: the spec it was built from (kept for reference).
+        threads: torch threads for each call (the caller's setting is restored after it); None
+            leaves torch's setting. One row is too small to share: waking torch's worker threads
+            between llama.cpp's forward passes cost more than it saved (``docs/serving.md``).
     """
 
-    def __init__(self, processor, context: int | None, spec: SteeringSpec | None = None):
+    def __init__(self, processor, context: int | None, spec: SteeringSpec | None = None, threads: int | None = 1):
         if context is not None and (isinstance(context, bool) or not isinstance(context, int) or context < 1):
             raise ValueError(f"`context` must be an int >= 1 or None, got {context!r}")
-        self.processor, self.context, self.spec = processor, context, spec
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ValueError(f"`threads` must be an int >= 1 or None, got {threads!r}")
+        self.processor, self.context, self.spec, self.threads = processor, context, spec, threads
+        self._reads_once = isinstance(processor, NGramStylePrior)
 
     @classmethod
-    def from_spec(cls, spec, llama=None, tokenizer=None, tables: Mapping[str, str] | None = None, workshop=None):
+    def from_spec(cls, spec, llama=None, tokenizer=None, tables: Mapping[str, str] | None = None, workshop=None,
+                  threads: int | None = 1):
         """The processor of ``spec`` (a SteeringSpec, its dict or a JSON file) for ``llama``.
 
         Args:
@@ -108,6 +116,7 @@ class SteerLlamaProcessor:
             tokenizer: the transformers tokenizer of the model; default, the one in ``llama``'s GGUF.
             tables: name -> saved table path; a spec's corpus or background that is a key here is that table.
             workshop: a :class:`steer.spec.Workshop` to share tables between several specs.
+            threads: torch threads for each call (see the class).
         """
         spec = read_spec(spec)
         if tables is not None:
@@ -131,17 +140,31 @@ class SteerLlamaProcessor:
             raise ValueError(f"the table has {vocab} tokens, the Llama model's logits only {llama.n_vocab()}")
         guided = spec.options.get("guided")
         context = None if guided is not None and guided.fresh is not None else _context_of(processor)
-        return cls(processor, context, spec)
+        return cls(processor, context, spec, threads)
 
     def __call__(self, input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        if self.threads is None:
+            return self._steer(input_ids, scores)
+        caller = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            return self._steer(input_ids, scores)
+        finally:
+            torch.set_num_threads(caller)
+
+    def _steer(self, input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
         ids = np.asarray(input_ids)
         if self.context is not None:
             ids = ids[-self.context:]
         # [1, k] int64: llama-cpp-python holds the ids as C ints.
         contexts = torch.from_numpy(ids.astype(np.int64, copy=True)).unsqueeze(0)
-        # One contiguous copy of the row: llama-cpp-python's records hold it 3 floats apart, and every
-        # read of a strided row costs several times a contiguous one. The binding copies what is
-        # returned back into its records.
+        view = torch.from_numpy(scores).unsqueeze(0)  # llama.cpp's row, its records 3 floats apart
+        if self._reads_once:
+            # The prior reads the row once: added where it lies (the binding's write-back is then a no-op).
+            self.processor.add_to(contexts, view)
+            return scores
+        # The guided variants read the row several times, and a strided read costs several times a
+        # contiguous one: one contiguous copy, steered in place and returned (the binding copies it back).
         row = np.array(scores, dtype=np.float32)
         self.processor.add_to(contexts, torch.from_numpy(row).unsqueeze(0))
         return row

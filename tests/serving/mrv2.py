@@ -12,11 +12,14 @@ from __future__ import annotations
 from unittest import mock
 
 import numpy as np
+import pytest
 import torch
-import vllm
-import vllm.v1.worker.gpu.buffer_utils as buffers
-from vllm.v1.worker.gpu.sample.logits_processor import LogitsContext, build_custom_logits_processors
-from vllm.v1.worker.gpu.states import RequestState
+
+vllm = pytest.importorskip("vllm")  # collected for doctests in every environment
+
+import vllm.v1.worker.gpu.buffer_utils as buffers  # noqa: E402
+from vllm.v1.worker.gpu.sample.logits_processor import LogitsContext, build_custom_logits_processors  # noqa: E402
+from vllm.v1.worker.gpu.states import RequestState  # noqa: E402
 
 PROCESSOR = "steer.serving.vllm:SteerLogitsProcessor"
 
