@@ -3,6 +3,7 @@
 Knows token ids, counts and tensors; knows nothing of models or steering.
 """
 
+from ngram.arpa import ArpaFormatError, ArpaModel
 from ngram.files import read_checked, write_atomic
 from ngram.fingerprint import tokenizer_fingerprint
 from ngram.lookup import ContrastPlan, last_ids
@@ -10,6 +11,8 @@ from ngram.persist import MAX_ORDER, TableFileError
 from ngram.table import NGramTable, TokenizerMismatchError
 
 __all__ = [
+    "ArpaFormatError",
+    "ArpaModel",
     "MAX_ORDER",
     "ContrastPlan",
     "NGramTable",

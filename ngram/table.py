@@ -628,6 +628,22 @@ class NGramTable:
                                         self.hash_seed, device, accelerator, dense_bytes)
         return self._plans[key]
 
+    def to_arpa(self, path, discount: float = 0.75) -> None:
+        """Write the interpolated Kneser-Ney estimate (discount ``discount``) as an ARPA file (:mod:`ngram.arpa`).
+
+        Its words are token ids; KenLM and other toolkits read it, and :meth:`from_arpa` reads it back.
+        """
+        from ngram.arpa import write_arpa
+
+        write_arpa(self, path, discount)
+
+    @staticmethod
+    def from_arpa(path, vocab_size: int | None = None, tokenizer=None):
+        """An :class:`ngram.arpa.ArpaModel` of an ARPA backoff file whose words are token ids."""
+        from ngram.arpa import ArpaModel
+
+        return ArpaModel.read(path, vocab_size=vocab_size, tokenizer=tokenizer)
+
     def check_contexts(self, contexts, validate: bool = False) -> None:
         """Refuse anything but integer ids [B, T]; with ``validate`` also ids outside [0, V) (one host sync)."""
         if not isinstance(contexts, torch.Tensor):

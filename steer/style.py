@@ -7,7 +7,7 @@ import math
 import torch
 from transformers import LogitsProcessor
 
-from ngram import NGramTable
+from ngram import ArpaModel, NGramTable
 
 
 def check_lam(lam) -> float:
@@ -73,13 +73,19 @@ class NGramStylePrior(LogitsProcessor):
     """
 
     def __init__(self, table: NGramTable, lam: float, tokenizer=None, compile: bool = False, **prior_options):
-        if not isinstance(table, NGramTable):
-            raise TypeError(f"`table` must be an ngram.NGramTable, got {type(table).__name__}")
+        if not isinstance(table, (NGramTable, ArpaModel)):
+            raise TypeError(f"`table` must be an ngram.NGramTable or ngram.ArpaModel, got {type(table).__name__}")
         if not isinstance(compile, bool):
             raise TypeError(f"`compile` must be True or False, got {compile!r}")
         self.table = table
         self.lam = check_lam(lam)
-        self.options = table.options(**prior_options)
+        if isinstance(table, ArpaModel):  # an ARPA file holds its own estimate: nothing to choose
+            if prior_options or compile:
+                raise ValueError(f"an ARPA model takes no prior options or compile, got {sorted(prior_options)}"
+                                 f"{' and compile' if compile else ''}")
+            self.options = None
+        else:
+            self.options = table.options(**prior_options)
         self.compile = compile
         self._plans: dict = {}  # device -> the table's step plan for these options
         self._compiled: dict = {}  # device -> plan.step compiled
@@ -89,6 +95,8 @@ class NGramStylePrior(LogitsProcessor):
     def prior(self, input_ids: torch.LongTensor, width: int) -> torch.Tensor:
         """The style log-prior for every row, float32 [B, width] (zeros past the table's vocab)."""
         check_width(width, self.table.vocab_size)
+        if self.options is None:  # an ARPA model: its backoff rows
+            return pad_columns(self.table.logprobs(input_ids), width)
         self.table.check_contexts(input_ids)  # type and shape; out-of-range ids never match (no host sync)
         plan = self._plans.get(input_ids.device)
         if plan is None:  # once per device: a decode step then goes straight to the lookup

@@ -201,3 +201,17 @@ def test_add_to_steers_in_place_to_the_calls_values(table, lam):
         assert torch.equal(target, want)
     with pytest.raises(TypeError, match="float32"):
         prior.add_to(ids, scores.half())
+
+
+def test_an_arpa_model_steers_through_the_prior(tmp_path):
+    """A table written as ARPA and read back is the table's Kneser-Ney prior; it takes no prior options."""
+    rng = np.random.default_rng(0)
+    table = NGramTable.from_token_ids([rng.zipf(1.3, 200).clip(max=27).tolist() for _ in range(6)], 30, 3)
+    table.to_arpa(tmp_path / "t.arpa")
+    model = NGramTable.from_arpa(tmp_path / "t.arpa", vocab_size=table.vocab_size)
+    ids, scores = torch.randint(0, 30, (4, 5)), torch.randn(4, 32)
+    got = NGramStylePrior(model, 0.5)(ids, scores)
+    torch.testing.assert_close(got, NGramStylePrior(table, 0.5, smoothing="kneser_ney")(ids, scores), rtol=0,
+                               atol=1e-5)
+    with pytest.raises(ValueError, match="no prior options"):
+        NGramStylePrior(model, 0.5, smoothing="kneser_ney")
