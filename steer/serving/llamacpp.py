@@ -8,9 +8,9 @@ token with the sequence so far and the next token's logits::
     from steer.serving.llamacpp import SteerLlamaProcessor
 
     llm = Llama("SmolLM2-135M-Instruct.Q4_1.gguf")
-    steer = SteerLlamaProcessor.from_spec(
+    steering = SteerLlamaProcessor.from_spec(
         {"method": "contrastive+plausible", "knob": 2, "corpus": "don_quixote", "background": "background"}, llm)
-    llm.create_completion("The old man", max_tokens=40, temperature=0, logits_processor=LogitsProcessorList([steer]))
+    llm.create_completion("The old man", max_tokens=40, temperature=0, logits_processor=LogitsProcessorList([steering]))
 
 The methods a logits processor of the tables alone can apply are served (the registry's
 ``servable`` ones: the paper's prior and the n-gram variants); activation steering, HSO, prompting
