@@ -57,15 +57,16 @@ def write_arpa(table, path, discount: float = 0.75) -> None:
     _, full, _ = estimators.chain_values(coeffs, stored, v, table.hashed_orders, table.hash_seed)
     sections = []  # per order: (word columns [n_k, k], log10 p [n_k]); order 1 first
     sections.append((np.arange(v, dtype=np.int64)[:, None], np.log10(coeffs.unigram)))
+    contexts = {}  # order -> its contexts' ids [n_ctx, k-1], for the entries and for the backoff weights
     for k, oc, lin in zip(coeffs.orders, coeffs.per_order, full, strict=True):
         p = f"o{k}."
         off = stored[p + "offsets"].numpy().astype(np.int64)
         ctx = np.repeat(np.arange(off.size - 1), np.diff(off))
-        tokens = estimators.context_tokens(stored, k, v, table.hashed_orders)  # (n_ctx, k-1)
+        tokens = contexts[k] = estimators.context_tokens(stored, k, v, table.hashed_orders)  # (n_ctx, k-1)
         words = np.concatenate([tokens[ctx], stored[p + "next_ids"].numpy().astype(np.int64)[:, None]], axis=1)
         # ln p_k(w | h) = full + ln G(h) (chain_values), G the product of the backoff weights down the chain.
         sections.append((words, (lin + np.log(oc.row[ctx, 0])) / LN10))
-    bows = [_backoffs(stored, k, n, v, table.hashed_orders, float(discount), sections[k - 2][0])
+    bows = [_backoffs(stored, k, n, contexts[k], float(discount), sections[k - 2][0])
             for k in range(2, n + 1)] + [None]
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
@@ -89,14 +90,14 @@ def write_arpa(table, path, discount: float = 0.75) -> None:
     os.replace(tmp, path)
 
 
-def _backoffs(stored: dict, k: int, top: int, v: int, hashed_orders, d: float, lower_words: np.ndarray) -> np.ndarray:
+def _backoffs(stored: dict, k: int, top: int, tokens: np.ndarray, d: float, lower_words: np.ndarray) -> np.ndarray:
     """log10 g_k(h) of every (k-1)-gram ``lower_words`` [n, k-1] of the section below (0: not an order-k context).
 
     g_k(h) = D n_k(h) / c_k(h), 1 where c_k(h) = 0 (raw counts at the top order, continuation counts below).
     """
     _, _, tot, types = estimators._order_arrays(stored, k, "counts" if k == top else "cont")
     g = np.where(tot > 0, d * types / np.where(tot > 0, tot, 1.0), 1.0)
-    have = _row_keys(estimators.context_tokens(stored, k, v, hashed_orders))  # the order-k contexts' ids
+    have = _row_keys(tokens)  # the order-k contexts' ids
     want = _row_keys(lower_words)
     out = np.zeros(lower_words.shape[0])
     if have.size == 0:
@@ -114,6 +115,10 @@ def _row_keys(rows: np.ndarray) -> np.ndarray:
     return rows.view([(f"f{i}", np.int64) for i in range(rows.shape[1])]).ravel()
 
 
+# Per order k >= 2: its contexts' keys and CSR entries, and the backoff weights of the (k-1)-grams.
+_ORDER_ARRAYS = ("ctx_keys", "offsets", "next_ids", "logp", "bow_keys", "bow")
+
+
 class ArpaModel:
     """An ARPA backoff model over token ids, answering :meth:`logprobs` for batches of contexts by backoff.
 
@@ -129,9 +134,15 @@ class ArpaModel:
         self.vocab_size = vocab_size
         self.order = len(orders) + 1
         self.path = path
-        self.fingerprint = None
-        self.unigram = torch.from_numpy(unigram.astype(np.float32))  # ln p_1, [V]
-        self._orders = [{name: torch.from_numpy(a) for name, a in o.items()} for o in orders]
+        arrays = {"unigram": torch.from_numpy(unigram.astype(np.float32))}  # ln p_1, [V]
+        arrays.update({f"{k}.{name}": torch.from_numpy(a) for k, o in enumerate(orders, start=2)
+                       for name, a in o.items()})
+        self._arrays = {torch.device("cpu"): arrays}  # device -> the arrays there, moved once
+
+    def _on(self, device: torch.device) -> dict[str, torch.Tensor]:
+        if device not in self._arrays:
+            self._arrays[device] = {name: t.to(device) for name, t in self._arrays[torch.device("cpu")].items()}
+        return self._arrays[device]
 
     @classmethod
     def read(cls, path, vocab_size: int | None = None, tokenizer=None) -> ArpaModel:
@@ -194,14 +205,15 @@ class ArpaModel:
             raise TypeError("`contexts` must be an integer torch.Tensor [B, T]")
         device = contexts.device
         b = contexts.shape[0]
-        row = self.unigram.to(device).expand(b, -1).clone()
-        for k, o in enumerate(self._orders, start=2):
-            o = {name: t.to(device) for name, t in o.items()}
+        arrays = self._on(device)
+        row = arrays["unigram"].expand(b, -1).clone()
+        for k in range(2, self.order + 1):
+            o = {name: arrays[f"{k}.{name}"] for name in _ORDER_ARRAYS}
             tail = _tail(contexts, k - 1)  # (B, k-1), -1 where the row is shorter
             ok = (tail >= 0).all(dim=1) & (tail < self.vocab_size).all(dim=1)
             key = keys.pack_exact(list(tail.clamp(min=0).long().T), self.vocab_size)
             # Unseen tokens: the (k-1)-gram's backoff weight on top of the lower orders' row.
-            row = row + _lookup(o["bow_keys"], o["bow"], key, ok).unsqueeze(1)
+            row.add_(_lookup(o["bow_keys"], o["bow"], key, ok).unsqueeze(1))
             # Seen tokens: their own probability.
             at, found = _find(o["ctx_keys"], key, ok)
             start = torch.where(found, o["offsets"][at], 0)

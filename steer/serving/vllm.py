@@ -335,6 +335,7 @@ class SteerLogitsProcessorV2(V2LogitsProcessor):
         self.slot_key: list[str | None] = [None] * req_states.max_num_reqs
         self.slot_setting = np.full(req_states.max_num_reqs, -1, dtype=np.int64)  # slot -> setting id, -1 none
         self.setting_ids: dict[str, int] = {}
+        self.procs: dict[int, object] = {}
         self._slot_setting_dev: torch.Tensor | None = None  # the device copy, refreshed after changes
 
     @classmethod
@@ -351,6 +352,7 @@ class SteerLogitsProcessorV2(V2LogitsProcessor):
         live = {k for k in self.slot_key if k is not None}
         self.settings.keep(live)
         self.setting_ids = {k: i for k, i in self.setting_ids.items() if k in live}
+        self.procs = {i: self.settings.procs[k] for k, i in self.setting_ids.items()}  # setting id -> processor
         self._slot_setting_dev = None
         return key is not None
 
@@ -364,16 +366,15 @@ class SteerLogitsProcessorV2(V2LogitsProcessor):
         live = np.unique(setting[setting >= 0])
         if live.size == 0:
             return logits
-        procs = {i: self.settings.procs[k] for k, i in self.setting_ids.items()}
         rows = logits.shape[0]
         if rows == len(slots):  # one row per request, in batch order
             for s in live.tolist():
                 picked = np.flatnonzero(setting == s)
                 if picked.size == rows:
-                    logits = _steer(procs[s], self._contexts(ctx), logits)
+                    logits = _steer(self.procs[s], self._contexts(ctx), logits)
                     continue
                 index = torch.from_numpy(picked).to(self.device, non_blocking=True)
-                steered = _steer(procs[s], self._contexts(ctx, index), logits.index_select(0, index))
+                steered = _steer(self.procs[s], self._contexts(ctx, index), logits.index_select(0, index))
                 logits.index_copy_(0, index, steered)
             return logits
         if self._slot_setting_dev is None:
@@ -382,7 +383,7 @@ class SteerLogitsProcessorV2(V2LogitsProcessor):
         row_setting = torch.where(mapping >= 0, self._slot_setting_dev[mapping.clamp(min=0)], -1)
         contexts = self._contexts(ctx)
         for s in live.tolist():
-            steered = _steer(procs[s], contexts, logits.clone())
+            steered = _steer(self.procs[s], contexts, logits.clone())
             logits = torch.where((row_setting == s).unsqueeze(1), steered, logits)
         return logits
 
