@@ -46,7 +46,7 @@ def make_prompts(n_train: int, n_test: int, words: int = 8):
     """Openings (first ``words`` words) of documents of several corpora; train and test from disjoint docs."""
     pools = []
     for name in PROMPT_CORPORA:
-        docs = [d for d in load_corpus(name, judge_fraction=0).train if len(d.split()) >= words + 4]
+        docs = [d for d in load_corpus(name, judge_fraction=0).steer if len(d.split()) >= words + 4]
         pools.append([" ".join(d.split()[:words]) for d in docs])
     mixed = [p for group in zip(*pools, strict=False) for p in group]  # interleave corpora
     if len(mixed) < n_train + n_test:

@@ -82,6 +82,9 @@ CKPT = Path.home() / ".cache" / "steer" / "edit_finetune"
 SYNTHETIC_TRAIN, SYNTHETIC_EVAL = 8000, 300
 TURK_HELD = 300  # the last TurkCorpus tune sources: evaluation only
 MAX_TRAIN_WORDS = 50  # longer training sources are skipped (cost, not content)
+# Per training group, the sources held out of training whose loss stops it (about 400 pairs in all,
+# each group's share near its share of the mix).
+HELD_SOURCES = {"synthetic": 140, "jfleg": 20, "asset": 6, "turkcorpus": 8, "mrpc": 60}
 # Share of each training step's examples drawn from each group.
 MIX = {"synthetic": 0.35, "jfleg": 0.2, "asset": 0.15, "turkcorpus": 0.15, "mrpc": 0.15}
 EVAL_CAP = {"synthetic": SYNTHETIC_EVAL, "jfleg/test": None, "asset/test": None, "turkcorpus/held": None,
@@ -95,7 +98,7 @@ DECODE = {"spans": {"target": "spans", "fmt": "compact"}, "anchored": {"target":
 
 
 def sentences(n: int, seed: int = 0) -> list[str]:
-    docs = load_corpus("sherlock_holmes", judge_fraction=0).train + load_corpus("don_quixote", judge_fraction=0).train
+    docs = load_corpus("sherlock_holmes", judge_fraction=0).steer + load_corpus("don_quixote", judge_fraction=0).steer
     out = []
     for d in docs:
         for s in re.split(r"(?<=[.!?])\s+", d):
@@ -136,20 +139,30 @@ def turk_split() -> tuple[EditSet, EditSet]:
 
 
 def training_examples(tok, fmt: str, mark_every: int = 1, only: list[str] | None = None
-                      ) -> tuple[list[dict], list[float], dict]:
+                      ) -> tuple[list[dict], list[float], dict, list[dict]]:
+    """The weighted training mix, its group sizes, and the held-out examples: each group's last
+    HELD_SOURCES sources (all their pairs), never trained on, whose loss stops training."""
     groups = {"synthetic": ("gec", synthetic_pairs()[0]),
-              "jfleg": ("gec", load_edit_set("jfleg", "dev").pairs()),
-              "asset": ("simplify", load_edit_set("asset", "valid").pairs()),
-              "turkcorpus": ("simplify", turk_split()[0].pairs()),
-              "mrpc": ("paraphrase", load_edit_set("mrpc", "train").pairs())}
-    sets = {}
-    for name, (task, pairs) in groups.items():
+              "jfleg": ("gec", load_edit_set("jfleg", "dev")),
+              "asset": ("simplify", load_edit_set("asset", "valid")),
+              "turkcorpus": ("simplify", turk_split()[0]),
+              "mrpc": ("paraphrase", load_edit_set("mrpc", "train"))}
+    sets, heldout = {}, []
+    for name, (task, data) in groups.items():
         if only and name not in only:
             continue
-        pairs = [(s, t) for s, t in pairs if len(s.split()) <= MAX_TRAIN_WORDS]
-        sets[name] = make_examples(pairs, task, tok, fmt=fmt, mark_every=mark_every)[0]
+        if isinstance(data, EditSet):  # held out by source: no source is on both sides
+            cut = len(data.sources) - HELD_SOURCES[name]
+            train_pairs = EditSet(name, task, data.sources[:cut], data.references[:cut]).pairs()
+            held_pairs = EditSet(name, task, data.sources[cut:], data.references[cut:]).pairs()
+        else:
+            train_pairs, held_pairs = data[: -HELD_SOURCES[name]], data[-HELD_SOURCES[name]:]
+        short = [(s, t) for s, t in train_pairs if len(s.split()) <= MAX_TRAIN_WORDS]
+        sets[name] = make_examples(short, task, tok, fmt=fmt, mark_every=mark_every)[0]
+        heldout += make_examples([(s, t) for s, t in held_pairs if len(s.split()) <= MAX_TRAIN_WORDS], task, tok,
+                                 fmt=fmt, mark_every=mark_every)[0]
     examples, weights = mix(list(sets.values()), [MIX[name] for name in sets])
-    return examples, weights, {name: len(exs) for name, exs in sets.items()}
+    return examples, weights, {name: len(exs) for name, exs in sets.items()}, heldout
 
 
 def eval_sets(limit: int | None = None) -> dict[str, EditSet]:
@@ -180,30 +193,43 @@ def train(args):
     only = args.only.split(",") if args.only else None
     if only and set(only) - set(MIX):
         raise ValueError(f"--only: unknown group(s) {sorted(set(only) - set(MIX))}; groups: {list(MIX)}")
-    examples, weights, sizes = training_examples(tok, fmt, args.mark_every, only)
+    examples, weights, sizes, heldout = training_examples(tok, fmt, args.mark_every, only)
     keys = ("rewrite_prompt", "rewrite") if args.mode == "rewrite" else ("prompt", "completion")
-    print(f"{args.mode}: {len(examples)} training examples {sizes}, mix {MIX}", flush=True)
+    out = Path(args.ckpt) / (run_name(args.mode, args.mark_every) + (f"_{'+'.join(only)}" if only else ""))
+    stop = f"until the held-out loss plateaus (patience {args.patience})" if args.patience else "for every step"
+    print(f"{args.mode}: {len(examples)} training examples {sizes}, {len(heldout)} held out, mix {MIX}; "
+          f"at most {args.steps} steps, {stop}", flush=True)
     window: list[float] = []
     every = 100 if args.steps >= 1000 else 10
 
     def progress(step, loss):
         window.append(loss)
         if (step + 1) % every == 0:
-            print(f"{args.mode} step {step + 1}: loss {sum(window) / len(window):.3f} "
+            held = f", held-out {run_heldout[-1][1]:.4f} at {run_heldout[-1][0]}" if run_heldout else ""
+            print(f"{args.mode} step {step + 1}: loss {sum(window) / len(window):.3f}{held} "
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
             window.clear()
 
+    run_heldout: list = []  # filled by finetune as it evaluates (read by progress)
     t0 = time.perf_counter()
-    losses, secs = finetune(model, tok, examples, prompt_key=keys[0], target_key=keys[1], weights=weights,
-                            steps=args.steps, batch_size=args.batch, lr=args.lr, warmup=args.warmup,
-                            progress=progress)
-    out = Path(args.ckpt) / (run_name(args.mode, args.mark_every) + (f"_{'+'.join(only)}" if only else ""))
+    run = finetune(model, tok, examples, prompt_key=keys[0], target_key=keys[1], weights=weights,
+                   steps=args.steps, batch_size=args.batch, lr=args.lr, warmup=args.warmup,
+                   heldout=heldout if args.patience else None, eval_every=args.eval_every,
+                   patience=args.patience or None, min_delta=args.min_delta,
+                   checkpoint=out.with_name(out.name + ".checkpoint"), checkpoint_every=args.checkpoint_every,
+                   progress=progress, on_heldout=lambda s, v: run_heldout.append((s, v)))
     model.save_pretrained(out)
     tok.save_pretrained(out)
-    every = max(args.steps // 20, 1)
+    losses = run.losses
+    every = max(len(losses) // 20, 1)
     info = {"model": args.model, "mode": args.mode, "mark_every": args.mark_every, "only": only,
             "chat": uses_chat(tok), "steps": args.steps, "batch": args.batch, "lr": args.lr, "warmup": args.warmup,
-            "threads": args.threads, "train_seconds": round(secs, 1), "examples": sizes, "mix": MIX,
+            "threads": args.threads, "train_seconds": round(run.total_seconds, 1),
+            "steps_taken": len(losses), "stopped": run.stopped, "best_step": run.best_step,
+            "stopping": {"heldout_examples": len(heldout), "held_sources": HELD_SOURCES,
+                         "eval_every": args.eval_every, "patience": args.patience, "min_delta": args.min_delta},
+            "heldout_curve": [[s, round(v, 4)] for s, v in run.heldout],
+            "examples": sizes, "mix": MIX,
             "loss_first100": round(sum(losses[:100]) / min(100, len(losses)), 3),
             "loss_last100": round(sum(losses[-100:]) / min(100, len(losses)), 3),
             # The loss curve: the mean over each run of `every` steps.
@@ -358,6 +384,12 @@ def main():
     tr.add_argument("--lr", type=float, default=5e-4)
     tr.add_argument("--warmup", type=int, default=100)
     tr.add_argument("--mark-every", type=int, default=1, help="spans: mark every m-th position in the prompt")
+    tr.add_argument("--eval-every", type=int, default=100, help="steps between held-out evaluations")
+    tr.add_argument("--patience", type=int, default=3,
+                    help="stop after this many evaluations without a new best held-out loss (0: train --steps)")
+    tr.add_argument("--min-delta", type=float, default=0.0, help="a new best must be lower by this share")
+    tr.add_argument("--checkpoint-every", type=int, default=50,
+                    help="steps between checkpoints (CKPT/NAME.checkpoint); the same command resumes there")
     tr.add_argument("--only", default=None, help=f"train on these groups only (comma-separated, of {list(MIX)})")
     ev = sub.add_parser("eval")
     ev.add_argument("--max-new-tokens", type=int, default=128)

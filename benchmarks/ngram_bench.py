@@ -144,7 +144,7 @@ def main():
     for name in CORPORA:
         corpus = load_corpus(name, judge_fraction=0)
         docs.extend(np.asarray(d, dtype=np.int64)
-                    for d in tok(corpus.train, add_special_tokens=False, verbose=False)["input_ids"])
+                    for d in tok(corpus.steer, add_special_tokens=False, verbose=False)["input_ids"])
     base_tokens = sum(d.size for d in docs)
     reps = max(1, round(args.tokens / base_tokens))
     all_docs = docs * reps

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -61,11 +62,22 @@ def register(sub) -> None:
     q.add_argument("--out", required=True, type=Path, help="output folder (model and tokenizer)")
     q.add_argument("--target", choices=TARGETS, default="spans",
                    help="train on the span targets or on the full rewrites of the same examples")
-    q.add_argument("--steps", type=int, default=2000, help="optimiser steps")
+    q.add_argument("--steps", type=int, default=2000,
+                   help="optimiser steps (the most: with --heldout, training stops earlier on a plateau)")
     q.add_argument("--batch", type=int, default=16, help="examples per step")
     q.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (AdamW)")
     q.add_argument("--warmup", type=int, default=100, help="linear warm-up steps before the cosine decay")
     q.add_argument("--seed", type=int, default=0, help="seed of the example draws")
+    q.add_argument("--heldout", action="append", type=Path, default=None,
+                   help="make-data output kept out of training (repeatable): its loss is measured every "
+                        "--eval-every steps, training stops on a plateau and the best model is saved")
+    q.add_argument("--eval-every", type=int, default=100, help="steps between held-out evaluations")
+    q.add_argument("--patience", type=int, default=3,
+                   help="with --heldout: stop after this many evaluations without a new best loss")
+    q.add_argument("--min-delta", type=float, default=0.0,
+                   help="with --heldout: a new best loss must be lower by more than this share of the best")
+    q.add_argument("--checkpoint-every", type=int, default=100,
+                   help="steps between checkpoints in OUT/checkpoint; the same command again resumes there")
     q = add_command(esub, "run", "edit every line of a file with a trained model", cmd_edits_run,
                     EXAMPLES["run"])
     q.add_argument("--model", required=True,
@@ -154,32 +166,42 @@ def cmd_edits_train(args) -> int:
 
     fields = ("prompt", "completion") if args.target == "spans" else ("rewrite_prompt", "rewrite")
     sets = [_read_examples(f, fields) for f in args.data]
+    heldout = [ex for f in args.heldout or () for ex in _read_examples(f, fields)] or None
     try:  # no --weights: every file weighs the same; mix checks the shares
         examples, weights = mix(sets, None if args.weights is None else [float(w) for w in args.weights.split(",")])
     except ValueError as e:
         raise ValueError(f"`--weights` must hold one non-negative share per --data file ({len(sets)}), "
                          f"got {args.weights!r}") from e
     model, tokenizer = load_model(args.model)
-    fmt = _span_format(examples) if args.target == "spans" else None
+    fmt = _span_format(examples + (heldout or [])) if args.target == "spans" else None
     if fmt == "compact":
         add_position_tokens(tokenizer, model)
+    stop = f"at most {args.steps} steps, stopping on a held-out plateau" if heldout else f"{args.steps} steps"
     print(f"{len(examples):,} examples from {len(sets)} file(s); training every parameter of {args.model} "
-          f"for {args.steps} steps of {args.batch} ({'rewrites' if fmt is None else f'{fmt} spans'})")
+          f"for {stop} of {args.batch} ({'rewrites' if fmt is None else f'{fmt} spans'})")
 
     def progress(step, loss):
         if (step + 1) % max(args.steps // 20, 1) == 0 or step + 1 == args.steps:
             print(f"step {step + 1}/{args.steps}: loss {loss:.3f}", flush=True)
 
-    losses, secs = finetune(model, tokenizer, examples, prompt_key=fields[0], target_key=fields[1],
-                            weights=weights, steps=args.steps, batch_size=args.batch, lr=args.lr,
-                            warmup=args.warmup, seed=args.seed, progress=progress)
+    run = finetune(model, tokenizer, examples, prompt_key=fields[0], target_key=fields[1], weights=weights,
+                   steps=args.steps, batch_size=args.batch, lr=args.lr, warmup=args.warmup, seed=args.seed,
+                   heldout=heldout, eval_every=args.eval_every, patience=args.patience if heldout else None,
+                   min_delta=args.min_delta, checkpoint=Path(args.out) / "checkpoint",
+                   checkpoint_every=args.checkpoint_every, progress=progress,
+                   on_heldout=lambda step, loss: print(f"step {step}: held-out loss {loss:.4f}", flush=True))
     model.save_pretrained(args.out)
     tokenizer.save_pretrained(args.out)
+    shutil.rmtree(Path(args.out) / "checkpoint")  # the model is saved: its training state is no longer needed
     (Path(args.out) / EDIT_OUTPUT_FILE).write_text(json.dumps({"target": args.target, "format": fmt}) + "\n",
                                                    encoding="utf-8")
-    print(f"trained in {secs:.0f} s (loss {losses[0]:.3f} -> {losses[-1]:.3f}) -> {args.out}")
+    resumed = f", resumed at step {run.resumed_at}" if run.resumed_at else ""
+    held = (f"; held-out loss {run.heldout[0][1]:.3f} -> {dict(run.heldout)[run.best_step]:.3f}, the best, "
+            f"at step {run.best_step} ({'a plateau' if run.stopped == 'plateau' else 'the last evaluation'})"
+            if run.heldout else "")
+    print(f"trained {len(run.losses)} steps in {run.seconds:.0f} s{resumed} (loss {run.losses[0]:.3f} -> "
+          f"{run.losses[-1]:.3f}){held} -> {args.out}")
     return 0
-
 
 
 def _span_format(examples: list[dict]) -> str:

@@ -55,7 +55,13 @@ def extract_spans(source, target, unit: str = "word", tokenizer=None) -> list[Sp
 
     The alignment is difflib's longest-matching-block alignment of the two unit
     sequences (junk heuristics off); every maximal run of non-matching units is
-    one span, so adjacent edits are merged and spans never touch.
+    one span, so adjacent edits are merged and spans never touch. An insertion
+    is placed after the source units it repeats, never before them: inserting
+    "the" into "after the discovery" doubles the "the" as ``after the [the]
+    discovery``, not ``after [the] the discovery``, so no inserted text is an
+    echo of the source text right after it (the form a span model writes when
+    it means "no change here", which :func:`steer.edits.anchored.parse_anchored`
+    can then drop without losing a real edit).
 
     Args:
         source, target: texts (or id sequences for unit="token").
@@ -77,7 +83,32 @@ def extract_spans(source, target, unit: str = "word", tokenizer=None) -> list[Sp
             rep = b[j : block.b]
             spans.append(Span(i, block.a, " ".join(rep) if unit == "word" else tuple(rep)))
         i, j = block.a + block.size, block.b + block.size
-    return _merge_touching(spans, unit)
+    return _insert_after_repeats(a, _merge_touching(spans, unit), unit)
+
+
+def _insert_after_repeats(units: list, spans: list[Span], unit: str) -> list[Span]:
+    """The same edits with every insertion moved past the source units it starts with.
+
+    Inserting r_1..r_k before a unit equal to r_1 gives the same text as inserting r_2..r_k r_1
+    after that unit: rotate and move on until the next unit differs from the inserted text's first
+    unit. An insertion that reaches the next span joins it (they touch); the merged spans are
+    looked at again, as a merged insertion may start with the unit after it.
+    """
+    moved = True
+    while moved:
+        moved = False
+        out: list[Span] = []
+        for k, (start, end, rep) in enumerate(spans):
+            new = (rep.split() if unit == "word" else list(rep)) if start == end else []
+            stop = min(len(units), spans[k + 1].start if k + 1 < len(spans) else len(units))
+            while new and start < stop and units[start] == new[0]:
+                new, start, moved = new[1:] + new[:1], start + 1, True
+            if new:
+                rep = " ".join(new) if unit == "word" else tuple(new)
+                end = start
+            out.append(Span(start, end, rep))
+        spans = _merge_touching(out, unit)
+    return spans
 
 
 def _merge_touching(spans: list[Span], unit: str) -> list[Span]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -151,8 +152,12 @@ def test_edits_train_then_run(tmp_path, aidreams_path, capsys):
     data, model_dir = tmp_path / "train.jsonl", tmp_path / "model"
     assert main(["edits", "make-data", "--pairs", str(pairs), "--out", str(data), "--format", "compact"]) == 0
     assert main(["edits", "train", "--data", str(data), "--model", str(aidreams_path), "--out", str(model_dir),
-                 "--steps", "40", "--batch", "2", "--lr", "3e-3", "--warmup", "0"]) == 0
-    assert "compact spans" in capsys.readouterr().out
+                 "--steps", "40", "--batch", "2", "--lr", "3e-3", "--warmup", "0", "--heldout", str(data),
+                 "--eval-every", "10", "--checkpoint-every", "10"]) == 0
+    printed = capsys.readouterr().out
+    assert "compact spans" in printed and "stopping on a held-out plateau" in printed
+    assert re.search(r"held-out loss [0-9.]+ -> [0-9.]+, the best, at step 40 \(the last evaluation\)", printed)
+    assert not (model_dir / "checkpoint").exists()
     sources, out = tmp_path / "src.txt", tmp_path / "out.txt"
     sources.write_text("the cat sat on on the mat\n\nthe cat sat on on the mat\n")
     assert main(["edits", "run", "--model", str(model_dir), "--sources", str(sources), "--out", str(out)]) == 0

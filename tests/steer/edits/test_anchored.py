@@ -145,7 +145,7 @@ def test_finetune_teaches_an_anchored_edit(aidreams):
     model, tok = copy.deepcopy(aidreams[0]), aidreams[1]
     pairs = [("the cat sat on on the mat", "the cat sat on the mat")]
     examples, _ = make_examples(pairs, "gec", tok, fmt="anchored")
-    losses, _ = finetune(model, tok, examples, steps=40, batch_size=2, lr=3e-3, warmup=0)
+    losses = finetune(model, tok, examples, steps=40, batch_size=2, lr=3e-3, warmup=0).losses
     assert losses[-1] < losses[0] / 4
     (res,), _ = edit_generate(model, tok, [pairs[0][0]], task="gec", fmt="anchored", max_new_tokens=12)
     assert res.valid and res.target == pairs[0][1], res.raw

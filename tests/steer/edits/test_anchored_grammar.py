@@ -139,7 +139,7 @@ def test_finetuned_model_decodes_its_edit_under_the_grammar(gpt2_tokenizer, aidr
     model.generation_config.eos_token_id = model.config.eos_token_id = tok.eos_token_id
     pairs = [("the cat sat on on the mat", "the cat sat on the mat")]
     examples, _ = make_examples(pairs, "gec", tok, fmt="anchored")
-    losses, _ = finetune(model, tok, examples, steps=60, batch_size=2, lr=1e-2, warmup=0)
+    losses = finetune(model, tok, examples, steps=60, batch_size=2, lr=1e-2, warmup=0).losses
     assert losses[-1] < 0.5, losses[-5:]
     sources = [pairs[0][0], "a cat sat on the mat", "on on on"]
     res, _ = edit_generate(model, tok, sources, task="gec", fmt="anchored", max_new_tokens=12)

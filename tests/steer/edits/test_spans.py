@@ -16,6 +16,7 @@ from steer.edits import (
     normalize,
     parse_spans,
 )
+from steer.edits.anchored import format_anchored, parse_anchored
 from steer.edits.data import ALL_SETS, load_edit_set
 
 WORDS = st.sampled_from(["the", "a", "cat", ";", "\\", "\\;", "naïve", "日本", "1", "2", "NONE", "é", "a;b"])
@@ -41,6 +42,44 @@ def test_word_round_trip_and_format_round_trip(src, tgt):
         assert b.start > a.end  # merged: never touching
     if normalize(src) == normalize(tgt):
         assert spans == [] and text == NO_EDITS
+
+
+def _echoes(source: str, spans) -> list:
+    """The insertions whose words are the source words right after them."""
+    words = source.split()
+    return [s for s in spans if s.start == s.end and words[s.start : s.start + len(s.replacement.split())]
+            == s.replacement.split()]
+
+
+REPEATS = st.lists(st.sampled_from(["a", "b", "c"]), max_size=10).map(" ".join)  # words that repeat often
+
+
+@settings(max_examples=500, deadline=None)
+@given(src=REPEATS, tgt=REPEATS)
+def test_no_insertion_echoes_the_source_after_it(src, tgt):
+    """An insertion sits after the source words it repeats, so none is an echo, and dropping echoes
+    from an anchored answer never drops a reference edit."""
+    spans = extract_spans(src, tgt)
+    assert apply_spans(src, spans) == normalize(tgt) and _echoes(src, spans) == []
+    for a, b in zip(spans, spans[1:], strict=False):
+        assert b.start > a.end
+    written = format_anchored(src, spans)
+    assert parse_anchored(written, src, drop_echoes=True) == parse_anchored(written, src)
+
+
+def test_a_doubling_is_inserted_after_the_word_it_doubles():
+    assert extract_spans("after the discovery", "after the the discovery") == [Span(2, 2, "the")]
+    assert extract_spans("x y y z", "x y y y z") == [Span(3, 3, "y")]
+    assert extract_spans("a b c", "a b c a b c") == [Span(3, 3, "a b c")]
+    assert extract_spans("a b d", "a b a b d") == [Span(2, 2, "a b")]
+    assert extract_spans("a b c", "a a b d") == [Span(1, 1, "a"), Span(2, 3, "d")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, split", ALL_SETS)
+def test_no_reference_edit_is_an_echo(name, split, shared_data):
+    pairs = load_edit_set(name, split, root=shared_data / "edits").pairs()
+    assert not [(s, t) for s, t in pairs if _echoes(s, extract_spans(s, t))]
 
 
 @settings(max_examples=100, deadline=None)
