@@ -288,17 +288,23 @@ def evaluate(args):
         for mode, (model, tok) in models.items():
             kw = {"task": es.task, "batch_size": 16, "loop_ban": guard, "drop_finished": args.decoder == "drop",
                   "grammar": not args.no_grammar, **modes[mode]}
-            edit_generate(model, tok, es.sources[:16], **{**kw, "max_new_tokens": 8})  # warm-up of this batch shape
-            res, secs = edit_generate(model, tok, es.sources, **kw)
-            hyps = [r.target for r in res]
-            outs[mode] = res
-            row[mode] = {**score(es, hyps), "wall_s": round(secs, 2),
-                         "tokens_per_example": round(sum(r.n_tokens for r in res) / len(res), 2),
-                         "generated_tokens": sum(r.n_tokens for r in res),
-                         "valid": round(sum(r.valid for r in res) / len(res), 3),
-                         "changed": round(sum(h != normalize(s) for h, s in zip(hyps, es.sources, strict=True))
-                                          / len(res), 3)}
+            outs[mode], row[mode] = decode(model, tok, es, kw)
             print(f"  {name} {mode}: {json.dumps(row[mode])}", flush=True)
+            if args.prompt_lookup and mode in (spans, "rewrite"):
+                # One source at a time, plain and with prompt lookup, on the first --batch1-limit
+                # sources (and batched on the same sources, when they are fewer than the set).
+                sub = EditSet(es.name, es.task, es.sources[: args.batch1_limit], es.references[: args.batch1_limit])
+                runs = {"b1": {"batch_size": 1}, "b1_lookup": {"batch_size": 1, "prompt_lookup": args.prompt_lookup}}
+                if len(sub.sources) < len(es.sources):
+                    runs = {"b16": {}, **runs}
+                for label, extra in runs.items():
+                    got, row[f"{mode}_{label}"] = decode(model, tok, sub, {**kw, **extra})
+                    if label == "b1":
+                        plain = [r.raw for r in got]
+                    if label == "b1_lookup":
+                        row[f"{mode}_{label}"]["same_as_b1"] = round(
+                            sum(r.raw == p for r, p in zip(got, plain, strict=True)) / len(plain), 4)
+                    print(f"  {name} {mode} {label}: {json.dumps(row[f'{mode}_{label}'])}", flush=True)
         row["time_vs_rewrite"] = round(row[spans]["wall_s"] / row["rewrite"]["wall_s"], 3)
         row["tokens_vs_rewrite"] = round(row[spans]["generated_tokens"] / row["rewrite"]["generated_tokens"], 3)
         for other in names[2:]:
@@ -330,13 +336,26 @@ def evaluate(args):
                          "max_new_tokens": args.max_new_tokens, "threads": args.threads,
                          "loop_ban": guard, "span_grammar": not args.no_grammar,
                          "instruct_max_new_tokens": args.instruct_max_new_tokens
-                         if args.instruct else None}
+                         if args.instruct else None,
+                         "prompt_lookup": args.prompt_lookup, "batch1_limit": args.batch1_limit}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{args.name}.json").write_text(json.dumps(figures, indent=1) + "\n")
     with gzip.open(out / f"{args.name}_outputs.jsonl.gz", "wt", encoding="utf-8") as f:
         f.writelines(json.dumps(k) + "\n" for k in kept)
     print(json.dumps(figures))
+
+
+def decode(model, tok, es: EditSet, kw: dict) -> tuple[list, dict]:
+    """Edit ``es``'s sources (after a warm-up of the same batch shape) and score the answers."""
+    edit_generate(model, tok, es.sources[: kw["batch_size"]], **{**kw, "max_new_tokens": 8})
+    res, secs = edit_generate(model, tok, es.sources, **kw)
+    hyps = [r.target for r in res]
+    return res, {**score(es, hyps), "wall_s": round(secs, 2),
+                 "tokens_per_example": round(sum(r.n_tokens for r in res) / len(res), 2),
+                 "generated_tokens": sum(r.n_tokens for r in res),
+                 "valid": round(sum(r.valid for r in res) / len(res), 3),
+                 "changed": round(sum(h != normalize(s) for h, s in zip(hyps, es.sources, strict=True)) / len(res), 3)}
 
 
 def rescore(args):
@@ -404,6 +423,12 @@ def main():
                     help="the trained span model the goal compares with rewrite (e.g. anchored)")
     ev.add_argument("--decoder", choices=("drop", "generate"), default="drop",
                     help="drop: finished rows leave the batch; generate: transformers' generate")
+    ev.add_argument("--prompt-lookup", type=int, default=None, metavar="K",
+                    help="also time the span model and rewrite one source at a time, plain and with prompt-lookup "
+                         "drafts of K tokens")
+    ev.add_argument("--batch1-limit", type=int, default=None,
+                    help="with --prompt-lookup: the one-at-a-time runs on this many sources per set (and the "
+                         "batched run again on the same sources)")
     ev.add_argument("--models", default=None, help="more trained models to evaluate (e.g. spans_every3)")
     ev.add_argument("--sets", default=None, help="evaluate on these sets only (comma-separated)")
     ev.add_argument("--name", default="finetune", help="output name: NAME.json and NAME_outputs.jsonl.gz")

@@ -95,9 +95,12 @@ def register(sub) -> None:
     q.add_argument("--instruct", action="store_true",
                    help="ask an untuned chat model for the edited sentence (the baseline a user tries first)")
     q.add_argument("--beams", type=int, default=1, help="beam width (1: greedy)")
-    q.add_argument("--batch", type=int, default=16, help="sources per generate call")
+    q.add_argument("--batch", type=int, default=16, help="sources per generate call (1 with --prompt-lookup)")
     q.add_argument("--max-new-tokens", type=int, default=128, help="token budget of one answer")
     q.add_argument("--mark-every", type=int, default=1, help="compact: as the training data was made")
+    q.add_argument("--prompt-lookup", type=int, default=None, metavar="K",
+                   help="decode with prompt-lookup drafts of K tokens (one source at a time, greedy; the same "
+                        "answers, faster where an answer copies the source)")
     q.add_argument("--no-loop-ban", action="store_true",
                    help="decode without the repetition guard (by default no 4-gram of an answer occurs twice)")
     q.add_argument("--no-grammar", action="store_true",
@@ -249,7 +252,9 @@ def cmd_edits_run(args) -> int:
         fmt = None if target == "rewrite" else args.format or fmt or "text"
     results, secs = edit_generate(model, tokenizer, sources, task=args.task, target=target, fmt=fmt,
                                   instruct=args.instruct, num_beams=args.beams,
-                                  max_new_tokens=args.max_new_tokens, batch_size=args.batch,
+                                  max_new_tokens=args.max_new_tokens,
+                                  batch_size=1 if args.prompt_lookup else args.batch,
+                                  prompt_lookup=args.prompt_lookup,
                                   mark_every=args.mark_every, loop_ban=None if args.no_loop_ban else (4, 2),
                                   grammar=False if args.no_grammar else None)
     # One output line per input line: blank lines stay blank.

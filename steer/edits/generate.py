@@ -48,7 +48,7 @@ def edit_generate(model, tokenizer, sources: list[str], task: str = "gec", targe
                   mark_every: int = 1, chat: bool | None = None, sort_by_length: bool = True,
                   loop_ban: tuple[int, int] | None = (4, 2),
                   drop_finished: bool = True, skip_bad_edits: bool = False,
-                  grammar: bool | None = None) -> tuple[list[EditResult], float]:
+                  grammar: bool | None = None, prompt_lookup: int | None = None) -> tuple[list[EditResult], float]:
     """Edit every source with the model.
 
     ``target="spans"``: the model writes edits over the source in span format ``fmt`` and they are
@@ -80,6 +80,12 @@ def edit_generate(model, tokenizer, sources: list[str], task: str = "gec", targe
             leaves the source unchanged. None (the default): under the grammar wherever the
             tokenizer allows it (always, except anchored spans with a tokenizer that is not
             byte-level BPE: :meth:`AnchoredGrammar.supports`); True: refuse to decode without it.
+        prompt_lookup: decode with prompt-lookup drafts of this many tokens (transformers'
+            ``generate(prompt_lookup_num_tokens=...)``: the model checks a stretch of the prompt that
+            follows the answer's last words in one forward pass and keeps what greedy decoding would
+            have written), so copied stretches of the source cost one pass for several tokens. The
+            answers are greedy decoding's, with the same processors. transformers runs it one
+            source at a time: it needs ``batch_size=1`` and ``num_beams=1``. None: plain decoding.
         skip_bad_edits: the anchored format: drop the edit lines of a finished answer that do not
             place in the source and apply the others (``parse_anchored(..., skip_bad=True)``),
             instead of leaving the whole source unchanged.
@@ -107,6 +113,11 @@ def edit_generate(model, tokenizer, sources: list[str], task: str = "gec", targe
         raise TypeError(f"`skip_bad_edits` must be a bool, got {skip_bad_edits!r}")
     if grammar is not None and not isinstance(grammar, bool):
         raise TypeError(f"`grammar` must be a bool or None, got {grammar!r}")
+    if prompt_lookup is not None:
+        checks.integer("prompt_lookup", prompt_lookup, low=1)
+        if batch_size != 1 or num_beams != 1:
+            raise ValueError(f"`prompt_lookup` decodes one source at a time, greedily: it needs batch_size=1 and "
+                             f"num_beams=1, got batch_size={batch_size} and num_beams={num_beams}")
     chat = uses_chat(tokenizer, chat)
     prompts = [make_prompt(s, task, target, fmt, mark_every, instruct) for s in sources]
     if chat:
@@ -136,7 +147,11 @@ def edit_generate(model, tokenizer, sources: list[str], task: str = "gec", targe
             # without a choice picks among the grammar's tokens.
             procs.append(constrain(tokenizer, batch, width))
         t0 = time.perf_counter()
-        if drop_finished and num_beams == 1:
+        if prompt_lookup is not None:
+            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                 prompt_lookup_num_tokens=prompt_lookup, pad_token_id=tokenizer.pad_token_id,
+                                 logits_processor=LogitsProcessorList(procs))
+        elif drop_finished and num_beams == 1:
             out = greedy_drop_finished(model, enc["input_ids"], enc["attention_mask"], max_new_tokens=max_new_tokens,
                                        stop_ids=stops, pad_token_id=tokenizer.pad_token_id,
                                        logits_processor=procs)

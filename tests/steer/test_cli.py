@@ -163,6 +163,9 @@ def test_edits_train_then_run(tmp_path, aidreams_path, capsys):
     assert main(["edits", "run", "--model", str(model_dir), "--sources", str(sources), "--out", str(out)]) == 0
     assert out.read_text() == "the cat sat on the mat\n\nthe cat sat on the mat\n"  # line for line
     assert "(compact): 2 changed" in capsys.readouterr().err
+    assert main(["edits", "run", "--model", str(model_dir), "--sources", str(sources), "--out", str(out),
+                 "--prompt-lookup", "3"]) == 0
+    assert out.read_text() == "the cat sat on the mat\n\nthe cat sat on the mat\n"
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "x"}\n')
     assert main(["edits", "train", "--data", str(bad), "--model", str(aidreams_path), "--out", str(model_dir)]) == 2

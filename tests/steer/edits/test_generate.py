@@ -166,3 +166,40 @@ def test_read_answer():
     assert read_answer("The simplified version: It rains.") == "It rains."
     assert read_answer("He said: no way.") == "He said: no way."  # a colon of the sentence itself stays
     assert read_answer("\n\n") == ""
+
+
+def test_prompt_lookup_gives_greedy_answers_in_fewer_passes(gpt2_tokenizer):
+    """Prompt-lookup decoding writes greedy decoding's answers, token for token, with the grammars and
+    the loop ban on (float64: no ties), and a model that copies its source needs fewer forward passes."""
+    from steer.edits.finetune import finetune
+    from steer.edits.make_data import make_examples
+    from tests.conftest import tiny_gpt2
+
+    tok = copy.deepcopy(gpt2_tokenizer)
+    tok.pad_token = tok.eos_token
+    model = tiny_gpt2(vocab_size=len(tok))
+    model.generation_config.eos_token_id = model.config.eos_token_id = tok.eos_token_id
+    pairs = [("the cat sat on on the mat today", "the cat sat on the mat today"),
+             ("he go to the big school every day", "he goes to the big school every day")]
+    examples, _ = make_examples(pairs, "gec", tok, fmt="anchored")
+    finetune(model, tok, examples, prompt_key="rewrite_prompt", target_key="rewrite", steps=80, batch_size=2,
+             lr=1e-2, warmup=0)
+    model.double()
+    passes = []
+    model.register_forward_hook(lambda *_: passes.append(1))
+    sources = [s for s, _ in pairs] + ["a dog sat on the mat"]
+    for kw in ({"target": "rewrite"}, {"fmt": "anchored"}, {"fmt": "text"}):
+        got = {}
+        for lookup in (None, 3):
+            passes.clear()
+            res, _ = edit_generate(model, tok, sources, task="gec", batch_size=1, max_new_tokens=16,
+                                   prompt_lookup=lookup, **kw)
+            got[lookup] = ([(r.raw, r.n_tokens, r.valid, r.target) for r in res], len(passes))
+        assert got[3][0] == got[None][0], kw
+        if kw == {"target": "rewrite"}:
+            assert got[None][0][0][3] == pairs[0][1]  # it learned the rewrite: mostly a copy
+            assert got[3][1] < got[None][1], (got[3][1], got[None][1])
+    with pytest.raises(ValueError, match="batch_size=1"):
+        edit_generate(model, tok, sources, prompt_lookup=3)
+    with pytest.raises(ValueError, match="`prompt_lookup`"):
+        edit_generate(model, tok, sources, batch_size=1, prompt_lookup=0)
