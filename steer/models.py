@@ -69,10 +69,11 @@ def hub_offline_reason(timeout: float = 3.0) -> str | None:
 
 
 def resolve_model_source(name_or_path: str) -> str:
-    """A GGUF file (or a folder holding one) -> its converted safetensors folder; anything else unchanged."""
-    from steer.gguf import converted_folder, find_gguf
+    """A GGUF file (or a folder holding one, or a packaged model's name such as ``"gemma3-270m"``:
+    :data:`steer.gguf.PACKAGED`) -> its converted safetensors folder; anything else unchanged."""
+    from steer.gguf import converted_folder, find_gguf, packaged_gguf
 
-    gguf_file = find_gguf(name_or_path)
+    gguf_file = packaged_gguf(str(name_or_path)) or find_gguf(name_or_path)
     return str(converted_folder(gguf_file)) if gguf_file is not None else name_or_path
 
 
@@ -84,7 +85,11 @@ def load_tokenizer(name_or_path: str):
 
 
 def load_model(name_or_path: str, device: str | None = None, dtype: torch.dtype | None = None):
-    """(model, tokenizer) from a local folder, a GGUF file or a hub id, in eval mode with gradients off.
+    """(model, tokenizer) from a local folder, a GGUF file, a packaged model or a hub id, in eval mode
+    with gradients off.
+
+    ``"gemma3-270m"`` names Gemma 3 270M (base, vocabulary 262,144), whose GGUF file the ``gemma``
+    extra installs (:data:`steer.gguf.PACKAGED`).
 
     A ``.gguf`` file, or a folder holding exactly one (and no config.json), is
     read through transformers' GGUF loader once and cached de-quantised as a

@@ -75,6 +75,20 @@ def tiny_gpt2(vocab_size: int = 64, seed: int = 0):
     return GPT2LMHeadModel(cfg).eval()
 
 
+def tiny_gemma3(vocab_size: int = 64, seed: int = 0):
+    """A randomly initialised 2-layer Gemma 3 (text) built from a config (fixed seed): sliding and full
+    attention layers, scaled embeddings, a tied head, as the real 270M model has them."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(seed)
+    cfg = Gemma3TextConfig(
+        vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=16, max_position_embeddings=128, sliding_window=8,
+        layer_types=["sliding_attention", "full_attention"], bos_token_id=2, eos_token_id=1, pad_token_id=0,
+    )
+    return Gemma3ForCausalLM(cfg).eval()
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Tables built by tests go to a per-session temporary cache, never ~/.cache."""

@@ -29,6 +29,18 @@ def _generate(model, ids, **kw):
                           pad_token_id=0, **kw)
 
 
+def layer0_output_change(model, vec, ids, scale: float) -> torch.Tensor:
+    """How much steering layer 0 (unnormalised) changes what it hands on, which is layer 1's input."""
+    inputs = []
+    handle = decoder_layers(model)[1].register_forward_pre_hook(lambda m, args: inputs.append(args[0].clone()))
+    with torch.no_grad():
+        model(input_ids=ids)
+        with ActivationSteering(model, vec, layers=[0], scale=scale, normalise=False):
+            model(input_ids=ids)
+    handle.remove()
+    return inputs[1] - inputs[0]
+
+
 def test_vector_is_the_mean_difference_computed_by_hand(model_tok):
     model, tok = model_tok
     vec = StyleVector.from_texts(model, tok, STYLE, NEUTRAL, chunk_tokens=8, max_chunks=5)
@@ -85,15 +97,8 @@ def test_the_hook_adds_scale_times_the_direction_to_the_layer_output(model_tok):
     model, tok = model_tok
     vec = StyleVector.from_texts(model, tok, STYLE, NEUTRAL, chunk_tokens=8, max_chunks=4)
     ids = torch.tensor([[1, 450, 8366, 22074]])
-    # What layer 0 hands on is layer 1's input.
-    inputs = []
-    handle = decoder_layers(model)[1].register_forward_pre_hook(lambda m, args: inputs.append(args[0].clone()))
-    with torch.no_grad():
-        model(input_ids=ids)
-        with ActivationSteering(model, vec, layers=[0], scale=0.3, normalise=False):
-            model(input_ids=ids)
-    handle.remove()
-    assert torch.allclose(inputs[1] - inputs[0], (0.3 * vec.vectors[0]).expand_as(inputs[0]), atol=1e-5)
+    change = layer0_output_change(model, vec, ids, scale=0.3)
+    assert torch.allclose(change, (0.3 * vec.vectors[0]).expand_as(change), atol=1e-5)
     # Normalised, the direction is as long as the neutral text's mean activation at that layer.
     assert math.isclose(vec.direction(0).norm().item(), vec.norms[0].item(), rel_tol=1e-5)
 
