@@ -226,19 +226,25 @@ class Constraints:
 
     Attributes:
         min_hit_gain: judge hit rate at least the unsteered one plus this.
-        max_ppl_ratio: base perplexity at most this times the unsteered one.
+        max_ppl_ratio: perplexity (``fluency``) at most this times the unsteered one.
         min_distinct2_ratio: distinct-2 at least this times the unsteered one.
         max_extra_degenerate: degenerate rate at most the unsteered one plus this.
+        fluency: the perplexity ``max_ppl_ratio`` bounds: ``"base_ppl"`` (under the unsteered model
+            itself, the figure every committed study used) or ``"cross_ppl"`` (under a model of
+            another family, :class:`steer.judges.fluency.CrossModelFluency`: one the method does
+            not use, so it does not reward text near the steered model's own mode).
     """
 
     min_hit_gain: float = 0.30
     max_ppl_ratio: float = 1.10
     min_distinct2_ratio: float = 0.90
     max_extra_degenerate: float = 0.01
+    fluency: str = "base_ppl"
 
     def __post_init__(self):
         for name in ("min_hit_gain", "max_ppl_ratio", "min_distinct2_ratio", "max_extra_degenerate"):
             checks.number(name, getattr(self, name))
+        checks.choice("fluency", self.fluency, ("base_ppl", "cross_ppl"))
         if self.max_ppl_ratio <= 0 or self.min_distinct2_ratio < 0:
             raise ValueError(f"`max_ppl_ratio` must be > 0 and `min_distinct2_ratio` >= 0, got "
                              f"{self.max_ppl_ratio!r} and {self.min_distinct2_ratio!r}")
@@ -255,6 +261,9 @@ def constraint_table(rows: list[dict], limits: Constraints = Constraints()) -> l
     unsteered reference is the corpus's prior cell at lam = 0.
     """
     base = {r["corpus"]: r for r in rows if is_unsteered(method_of(r), r["lam"])}
+    if limits.fluency == "cross_ppl" and any(math.isnan(r.get("cross_ppl", math.nan)) for r in base.values()):
+        raise ValueError(f"`fluency` {limits.fluency!r} bounds a column these cells do not have: cross_ppl needs a "
+                         "sweep with a fluency judge (SweepConfig.fluency_judge, --fluency-judge)")
     out = []
     for r in rows:
         method = method_of(r)
@@ -262,7 +271,7 @@ def constraint_table(rows: list[dict], limits: Constraints = Constraints()) -> l
         if ref is None or method in BASELINE_METHODS or is_unsteered(method, r["lam"]):
             continue
         row = {"corpus": r["corpus"], "method": method, "knob": _knob(r), "judge_hit": r["judge_hit"],
-               "hit_gain": r["judge_hit"] - ref["judge_hit"], "ppl_ratio": r["base_ppl"] / ref["base_ppl"],
+               "hit_gain": r["judge_hit"] - ref["judge_hit"], "ppl_ratio": r[limits.fluency] / ref[limits.fluency],
                "distinct2_ratio": r["distinct_2"] / ref["distinct_2"], "degenerate_rate": r["degenerate_rate"],
                "unsteered_degenerate_rate": ref["degenerate_rate"]}
         failed = [name for name, ok in [

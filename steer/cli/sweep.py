@@ -47,6 +47,9 @@ def register(sub) -> None:
                    help="corpus contrastive and activation methods measure against (ordinary text)")
     p.add_argument("--judges", default="heldout_ppl,classifier,diversity",
                    help="comma-separated held-out judges (classifier needs steer[eval]); empty for none")
+    p.add_argument("--fluency-judge", default=None, metavar="MODEL",
+                   help="also score every continuation's perplexity under this model, of another family than "
+                        "--model (cross_ppl): a fluency judge the steered model does not compute")
     p.add_argument("--table-metrics", action="store_true",
                    help="also score the text with the steering table itself (steer_table_ppl, overlap_n) and "
                         "against the unsteered text; they favour the prior by construction")
@@ -79,7 +82,7 @@ def cmd_sweep(args) -> int:
         samples=args.samples, **decoding, **corpus, prior=options(args, PriorOptions),
         baselines=args.baseline or [], judges=[j for j in args.judges.split(",") if j.strip()],
         methods=args.method or [], knobs=_parse_knobs(args.knob or []), background=args.background,
-        table_metrics=args.table_metrics,
+        table_metrics=args.table_metrics, fluency_judge=args.fluency_judge,
         guided=given(args, GuidedOptions), activation=given(args, ActivationOptions), hso=given(args, HSOOptions),
         style_prompt=given(args, StylePrompt), lora=given(args, LoraTrainConfig))
     return _run_sweep(config, args.out)

@@ -70,6 +70,10 @@ class SweepConfig:
             (NaN) and kept for comparison with earlier runs, which computed them.
         metric_smoothing: estimate used for steer_table_ppl (Kneser-Ney).
         judges: which held-out judges score the cells (see steer.judges.panel.JUDGES).
+        fluency_judge: a second model (folder, GGUF file, packaged model or hub id), ideally of
+            another family, under which every continuation's perplexity is measured as well:
+            ``cross_ppl`` (:class:`steer.judges.fluency.CrossModelFluency`), a fluency figure the
+            steered model does not compute. None: only ``base_ppl``.
         classifier: options of the style classifier (steer.judges.classifier.StyleClassifier).
         neutral: the corpus of the classifier's neutral class (the base model's books).
         baselines: switches of the baseline methods (:func:`steer.methods.switches`): "prompt"
@@ -101,6 +105,7 @@ class SweepConfig:
     judge_fraction: float = CorpusOptions.judge_fraction
     encoding: str = CorpusOptions.encoding
     judges: list[str] = field(default_factory=lambda: ["heldout_ppl", "classifier", "diversity"])
+    fluency_judge: str | None = None
     classifier: dict = field(default_factory=dict)
     neutral: str = NEUTRAL_CORPUS
     baselines: list[str] = field(default_factory=list)
@@ -150,6 +155,10 @@ class SweepConfig:
             from steer.judges.classifier import _sklearn
 
             _sklearn()
+        if self.fluency_judge is not None and (not isinstance(self.fluency_judge, str) or not self.fluency_judge
+                                               or self.fluency_judge == self.model):
+            raise ValueError(f"`fluency_judge` must name a model other than the steered one ({self.model!r}), "
+                             f"got {self.fluency_judge!r}")
         tables = [c for c in self.corpora if is_table_file(c)]
         if tables and any(get_method(m).needs_background for m in self.methods):
             raise ValueError(f"contrastive methods need corpus text, but {tables} are saved tables")

@@ -21,9 +21,9 @@ JUDGE_METRICS = ["judge_hit", "judge_hit_lo", "judge_hit_hi", "judge_p_target", 
                  "degenerate_rate", "distinct_1", "distinct_2", "self_bleu"]
 
 # 95 % bootstrap intervals over prompts, computed from samples.jsonl when results are written.
-INTERVALS = ["judge_p_target", "heldout_style_ppl", "degenerate_rate", "base_ppl"]
+INTERVALS = ["judge_p_target", "heldout_style_ppl", "degenerate_rate", "base_ppl", "cross_ppl"]
 
-METRICS = [*JUDGE_METRICS, "base_ppl", "steer_table_ppl", "js_div", "overlap_1", "overlap_2", "overlap_3",
+METRICS = [*JUDGE_METRICS, "base_ppl", "cross_ppl", "steer_table_ppl", "js_div", "overlap_1", "overlap_2", "overlap_3",
            "jaccard_vs_unsteered", "prefix_vs_unsteered", "mean_len",
            *[f"{m}_{end}" for m in INTERVALS for end in ("lo", "hi")]]
 
@@ -31,7 +31,7 @@ COSTS = ["train_s", "infer_ms_per_token", "extra_mem_mb"]
 
 # Relative change vs the unsteered cell. Not for JS divergence (0 at lam = 0 by
 # definition) nor for interval bounds.
-REL_METRICS = ["judge_hit", "judge_p_target", "heldout_style_ppl", "base_ppl", "steer_table_ppl",
+REL_METRICS = ["judge_hit", "judge_p_target", "heldout_style_ppl", "base_ppl", "cross_ppl", "steer_table_ppl",
                "degenerate_rate", "distinct_2", "self_bleu", "overlap_3"]
 
 COLUMNS = ["corpus", "method", "lam", "knob", "n_samples", *METRICS, *COSTS, *[f"{m}_rel" for m in REL_METRICS]]
@@ -44,7 +44,7 @@ SUPERSEDED = ("results.json", "matched.csv", "matched_variants.csv", "matched_me
 
 # Per-sample values kept in samples.jsonl (judges, fluency), for paired comparisons.
 SAMPLE_VALUES = ["judge_hit", "judge_p_target", "heldout_nll", "heldout_words", "degenerate", "base_nll",
-                 "base_tokens"]
+                 "base_tokens", "cross_nll", "cross_tokens"]
 
 
 def _mean(xs):
@@ -142,7 +142,7 @@ def _with_relative(cells: list[dict], config: SweepConfig) -> list[dict]:
         row = dict(c)
         for m in REL_METRICS:
             b = base.get(c["corpus"], {}).get(m, float("nan"))
-            row[f"{m}_rel"] = M.relative_change(c[m], b)
+            row[f"{m}_rel"] = M.relative_change(c.get(m, float("nan")), b)  # runs before a column: NaN
         rows.append(row)
     return rows
 
@@ -170,7 +170,7 @@ def _with_intervals(rows: list[dict], samples: list[dict]) -> list[dict]:
             if key in mine[0]:
                 _, row[f"{m}_lo"], row[f"{m}_hi"] = bootstrap_mean_ci([smp[key] for smp in mine], idx)
         for m, nll, n in [("heldout_style_ppl", "heldout_nll", "heldout_words"),
-                          ("base_ppl", "base_nll", "base_tokens")]:
+                          ("base_ppl", "base_nll", "base_tokens"), ("cross_ppl", "cross_nll", "cross_tokens")]:
             if nll in mine[0]:
                 _, row[f"{m}_lo"], row[f"{m}_hi"] = bootstrap_pooled_ppl_ci(
                     [smp[nll] for smp in mine], [smp[n] for smp in mine], idx)

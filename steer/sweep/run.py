@@ -28,6 +28,7 @@ class _Runner:
         self.unsteered = {k: continue_prompts(model, tokenizer, config.prompts, (), config.decode(k))
                           for k in range(config.samples)}
         self.panel = None
+        self.fluency = None  # a CrossModelFluency: cross_ppl
 
     def unsteered_texts(self) -> list[str]:
         return [t for k in range(self.config.samples)
@@ -74,12 +75,17 @@ class _Runner:
         user_prompts = [s["prompt"] for s in samples]
         if self.panel is not None:
             values.update(self.panel.score(corpus, user_prompts, texts))
+        if self.fluency is not None:
+            cross = self.fluency.nll(user_prompts, texts)
+            values.update({"cross_nll": [c[0] for c in cross], "cross_tokens": [float(c[1]) for c in cross]})
         for i, smp in enumerate(samples):
             smp.update({k: v[i] for k, v in values.items()})
         row = {
             "corpus": corpus, "method": method, "lam": setup.lam, "knob": knob, "n_samples": len(conts),
             **judge_columns(samples, self.panel.summary(user_prompts, texts) if self.panel else {}),
             "base_ppl": M.pooled_perplexity(values["base_nll"], values["base_tokens"]),
+            "cross_ppl": (M.pooled_perplexity(values["cross_nll"], values["cross_tokens"]) if "cross_nll" in values
+                          else float("nan")),
             "js_div": _mean(js) if js else float("nan") if not setup.processors else 0.0,
             "mean_len": _mean([len(c) for c in conts]),
             "infer_ms_per_token": 1e3 * gen_s / n_tok if n_tok else float("nan"),
@@ -226,6 +232,8 @@ def _run_cells(run: _Run, todo: list, cells: list[dict], done: set) -> None:
     _write_jsonl(out / "samples.jsonl", samples)
     _write_jsonl(out / "cells.jsonl", cells)
     runner = _Runner(cfg, model, tok)
+    if cfg.fluency_judge is not None:
+        runner.fluency = _fluency_judge(cfg.fluency_judge, model)
     if run.judged:
         runner.panel = _build_panel(cfg, run.judged, runner)
         (out / "judge.json").write_text(json.dumps(runner.panel.report(), indent=1), encoding="utf-8")
@@ -240,6 +248,18 @@ def _run_cells(run: _Run, todo: list, cells: list[dict], done: set) -> None:
         cells.append(row)
         _write_jsonl(out / "cells.jsonl", cells)
         run.note(f"{corpus} {method} {get_method(method).knob or 'knob'}={knob}")
+
+
+def _fluency_judge(source: str, model):
+    """The cross-model fluency judge, refused when it is the steered model under another name."""
+    from steer.judges.fluency import CrossModelFluency
+    from steer.model_fingerprint import model_fingerprint
+
+    judge = CrossModelFluency.load(source)
+    if model_fingerprint(judge.model) == model_fingerprint(model):
+        raise ValueError(f"`fluency_judge` {source!r} is the steered model itself: a method must not be judged by "
+                         "a model it uses; name a model of another family")
+    return judge
 
 
 def _lora_for(config, lora_config, model, tokenizer, corpus, out: Path, progress):

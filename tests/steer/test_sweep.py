@@ -212,3 +212,34 @@ def test_a_sweep_on_a_corpus_the_classifier_cannot_judge_runs_with_the_other_jud
     assert all(0 <= r["degenerate_rate"] <= 1 for r in rows)
     judge = json.loads((tmp_path / "run" / "judge.json").read_text())
     assert "style classifier" in judge["classifier"]["refused"] and judge["classifier"]["how_to_get_it"]
+
+
+def test_a_fluency_judge_of_another_model_adds_cross_ppl(aidreams, aidreams_path, corpus_file, tmp_path, shared_data):
+    """cross_ppl: every continuation scored under a second model (its own tokens), with intervals, per sample
+    in samples.jsonl, bounded by Constraints(fluency="cross_ppl"); the steered model is refused as its judge."""
+    import shutil
+
+    from steer.matched import Constraints, constraint_table
+
+    model, tok = aidreams
+    judge = str(shared_data / "models" / "base-llama2tok")
+    rows = run_sweep(_config(aidreams_path, corpus_file, fluency_judge=judge), tmp_path / "run", model=model,
+                     tokenizer=tok)
+    for r in rows:
+        assert 1 < r["cross_ppl"] < math.inf and r["cross_ppl"] != r["base_ppl"]
+        assert r["cross_ppl_lo"] <= r["cross_ppl"] <= r["cross_ppl_hi"]
+    assert rows[0]["cross_ppl_rel"] == 0
+    samples = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
+    assert all(s["cross_tokens"] > 0 and s["cross_nll"] > 0 for s in samples)
+    rows = [dict(r, judge_hit=0.5, distinct_2=0.5) for r in rows]  # (the diversity judge alone gives no hit)
+    table = constraint_table(rows, Constraints(fluency="cross_ppl", min_hit_gain=0))
+    assert [c["ppl_ratio"] for c in table] == pytest.approx([r["cross_ppl"] / rows[0]["cross_ppl"] for r in rows[1:]])
+    with pytest.raises(ValueError, match="fluency judge"):
+        constraint_table([dict(r, cross_ppl=math.nan) for r in rows], Constraints(fluency="cross_ppl"))
+    with pytest.raises(ValueError, match="`fluency_judge`"):
+        _config(aidreams_path, corpus_file, fluency_judge=str(aidreams_path))
+    twin = tmp_path / "twin"  # the steered model under another name
+    shutil.copytree(aidreams_path, twin)
+    with pytest.raises(ValueError, match="is the steered model itself"):
+        run_sweep(_config(aidreams_path, corpus_file, fluency_judge=str(twin)), tmp_path / "r2", model=model,
+                  tokenizer=tok)
