@@ -9,10 +9,10 @@ import argparse
 import sys
 import warnings
 
-from steer.cli import attr, edits, generate, lora, sweep, tables
+from steer.cli import attr, edits, generate, lora, sweep, tables, tune
 from steer.cli.common import Formatter, Interrupted
 
-COMMANDS = (tables, generate, sweep, lora, attr, edits)
+COMMANDS = (tables, generate, sweep, tune, lora, attr, edits)
 
 
 def build_parser() -> argparse.ArgumentParser:

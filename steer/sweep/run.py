@@ -20,15 +20,26 @@ from steer.sweep.config import SweepConfig, canonical_config, config_defaults, p
 from steer.sweep.report import _key, _mean, _read_rows, _with_relative, _write_jsonl, _write_results, judge_columns
 
 
-class _Runner:
-    """Generates and scores one cell; holds what the cells of a corpus share."""
+class CellRunner:
+    """Generates and scores one cell; holds what the cells of a corpus share.
+
+    ``panel`` (a :class:`steer.judges.panel.JudgePanel`, :func:`build_panel`) and ``fluency`` (a
+    :class:`steer.judges.fluency.CrossModelFluency`) judge every cell when set. The unsteered
+    continuations (what the table metrics and the panel's chunk lengths compare with) are
+    generated on first use.
+    """
 
     def __init__(self, config: SweepConfig, model, tokenizer):
         self.config, self.model, self.tokenizer = config, model, tokenizer
-        self.unsteered = {k: continue_prompts(model, tokenizer, config.prompts, (), config.decode(k))
-                          for k in range(config.samples)}
         self.panel = None
-        self.fluency = None  # a CrossModelFluency: cross_ppl
+        self.fluency = None
+
+    @functools.cached_property
+    def unsteered(self) -> dict:
+        """Sample k -> (prompt ids, continuation ids) of the unsteered model."""
+        cfg = self.config
+        return {k: continue_prompts(self.model, self.tokenizer, cfg.prompts, (), cfg.decode(k))
+                for k in range(cfg.samples)}
 
     def unsteered_texts(self) -> list[str]:
         return [t for k in range(self.config.samples)
@@ -161,7 +172,7 @@ def run_sweep(config: SweepConfig, out_dir, model=None, tokenizer=None,
                 extra(config.background)  # fails before the model
             judged = {}
             if config.judges:
-                judged = _judge_corpora(config, sources, extra)
+                judged = judge_corpora(config, sources, extra)
             if model is None:
                 from steer.models import load_model
 
@@ -187,7 +198,7 @@ def check_same_splits(out: Path, splits: dict) -> None:
                          "use another --out")
 
 
-def _judge_corpora(config: SweepConfig, sources: dict, extra) -> dict:
+def judge_corpora(config: SweepConfig, sources: dict, extra) -> dict:
     """Every corpus the judges need, loaded and split before the model: targets, classes, neutral."""
     from steer.catalog import style_names
 
@@ -202,7 +213,9 @@ def _judge_corpora(config: SweepConfig, sources: dict, extra) -> dict:
     return judged
 
 
-def _build_panel(config: SweepConfig, judged: dict, runner: _Runner):
+def build_panel(config: SweepConfig, judged: dict, runner: CellRunner):
+    """The judges of ``config`` built from the corpora :func:`judge_corpora` read (the classifier's chunks
+    as long as the runner's unsteered continuations)."""
     from steer.judges.panel import JudgePanel, word_lengths
 
     return JudgePanel(judged["targets"], judged.get("classes"), judged.get("neutral"),
@@ -231,11 +244,11 @@ def _run_cells(run: _Run, todo: list, cells: list[dict], done: set) -> None:
     samples = [s for s in _read_rows(out / "samples.jsonl") if _key(s) in done]
     _write_jsonl(out / "samples.jsonl", samples)
     _write_jsonl(out / "cells.jsonl", cells)
-    runner = _Runner(cfg, model, tok)
+    runner = CellRunner(cfg, model, tok)
     if cfg.fluency_judge is not None:
-        runner.fluency = _fluency_judge(cfg.fluency_judge, model)
+        runner.fluency = fluency_judge(cfg.fluency_judge, model)
     if run.judged:
-        runner.panel = _build_panel(cfg, run.judged, runner)
+        runner.panel = build_panel(cfg, run.judged, runner)
         (out / "judge.json").write_text(json.dumps(runner.panel.report(), indent=1), encoding="utf-8")
     workshop = Workshop(model, tok, sources=run.sources, read=run.extra,
                         lora=lambda corpus, lora: _lora_for(cfg, lora, model, tok, corpus, out, run.lora_progress))
@@ -250,7 +263,7 @@ def _run_cells(run: _Run, todo: list, cells: list[dict], done: set) -> None:
         run.note(f"{corpus} {method} {get_method(method).knob or 'knob'}={knob}")
 
 
-def _fluency_judge(source: str, model):
+def fluency_judge(source: str, model):
     """The cross-model fluency judge, refused when it is the steered model under another name."""
     from steer.judges.fluency import CrossModelFluency
     from steer.model_fingerprint import model_fingerprint

@@ -247,7 +247,7 @@ def test_ctrl_c_says_how_far_it_got_and_the_rerun_resumes(aidreams_path, tmp_pat
                                                           monkeypatch):
     from steer.sweep import run
 
-    real_cell, calls = run._Runner.cell, []
+    real_cell, calls = run.CellRunner.cell, []
 
     def interrupted_cell(self, *a, **k):
         calls.append(1)
@@ -256,7 +256,7 @@ def test_ctrl_c_says_how_far_it_got_and_the_rerun_resumes(aidreams_path, tmp_pat
         return real_cell(self, *a, **k)
 
     out = tmp_path / "run"
-    monkeypatch.setattr(run._Runner, "cell", interrupted_cell)
+    monkeypatch.setattr(run.CellRunner, "cell", interrupted_cell)
     assert main(_sweep_args(aidreams_path, out, two_prompts)) == 130
     err = capsys.readouterr().err
     assert "interrupted after 1/3 cells; rerun the same command to resume" in err
@@ -265,7 +265,7 @@ def test_ctrl_c_says_how_far_it_got_and_the_rerun_resumes(aidreams_path, tmp_pat
     assert main(["report", str(out)]) == 0  # results of the finished cell, nothing run
     assert "1/3 cells: 2 still to run" in capsys.readouterr().out
     assert len((out / "results.csv").read_text().splitlines()) == 2
-    monkeypatch.setattr(run._Runner, "cell", real_cell)
+    monkeypatch.setattr(run.CellRunner, "cell", real_cell)
     assert main(_sweep_args(aidreams_path, out, two_prompts)) == 0
     assert len((out / "cells.jsonl").read_text().splitlines()) == 3
     assert len((out / "samples.jsonl").read_text().splitlines()) == 6
