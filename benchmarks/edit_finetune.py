@@ -41,6 +41,16 @@ recur (no 4-gram three times, for both models):
     python benchmarks/edit_finetune.py rescore --name finetune_anchored  # its kept answers re-read (skip_bad,
                                                                          # drop_echoes): finetune_anchored_rescore.json
 
+Trained to a plateau (at most 3,000 steps; the held-out loss every 100, stopping after 3 evaluations
+without a new best 0.5 % below the last; a checkpoint every 50 steps: the same command resumes):
+
+    C2=~/.cache/steer/edit_finetune/smollm2_converge
+    for mode in anchored rewrite; do python benchmarks/edit_finetune.py train --mode $mode --model $M --ckpt $C2 \
+        --steps 3000 --lr 1e-4 --warmup 50 --eval-every 100 --patience 3 --min-delta 0.005 --checkpoint-every 50 \
+        --threads 2; done
+    python benchmarks/edit_finetune.py eval --ckpt $C2 --span-model anchored --loop-ban 4,3 --prompt-lookup 4 \
+        --batch1-limit 100 --threads 2 --name converged --out docs/results/edit_spans/smollm2
+
 ``train --mode spans --mark-every 3`` adds ``spans_every3`` (evaluate it with ``eval --models spans_every3``).
 ``eval`` decodes with steer.generation.greedy_drop_finished (a finished row leaves the batch);
 ``eval --decoder generate`` with transformers' ``generate``, which runs every row of a batch until its

@@ -5,12 +5,14 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import ClassVar, Literal
 
 import numpy as np
 
 from steer import checks
 from steer.judges.stats import interpolate_at, paired_diff_ci, per_prompt_means
 from steer.methods import REFERENCE, baseline_names, is_unsteered, method_of
+from steer.options import Options, option
 
 MATCHED_COLUMNS = ["corpus", "baseline", "baseline_lam", "baseline_base_ppl", "baseline_hit", "prior_hit_at_ppl",
                    "prior_lam_low", "prior_lam_high", "diff", "diff_lo", "diff_hi", "n_prompts"]
@@ -217,29 +219,25 @@ def matched_methods(rows: list[dict], samples: list[dict]) -> list[dict]:
 
 # ---------------------------------------------------------------- where a method holds a set of constraints
 @dataclass(frozen=True)
-class Constraints:
+class Constraints(Options):
     """What a steered cell must hold against the unsteered cell of its corpus.
 
     The defaults are the bar steer's real-model study sets (SmolLM2-135M):
     a judged style gain of 0.30 at no more than 10 % extra perplexity, 10 %
     less diversity and one point more degenerate continuations.
 
-    Attributes:
-        min_hit_gain: judge hit rate at least the unsteered one plus this.
-        max_ppl_ratio: perplexity (``fluency``) at most this times the unsteered one.
-        min_distinct2_ratio: distinct-2 at least this times the unsteered one.
-        max_extra_degenerate: degenerate rate at most the unsteered one plus this.
-        fluency: the perplexity ``max_ppl_ratio`` bounds: ``"base_ppl"`` (under the unsteered model
-            itself, the figure every committed study used) or ``"cross_ppl"`` (under a model of
-            another family, :class:`steer.judges.fluency.CrossModelFluency`: one the method does
-            not use, so it does not reward text near the steered model's own mode).
+    Each option's meaning is its field's help; as options (:class:`steer.options.Options`) they
+    round-trip through JSON and give ``steer tune`` its flags.
     """
 
-    min_hit_gain: float = 0.30
-    max_ppl_ratio: float = 1.10
-    min_distinct2_ratio: float = 0.90
-    max_extra_degenerate: float = 0.01
-    fluency: str = "base_ppl"
+    family: ClassVar[str] = "constraints"
+    min_hit_gain: float = option(0.30, "judge hit rate at least the unsteered one plus this")
+    max_ppl_ratio: float = option(1.10, "perplexity (--fluency) at most this times the unsteered one")
+    min_distinct2_ratio: float = option(0.90, "distinct-2 at least this times the unsteered one")
+    max_extra_degenerate: float = option(0.01, "degenerate rate at most the unsteered one plus this")
+    fluency: Literal["base_ppl", "cross_ppl"] = option(
+        "base_ppl", "the perplexity max_ppl_ratio bounds: base_ppl (under the steered model itself, unsteered; every "
+        "committed study's) or cross_ppl (under a model of another family, one the method does not use)")
 
     def __post_init__(self):
         for name in ("min_hit_gain", "max_ppl_ratio", "min_distinct2_ratio", "max_extra_degenerate"):

@@ -5,9 +5,10 @@ and no prompt is in both. The development half is split again (halves A and B) f
 halving:
 
 1. **Search (A).** The unsteered cell, then each method's knob grid in increasing strength. A
-   method stops climbing at the first knob whose fluency (perplexity, distinct-2 or degenerate
-   rate) is *shown* broken; between its last unbroken knob and that one, one more knob (their
-   geometric mean) is tried.
+   method stops climbing at the first knob whose distinct-2 or degenerate rate is *shown* broken
+   (stronger knobs only lose more diversity; perplexity is not monotone in the knob, so a
+   perplexity break does not stop the climb); at the first break of any fluency constraint, one
+   more knob between the last unbroken knob and that one (their geometric mean) is tried.
 2. **Confirm (B).** The ``finalists`` best cells of A (by the rule below) run again on B; each is
    judged on all the development prompts (A and B).
 3. **Choose.** A constraint is *shown broken* when its 95 % paired interval over prompts lies
@@ -50,6 +51,10 @@ DEFAULT_METHODS = (REFERENCE, "contrastive+plausible", "activation", "activation
 # The seed paper's prior has no default knobs (a sweep's --lambdas): its search grid.
 PRIOR_GRID = (0.05, 0.1, 0.2, 0.5, 1.0)
 FLUENCY = ("ppl", "distinct2", "degenerate")
+# The fluency constraints a stronger knob only breaks further, so a method stops climbing at their
+# first break. Perplexity is not one: under the plausibility-bounded bonus it is 1.24x at lambda 1 but
+# 1.00x at 2 and 4 (SmolLM2, CNN), so its break is refined but the climb goes on.
+MONOTONE = {"distinct2", "degenerate"}
 MIN_PROMPTS = 16  # on each side of the split
 
 
@@ -305,14 +310,17 @@ class _Stage:
         return self._runner
 
 
-def tune(config: TuneConfig, out_dir, model=None, tokenizer=None,
-         progress: Callable[[str], None] | None = None) -> TuneResult:
+def tune(config: TuneConfig, out_dir, model=None, tokenizer=None, progress: Callable[[str], None] | None = None,
+         grid=None) -> TuneResult:
     """Search ``config.methods`` x knobs on the development prompts, validate the choice on the test prompts.
 
     See the module's description for the procedure and the decision rule. Resumes a stopped run in
     ``out_dir`` (a folder holding another run's settings is refused). Writes ``spec.json`` (the
     chosen setting, for ``steer generate --spec``, the sweep and the serving adapters),
     ``validation.json``, ``report.md``, ``cells.jsonl`` and ``samples.jsonl.gz`` (every text).
+
+    ``grid``: a sweep's run folder (the full grid of the same model, decoding and corpus) that
+    ``regret`` is measured against (:func:`with_regret`); without it ``regret`` is None.
     """
     from steer.corpora import load_corpus
     from steer.spec import Workshop, load_source
@@ -399,6 +407,11 @@ def tune(config: TuneConfig, out_dir, model=None, tokenizer=None,
         chosen = sorted(combined or finalists, key=rank_key)[0]
         note(f"chosen: {chosen['method']} {chosen['knob']:g} ({binding(chosen['verdicts']) or 'qualifies'})")
         validation = _validate(config, run, cells, chosen, started, earlier)
+        if grid is not None:
+            from steer.sweep import read_cells
+
+            validation = with_regret(validation, read_cells(grid), config.corpus, config.constraints)
+            validation["grid"] = str(grid)
         spec = config.sweep(test, config.methods).spec(config.corpus, chosen["method"], chosen["knob"])
         spec.save(out / "spec.json")
         (out / "validation.json").write_text(json.dumps(validation, indent=1) + "\n", encoding="utf-8")
@@ -421,20 +434,24 @@ def _search(config: TuneConfig, run, cells: _Cells, over_budget, reserve: float,
         return v
 
     for method in config.methods:
-        grid, last_ok = config.grid(method), None
+        grid, last_ok, refined = config.grid(method), None, False
         for knob in grid:
             if over_budget(1 + reserve + config.finalists):
                 note(f"budget: {method} stops before knob {knob:g}")
                 break
             v = judge(method, knob)
-            if any(v[c]["status"] == "broken" for c in FLUENCY):
+            broken = [c for c in FLUENCY if v[c]["status"] == "broken"]
+            if broken and not refined:
                 # One more knob: between the last unbroken one and this, or (the grid's first knob
                 # already broken) a quarter of it.
                 below = round(math.sqrt(last_ok * knob), 6) if last_ok is not None else knob / 4
                 if not over_budget(1 + reserve + config.finalists):
                     judge(method, below)
-                break
-            last_ok = knob
+                refined = True
+            if set(broken) & MONOTONE:
+                break  # stronger knobs only lose more diversity
+            if not broken:
+                last_ok = knob
     return judged
 
 
@@ -509,6 +526,10 @@ def _report(config: TuneConfig, searched: list[dict], combined: list[dict], chos
               f"[{validation['vs_prompt']['interval'][0]:+.3f}, {validation['vs_prompt']['interval'][1]:+.3f}] "
               f"(prompting: hit {validation['vs_prompt']['prompt_hit']:.3f} at "
               f"{validation['vs_prompt']['prompt_base_ppl_ratio']:.3f}x base perplexity)",
+              "- regret: no full grid given" if "grid" not in validation else
+              f"- regret against the full grid (`{validation['grid']}`): "
+              + ("no cell holds there" if validation["regret"] is None else
+                 f"{validation['regret']:+.3f} (its best holding cell: hit {validation['grid_best_hit']:.3f})"),
               f"- {validation['minutes']} minutes in all", ""]
     return "\n".join(lines)
 

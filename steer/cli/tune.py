@@ -39,14 +39,22 @@ def register(sub) -> None:
                         "(default: the 127 built-in prompts)")
     p.add_argument("--budget-minutes", type=float, default=_default("budget_minutes"),
                    help="the search starts no cell that would leave the validation short of time")
+    p.add_argument("--grid", default=None, type=Path, metavar="RUN",
+                   help="a sweep's run folder of the same model and corpus: regret against its best holding cell")
     p.add_argument("--fluency-judge", default=None, metavar="MODEL",
                    help="also score cross_ppl under this model, of another family than --model")
+    from steer.cli.flags import add_flags
+    from steer.matched import Constraints
+
+    add_flags(p, Constraints)
     p.add_argument("--out", required=True, type=Path,
                    help="run folder: spec.json, validation.json, report.md, cells and texts (resumed if it holds "
                         "the same run)")
 
 
 def cmd_tune(args) -> int:
+    from steer.cli.flags import options
+    from steer.matched import Constraints
     from steer.sweep import read_prompts
     from steer.tune import TuneConfig, tune
 
@@ -55,11 +63,11 @@ def cmd_tune(args) -> int:
         kw["prompts"] = tuple(read_prompts(args.prompts))
     config = TuneConfig(model=args.model, corpus=args.corpus, background=args.background, decoding=args.decoding,
                         max_new_tokens=args.max_new_tokens, budget_minutes=args.budget_minutes,
-                        fluency_judge=args.fluency_judge, **kw)
+                        fluency_judge=args.fluency_judge, constraints=options(args, Constraints), **kw)
     dev, test = config.split()
     print(f"tuning {', '.join(config.methods)} for {args.corpus} on {len(dev)} development prompts, validating on "
           f"{len(test)} others; budget {config.budget_minutes:g} minutes", flush=True)
-    result = tune(config, args.out, progress=lambda msg: print(msg, flush=True))
+    result = tune(config, args.out, progress=lambda msg: print(msg, flush=True), grid=args.grid)
     v = result.validation
     print(f"\nchosen: {json.dumps(result.spec.to_dict())}")
     print(f"on the test prompts: holds {v['holds']}" + (f" (binding: {v['binding']})" if v["binding"] else "")

@@ -6,8 +6,8 @@ resumable) and :mod:`steer.sweep.report` (the cell schema, results.csv and compa
 """
 
 from steer.sweep.config import SweepConfig, builtin_prompts, parse_lambdas, read_prompts
-from steer.sweep.report import COLUMNS, judge_columns, read_comparisons, report_sweep
+from steer.sweep.report import COLUMNS, judge_columns, read_cells, read_comparisons, report_sweep
 from steer.sweep.run import run_sweep
 
-__all__ = ["COLUMNS", "SweepConfig", "builtin_prompts", "judge_columns", "parse_lambdas", "read_comparisons",
-           "read_prompts", "report_sweep", "run_sweep"]
+__all__ = ["COLUMNS", "SweepConfig", "builtin_prompts", "judge_columns", "parse_lambdas", "read_cells",
+           "read_comparisons", "read_prompts", "report_sweep", "run_sweep"]

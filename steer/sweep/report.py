@@ -87,6 +87,14 @@ def _read_rows(path: Path) -> list[dict]:
             for r in _read_jsonl(path)]
 
 
+def read_cells(out_dir) -> list[dict]:
+    """A run folder's finished cells (cells.jsonl, normalised as read): its result rows without intervals."""
+    path = Path(out_dir) / "cells.jsonl"
+    if not path.exists() and not path.with_name("cells.jsonl.gz").exists():
+        raise FileNotFoundError(f"{str(out_dir)!r} holds no sweep cells (no cells.jsonl)")
+    return _read_rows(path)
+
+
 def judge_columns(samples: list[dict], summary: dict) -> dict:
     """A cell's judge figures from its samples' per-sample values, with 95 % bootstrap intervals over prompts."""
     from steer.judges.stats import bootstrap_mean_ci
