@@ -11,17 +11,17 @@ halving:
    more knob between the last unbroken knob and that one (their geometric mean) is tried.
 2. **Confirm (B).** The ``finalists`` best cells of A (by the rule below) run again on B; each is
    judged on all the development prompts (A and B).
-3. **Choose.** A constraint is *shown broken* when its 95 % paired interval over prompts lies
-   wholly beyond the limit, *holds* when its point estimate is within it, and is *unclear*
-   otherwise. A setting *qualifies* when no constraint is shown broken and its hit gain (point
-   estimate) reaches the limit; the tuner takes the qualifying setting with the highest hit rate.
-   So one continuation never decides: at 64 prompts one more degenerate continuation than the
-   unsteered model (0.02 against 0.00) leaves the degenerate constraint unclear, not broken.
-   Where nothing qualifies it takes the best trade-off (the highest hit among the settings whose
-   fluency is not shown broken, else the one with the fewest broken constraints) and names the
-   constraint that binds.
-4. **Validate** the chosen setting on the test prompts beside the unsteered model and prompting,
-   by the same rule, with intervals.
+3. **Choose.** A constraint *holds* when its point estimate is within the limit (the degenerate
+   limit is at least one continuation: one more degenerate text than the unsteered model's is
+   1/n of the rate), is *broken* when its 95 % paired interval over prompts lies wholly beyond the
+   limit, and is *unclear* otherwise. A setting is a candidate when nothing is broken and its hit
+   gain holds; candidates rank by fewest unclear constraints, then highest hit rate. So one
+   continuation never decides: at 64 prompts one more degenerate continuation than the unsteered
+   model (0.02 against 0.00) holds. Where there is no candidate the tuner takes the best
+   trade-off (the highest hit among the settings whose fluency is not shown broken, else the one
+   with the fewest broken constraints) and names the constraints that bind.
+4. **Validate** the chosen setting on the test prompts beside the unsteered model and prompting:
+   it *holds* when every constraint holds there (point estimates, with their intervals reported).
 
 Everything is written to the output folder as it finishes (``tune.json``, ``cells.jsonl``,
 ``samples.jsonl.gz`` with every text), so a stopped run resumes; ``spec.json``, ``validation.json``
@@ -204,30 +204,37 @@ def verdicts(cell: list[dict], base: list[dict], limits: Constraints) -> dict:
                         "status": status(ratio, lo, hi, lambda v: v >= limits.min_distinct2_ratio,
                                          lambda v: v < limits.min_distinct2_ratio)}
     extra, lo, hi = paired_diff_ci(_per_prompt(cell, "degenerate"), _per_prompt(base, "degenerate"))
-    limit = limits.max_extra_degenerate
+    # At least one continuation: one more degenerate text than the unsteered model's is 1/n of the rate.
+    limit = max(limits.max_extra_degenerate, 1 / len(cell))
     out["degenerate"] = {"value": extra, "lo": lo, "hi": hi, "limit": limit,
                          "status": status(extra, lo, hi, lambda v: v <= limit + 1e-12, lambda v: v > limit + 1e-12)}
     return out
 
 
 def qualifies(v: dict) -> bool:
-    """No constraint shown broken and the hit gain reached."""
+    """No constraint shown broken and the hit gain reached (a candidate on the development prompts)."""
     return v["hit"]["status"] == "holds" and all(v[c]["status"] != "broken" for c in FLUENCY)
 
 
+def holds(v: dict) -> bool:
+    """Every constraint's point estimate within its limit (the verdict on the test prompts)."""
+    return all(x["status"] == "holds" for x in v.values())
+
+
 def rank_key(cell: dict) -> tuple:
-    """Best first: qualifying, then fluency not shown broken, fewest broken constraints, highest hit."""
+    """Best first: qualifying, fluency not shown broken, fewest broken then fewest unclear constraints, highest hit."""
     v = cell["verdicts"]
     broken = sum(v[c]["status"] == "broken" for c in v)
-    return (not qualifies(v), any(v[c]["status"] == "broken" for c in FLUENCY), broken, -cell["judge_hit"])
+    unclear = sum(v[c]["status"] == "unclear" for c in v)
+    return (not qualifies(v), any(v[c]["status"] == "broken" for c in FLUENCY), broken, unclear, -cell["judge_hit"])
 
 
 def binding(v: dict) -> str | None:
-    """The constraint that keeps a setting from qualifying (None when it qualifies)."""
-    if qualifies(v):
+    """The constraints a setting misses, broken ones first (None when every point estimate holds)."""
+    if holds(v):
         return None
-    broken = [c for c in FLUENCY if v[c]["status"] == "broken"]
-    return "+".join(broken) if broken else "hit"
+    broken = [c for c in ("hit", *FLUENCY) if v[c]["status"] == "broken"]
+    return "+".join(broken or [c for c in ("hit", *FLUENCY) if v[c]["status"] != "holds"])
 
 
 # ---------------------------------------------------------------- the run
@@ -405,7 +412,8 @@ def tune(config: TuneConfig, out_dir, model=None, tokenizer=None, progress: Call
             combined.append({**c, "stage": "A+B", "judge_hit": hit,
                              "verdicts": verdicts(samples, base, config.constraints)})
         chosen = sorted(combined or finalists, key=rank_key)[0]
-        note(f"chosen: {chosen['method']} {chosen['knob']:g} ({binding(chosen['verdicts']) or 'qualifies'})")
+        why = binding(chosen["verdicts"]) or "every constraint holds"
+        note(f"chosen: {chosen['method']} {chosen['knob']:g} ({why})")
         validation = _validate(config, run, cells, chosen, started, earlier)
         if grid is not None:
             from steer.sweep import read_cells
@@ -471,7 +479,7 @@ def _validate(config: TuneConfig, run, cells: _Cells, chosen: dict, started: flo
                                        *_pooled_by_prompt(base, "base_nll", "base_tokens"))
     cross = (row["cross_ppl"] / base_row["cross_ppl"]) if config.fluency_judge else None
     return {
-        "method": chosen["method"], "knob": chosen["knob"], "holds": qualifies(v), "binding": binding(v),
+        "method": chosen["method"], "knob": chosen["knob"], "holds": holds(v), "binding": binding(v),
         "hit": row["judge_hit"], "hit_unsteered": base_row["judge_hit"],
         "base_ppl_ratio": row["base_ppl"] / base_row["base_ppl"], "cross_ppl_ratio": cross,
         "distinct_2_ratio": v["distinct2"]["value"], "degenerate_rate": row["degenerate_rate"],
@@ -481,8 +489,9 @@ def _validate(config: TuneConfig, run, cells: _Cells, chosen: dict, started: flo
                       "matched_fluency": row["base_ppl"] <= prompt_row["base_ppl"]},
         "regret": None, "minutes": round((earlier + time.perf_counter() - started) / 60, 2),
         "constraints": v, "test_prompts": len({s["prompt_index"] for s in base}),
-        "rule": "a constraint is broken only when its 95 % paired interval over prompts lies wholly beyond the "
-                "limit; the hit gain must reach its limit as a point estimate",
+        "rule": "holds: every constraint's point estimate within its limit (the degenerate limit at least one "
+                "continuation); a constraint is broken when its 95 % paired interval over prompts lies wholly beyond "
+                "the limit, unclear otherwise",
     }
 
 
@@ -502,9 +511,10 @@ def _report(config: TuneConfig, searched: list[dict], combined: list[dict], chos
              f"{config.constraints.min_hit_gain:g}, {config.constraints.fluency} <= "
              f"{config.constraints.max_ppl_ratio:g}x, distinct-2 >= {config.constraints.min_distinct2_ratio:g}x, "
              f"degenerate <= unsteered + {config.constraints.max_extra_degenerate:g}.", "",
-             "Rule: a constraint is *broken* only when its 95 % paired interval over prompts lies wholly beyond "
-             "its limit (so one continuation never decides), *holds* when the point estimate is within it, "
-             "*unclear* otherwise; a setting qualifies when nothing is broken and the hit gain reaches its limit.",
+             "Rule: a constraint *holds* when its point estimate is within the limit (the degenerate limit at least "
+             "one continuation, so one continuation never decides), is *broken* when its 95 % paired interval over "
+             "prompts lies wholly beyond the limit, *unclear* otherwise. Candidates: nothing broken and the hit gain "
+             "held; ranked by fewest unclear constraints, then hit. The validation holds when every constraint holds.",
              "", "## Searched (first development half)", "", HEADER, "|---|---|---|---|---|---|"]
     lines += [f"| {c['method']} | {c['knob']:g} | {fmt(c['verdicts'])} |" for c in searched]
     lines += ["", "## Finalists (all development prompts)", "", HEADER, "|---|---|---|---|---|---|"]
@@ -512,8 +522,9 @@ def _report(config: TuneConfig, searched: list[dict], combined: list[dict], chos
     why = binding(chosen["verdicts"])
     lines += ["", "## Chosen", "",
               f"`{chosen['method']}` at {get_method(chosen['method']).knob or 'knob'} {chosen['knob']:g}: "
-              + ("the highest hit rate among the settings that qualify." if why is None else
-                 f"nothing qualifies; the best trade-off, bound by **{why}**."),
+              + ("the best candidate (nothing broken, hit gain reached): fewest unclear constraints, then highest "
+                 "hit rate." if qualifies(chosen["verdicts"]) else
+                 f"no candidate; the best trade-off, bound by **{why}**."),
               "", "## Validation (test prompts)", "",
               f"- holds: **{validation['holds']}**" + (f" (binding: {validation['binding']})"
                                                         if validation["binding"] else ""),

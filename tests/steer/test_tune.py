@@ -9,7 +9,7 @@ import pytest
 
 from steer.matched import Constraints
 from steer.sweep import builtin_prompts
-from steer.tune import TuneConfig, binding, qualifies, tune, verdicts
+from steer.tune import TuneConfig, binding, holds, qualifies, tune, verdicts
 
 
 def _samples(n: int, hit: float, degenerate: int = 0, nll: float = 30.0, seed: int = 0) -> list[dict]:
@@ -25,12 +25,14 @@ def _samples(n: int, hit: float, degenerate: int = 0, nll: float = 30.0, seed: i
 
 
 def test_one_degenerate_continuation_does_not_decide():
-    """64 prompts: one more degenerate continuation than the unsteered model (0.02 against 0.00) leaves the
-    constraint unclear, not broken, so the setting still qualifies; ten more break it."""
+    """64 prompts: one more degenerate continuation than the unsteered model (0.02 against 0.00) holds (the
+    degenerate limit is at least one continuation); two are unclear, not broken; ten break it."""
     base = _samples(64, 0.1)
     one = verdicts(_samples(64, 0.6, degenerate=1), base, Constraints())
-    assert one["degenerate"]["status"] == "unclear" and one["hit"]["status"] == "holds" and qualifies(one)
-    assert binding(one) is None
+    assert one["degenerate"]["status"] == "holds" and holds(one) and binding(one) is None
+    two = verdicts(_samples(64, 0.6, degenerate=2), base, Constraints())
+    assert two["degenerate"]["status"] == "unclear" and qualifies(two) and not holds(two)
+    assert binding(two) == "degenerate"
     ten = verdicts(_samples(64, 0.6, degenerate=10), base, Constraints())
     assert ten["degenerate"]["status"] == "broken" and not qualifies(ten) and binding(ten) == "degenerate"
 
@@ -41,7 +43,7 @@ def test_perplexity_and_hit_statuses():
     assert worse["ppl"]["status"] == "broken" and worse["ppl"]["value"] == pytest.approx(np.exp(0.6), rel=0.05)
     assert binding(worse) == "ppl"
     weak = verdicts(_samples(64, 0.2), base, Constraints())  # a gain of 0.1 < 0.3
-    assert weak["hit"]["status"] != "holds" and binding(weak) == "hit"
+    assert weak["hit"]["status"] != "holds" and binding(weak) == "hit" and not qualifies(weak)
     same = verdicts(base, base, Constraints())
     assert same["distinct2"]["value"] == 1.0 and same["ppl"]["value"] == pytest.approx(1.0)
 
