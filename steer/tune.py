@@ -237,6 +237,16 @@ def binding(v: dict) -> str | None:
     return "+".join(broken or [c for c in ("hit", *FLUENCY) if v[c]["status"] != "holds"])
 
 
+def search_binds(searched: list[dict]) -> str | None:
+    """What kept the search from a setting that holds: None when one qualified; else the fluency
+    constraint most often shown broken by the settings that reached the hit gain, or "hit" when none did."""
+    if any(qualifies(c["verdicts"]) for c in searched):
+        return None
+    styled = [c["verdicts"] for c in searched if c["verdicts"]["hit"]["status"] == "holds"]
+    counts = {f: sum(v[f]["status"] == "broken" for v in styled) for f in FLUENCY}
+    return max(counts, key=counts.get) if styled and max(counts.values()) > 0 else "hit"
+
+
 # ---------------------------------------------------------------- the run
 @dataclass
 class TuneResult:
@@ -415,6 +425,7 @@ def tune(config: TuneConfig, out_dir, model=None, tokenizer=None, progress: Call
         why = binding(chosen["verdicts"]) or "every constraint holds"
         note(f"chosen: {chosen['method']} {chosen['knob']:g} ({why})")
         validation = _validate(config, run, cells, chosen, started, earlier)
+        validation["search_binds"] = search_binds(judged_cells + combined)
         if grid is not None:
             from steer.sweep import read_cells
 
@@ -519,12 +530,14 @@ def _report(config: TuneConfig, searched: list[dict], combined: list[dict], chos
     lines += [f"| {c['method']} | {c['knob']:g} | {fmt(c['verdicts'])} |" for c in searched]
     lines += ["", "## Finalists (all development prompts)", "", HEADER, "|---|---|---|---|---|---|"]
     lines += [f"| {c['method']} | {c['knob']:g} | {fmt(c['verdicts'])} |" for c in combined]
-    why = binding(chosen["verdicts"])
+    why = validation["search_binds"]
     lines += ["", "## Chosen", "",
               f"`{chosen['method']}` at {get_method(chosen['method']).knob or 'knob'} {chosen['knob']:g}: "
               + ("the best candidate (nothing broken, hit gain reached): fewest unclear constraints, then highest "
                  "hit rate." if qualifies(chosen["verdicts"]) else
-                 f"no candidate; the best trade-off, bound by **{why}**."),
+                 f"no candidate; the best trade-off (the highest hit whose fluency is not shown broken). What "
+                 f"binds: **{why}**" + (" (no setting reached the hit gain)." if why == "hit" else
+                                        " (the settings that reached the hit gain broke it most often).")),
               "", "## Validation (test prompts)", "",
               f"- holds: **{validation['holds']}**" + (f" (binding: {validation['binding']})"
                                                         if validation["binding"] else ""),

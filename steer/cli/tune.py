@@ -74,5 +74,7 @@ def cmd_tune(args) -> int:
           + f"; hit {v['hit']:.3f} (unsteered {v['hit_unsteered']:.3f}, prompting {v['vs_prompt']['prompt_hit']:.3f}),"
           f" base perplexity {v['base_ppl_ratio']:.2f}x, distinct-2 {v['distinct_2_ratio']:.2f}x, degenerate "
           f"{v['degenerate_rate']:.2f} (unsteered {v['degenerate_rate_unsteered']:.2f}); {v['minutes']:.1f} minutes")
+    if v["search_binds"]:
+        print(f"no setting held every constraint on the development prompts; what binds: {v['search_binds']}")
     print(f"-> {args.out / 'spec.json'}, {args.out / 'report.md'}, {args.out / 'validation.json'}")
     return 0

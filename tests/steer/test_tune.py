@@ -9,7 +9,7 @@ import pytest
 
 from steer.matched import Constraints
 from steer.sweep import builtin_prompts
-from steer.tune import TuneConfig, binding, holds, qualifies, tune, verdicts
+from steer.tune import TuneConfig, binding, holds, qualifies, search_binds, tune, verdicts
 
 
 def _samples(n: int, hit: float, degenerate: int = 0, nll: float = 30.0, seed: int = 0) -> list[dict]:
@@ -48,6 +48,16 @@ def test_perplexity_and_hit_statuses():
     assert same["distinct2"]["value"] == 1.0 and same["ppl"]["value"] == pytest.approx(1.0)
 
 
+def test_what_binds_when_nothing_holds():
+    base = _samples(64, 0.1, nll=30.0)
+    fluent_weak = {"verdicts": verdicts(_samples(64, 0.15), base, Constraints())}
+    styled_costly = {"verdicts": verdicts(_samples(64, 0.9, nll=36.0, seed=1), base, Constraints())}
+    assert search_binds([fluent_weak, styled_costly]) == "ppl"  # the styled setting breaks perplexity
+    assert search_binds([fluent_weak]) == "hit"  # nothing reaches the gain
+    good = {"verdicts": verdicts(_samples(64, 0.6), base, Constraints())}
+    assert search_binds([fluent_weak, good]) is None
+
+
 def test_config_checks_and_the_split():
     cfg = TuneConfig(model="m", corpus="c")
     dev, test = cfg.split()
@@ -79,7 +89,7 @@ def test_tune_end_to_end_on_a_tiny_model(aidreams, aidreams_path, tmp_path, caps
     assert (spec.method, spec.knob) == (result.validation["method"], result.validation["knob"])
     validation = json.loads((out / "validation.json").read_text())
     for key in ("holds", "hit", "hit_unsteered", "base_ppl_ratio", "cross_ppl_ratio", "distinct_2_ratio",
-                "degenerate_rate", "degenerate_rate_unsteered", "vs_prompt", "regret", "minutes"):
+                "degenerate_rate", "degenerate_rate_unsteered", "vs_prompt", "regret", "minutes", "search_binds"):
         assert key in validation, key
     assert len(validation["vs_prompt"]["interval"]) == 2
     import gzip
