@@ -373,7 +373,7 @@ def test_every_option_has_help_a_default_and_every_command_an_example():
             assert action.help, f"{name} {action.option_strings}: no help"
             if action.default not in (None, False) and action.option_strings and action.dest != "help":
                 assert f"(default: {action.default})" in " ".join(text.split()), f"{name} {action.dest}"
-    assert seen == 10
+    assert seen == 11
     sweep_help = " ".join(dict(commands(parser))["sweep"].format_help().split())
     assert "don_quixote, cnn_highlights" in sweep_help
 
