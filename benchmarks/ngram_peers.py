@@ -49,17 +49,12 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from point_query import best  # noqa: E402  (the best-of-n timer)
+
 SHARED = ROOT.parent / "shared" / "data"
 LN10 = math.log(10.0)
-
-
-def best(fn, repeats: int):
-    out, secs = None, float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        secs = min(secs, time.perf_counter() - t0)
-    return out, secs
 
 
 def corpus_ids(work: Path):

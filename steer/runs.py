@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from pathlib import Path
@@ -12,6 +13,35 @@ OWNER_FILE = ".steer.owner"
 
 class RunFolderBusyError(RuntimeError):
     """Another process holds the run folder."""
+
+
+def read_jsonl(path) -> list[dict]:
+    """The rows of a JSON-lines file: ``NAME`` or, where that is absent, its gzipped copy ``NAME.gz`` (as run
+    folders are committed); a path ending in ``.gz`` is read gzipped. A line cut short by an interruption
+    ends the rows."""
+    path = Path(path)
+    if path.suffix != ".gz" and not path.exists():
+        path = path.with_name(path.name + ".gz")
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    text = (gzip.decompress(raw) if path.suffix == ".gz" else raw).decode("utf-8")
+    rows = []
+    for line in text.splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # a line cut short by an interruption: drop it and what follows
+    return rows
+
+
+def write_jsonl(path, rows: list[dict]) -> None:
+    """Write ``rows`` as JSON lines (gzipped when the name ends in ``.gz``), atomically: beside, then renamed."""
+    path = Path(path)
+    data = "".join(json.dumps(r) + "\n" for r in rows).encode("utf-8")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(gzip.compress(data, mtime=0) if path.suffix == ".gz" else data)
+    tmp.replace(path)
 
 
 def normalise(config: dict) -> dict:

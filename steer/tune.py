@@ -30,7 +30,6 @@ and ``report.md`` at the end.
 
 from __future__ import annotations
 
-import gzip
 import json
 import math
 import time
@@ -43,7 +42,7 @@ import numpy as np
 from steer import checks
 from steer.matched import Constraints
 from steer.methods import REFERENCE, get_method, listed_names
-from steer.runs import RunLock, config_diff, normalise
+from steer.runs import RunLock, config_diff, normalise, read_jsonl, write_jsonl
 from steer.sweep.config import NEUTRAL_CORPUS
 
 # What the tuner tries unless told: the seed paper's prior, the best variant, the activation vector and both.
@@ -263,16 +262,16 @@ class _Cells:
 
     def __init__(self, out: Path):
         self.out = out
-        self.rows = _read_jsonl(out / "cells.jsonl")
-        self.samples = _read_jsonl(out / "samples.jsonl.gz")
+        self.rows = read_jsonl(out / "cells.jsonl")
+        self.samples = read_jsonl(out / "samples.jsonl.gz")
         self.done = {(r["stage"], r["method"], r["knob"]): r for r in self.rows}
 
     def add(self, row: dict, samples: list[dict]) -> None:
         self.rows.append(row)
         self.samples += samples
         self.done[(row["stage"], row["method"], row["knob"])] = row
-        _write_jsonl(self.out / "cells.jsonl", self.rows)
-        _write_jsonl(self.out / "samples.jsonl.gz", self.samples)
+        write_jsonl(self.out / "cells.jsonl", self.rows)
+        write_jsonl(self.out / "samples.jsonl.gz", self.samples)
 
     def of(self, stage: str, method: str, knob: float) -> list[dict]:
         return [s for s in self.samples if (s["stage"], s["method"], s["knob"]) == (stage, method, knob)]
@@ -281,33 +280,19 @@ class _Cells:
         return sum(r["seconds"] for r in self.rows)
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    return [json.loads(line) for line in raw.decode("utf-8").splitlines() if line.strip()]
-
-
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    text = "".join(json.dumps(r) + "\n" for r in rows).encode("utf-8")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(gzip.compress(text, mtime=0) if path.suffix == ".gz" else text)
-    tmp.replace(path)
-
-
 class _Stage:
     """One prompt set (development half A or B, or the test prompts) with its runner and judges, built on first use."""
 
     def __init__(self, name: str, config: TuneConfig, prompts: list[str], offset: int, shared: dict):
         self.name, self.config, self.prompts, self.offset, self.shared = name, config, prompts, offset, shared
+        self.sweep = config.sweep(prompts, config.methods)  # every cell's spec, decoding and judges
         self._runner = None
 
     def runner(self):
         if self._runner is None:
             from steer.sweep.run import CellRunner, build_panel, fluency_judge, judge_corpora
 
-            sh = self.shared
-            sweep = self.config.sweep(self.prompts, self.config.methods)
+            sh, sweep = self.shared, self.sweep
             self._runner = CellRunner(sweep, sh["model"], sh["tokenizer"])
             if "judged" not in sh:
                 sh["judged"] = judge_corpora(sweep, sh["sources"], sh["extra"])
@@ -387,7 +372,7 @@ def tune(config: TuneConfig, out_dir, model=None, tokenizer=None, progress: Call
             st = stages[stage]
             runner = st.runner()
             t0 = time.perf_counter()
-            spec = st.config.sweep(st.prompts, config.methods).spec(config.corpus, method, knob)
+            spec = st.sweep.spec(config.corpus, method, knob)
             steering = spec.build(model, tokenizer, shared["workshop"])
             row, samples = runner.cell(config.corpus, steering.table, method, knob, steering.setup)
             seconds = time.perf_counter() - t0
@@ -431,7 +416,7 @@ def tune(config: TuneConfig, out_dir, model=None, tokenizer=None, progress: Call
 
             validation = with_regret(validation, read_cells(grid), config.corpus, config.constraints)
             validation["grid"] = str(grid)
-        spec = config.sweep(test, config.methods).spec(config.corpus, chosen["method"], chosen["knob"])
+        spec = stages["test"].sweep.spec(config.corpus, chosen["method"], chosen["knob"])
         spec.save(out / "spec.json")
         (out / "validation.json").write_text(json.dumps(validation, indent=1) + "\n", encoding="utf-8")
         (out / "report.md").write_text(_report(config, judged_cells, combined, chosen, validation, dev, test),

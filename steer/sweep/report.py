@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import gzip
 import json
 import math
 from dataclasses import fields
@@ -11,7 +10,7 @@ from pathlib import Path
 
 from steer import metrics as M
 from steer.methods import REFERENCE, is_unsteered
-from steer.runs import RunLock
+from steer.runs import RunLock, read_jsonl
 from steer.sweep.config import SweepConfig
 
 # Judge figures (held-out, independent of every method), then the older
@@ -52,30 +51,6 @@ def _mean(xs):
     return sum(xs) / len(xs) if xs else float("nan")
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    """The rows of a JSON-lines file, or of its gzipped copy (``NAME.gz``, as run folders are committed)."""
-    if not path.exists():
-        packed = path.with_name(path.name + ".gz")
-        if not packed.exists():
-            return []
-        text = gzip.decompress(packed.read_bytes()).decode("utf-8")
-    else:
-        text = path.read_text(encoding="utf-8")
-    rows = []
-    for line in text.splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break  # a line cut short by an interruption: drop it and what follows
-    return rows
-
-
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    tmp.replace(path)
-
-
 def _key(row: dict) -> tuple:
     return row["corpus"], row["method"], row["knob"]
 
@@ -84,7 +59,7 @@ def _read_rows(path: Path) -> list[dict]:
     """A run's cells or samples, normalised once as read: rows written before a sweep ran several
     methods name none (they are the reference method's, at knob lam)."""
     return [{"method": REFERENCE, "knob": r["lam"], **r} if "method" not in r or "knob" not in r else r
-            for r in _read_jsonl(path)]
+            for r in read_jsonl(path)]
 
 
 def read_cells(out_dir) -> list[dict]:

@@ -14,10 +14,10 @@ from steer.corpora import Corpus, load_corpus
 from steer.generation import continuation_texts, continue_prompts
 from steer.methods import get_method
 from steer.monitor import DivergenceRecorder
-from steer.runs import RunLock, check_same_config, normalise
+from steer.runs import RunLock, check_same_config, normalise, write_jsonl
 from steer.spec import Workshop, load_source
 from steer.sweep.config import SweepConfig, canonical_config, config_defaults, package_versions
-from steer.sweep.report import _key, _mean, _read_rows, _with_relative, _write_jsonl, _write_results, judge_columns
+from steer.sweep.report import _key, _mean, _read_rows, _with_relative, _write_results, judge_columns
 
 
 class CellRunner:
@@ -242,8 +242,8 @@ def _run_cells(run: _Run, todo: list, cells: list[dict], done: set) -> None:
     """Generate and judge every cell of ``todo``, appending each to cells.jsonl and samples.jsonl as it ends."""
     cfg, out, model, tok = run.config, run.out, run.model, run.tokenizer
     samples = [s for s in _read_rows(out / "samples.jsonl") if _key(s) in done]
-    _write_jsonl(out / "samples.jsonl", samples)
-    _write_jsonl(out / "cells.jsonl", cells)
+    write_jsonl(out / "samples.jsonl", samples)
+    write_jsonl(out / "cells.jsonl", cells)
     runner = CellRunner(cfg, model, tok)
     if cfg.fluency_judge is not None:
         runner.fluency = fluency_judge(cfg.fluency_judge, model)
@@ -257,9 +257,9 @@ def _run_cells(run: _Run, todo: list, cells: list[dict], done: set) -> None:
         row, new = runner.cell(corpus, steering.table, method, knob, steering.setup)
         del steering
         samples += new
-        _write_jsonl(out / "samples.jsonl", samples)
+        write_jsonl(out / "samples.jsonl", samples)
         cells.append(row)
-        _write_jsonl(out / "cells.jsonl", cells)
+        write_jsonl(out / "cells.jsonl", cells)
         run.note(f"{corpus} {method} {get_method(method).knob or 'knob'}={knob}")
 
 

@@ -46,7 +46,7 @@ def test_finetune_teaches_a_compact_edit(aidreams):
     pairs = [("the cat sat on on the mat", "the cat sat on the mat")]
     examples, _ = make_examples(pairs, "gec", tok, fmt="compact")
     run = finetune(model, tok, examples, steps=40, batch_size=2, lr=3e-3, warmup=0)
-    assert len(run.losses) == 40 and run.seconds > 0 and run.losses[-1] < run.losses[0] / 4
+    assert len(run.losses) == 40 and run.losses[-1] < run.losses[0] / 4
     assert run.stopped == "steps" and run.best_step == 40 and run.heldout == []
     assert not model.training and not any(p.requires_grad for p in model.parameters())
     (res,), _ = edit_generate(model, tok, [pairs[0][0]], task="gec", fmt="compact", max_new_tokens=8)
