@@ -61,6 +61,9 @@ _INT63 = 2**63 - 1
 RAGGED_MIN_SLOTS = 32768
 # float64 holds every integer up to 2**53 exactly.
 _FLOAT_EXACT = 2**53
+# Point queries whose windows would hold at most this many slots compare every window slot
+# with the target (a dozen ops); larger batches search each context's entries instead.
+SCORE_WINDOW_SLOTS = 32768
 # Bytes a plan may spend on dense rows (float32 [rows, V]) for the contexts with
 # the widest fan-outs; they cost no work per step (every row starts from one).
 DENSE_ROWS_BYTES = 64 * 2**20
@@ -175,8 +178,12 @@ class StepPlan:
         offs = [0]
         for m in range(1, self.width + 1):
             offs.append(offs[-1] + base_p**m)
-        self.exact = 2 * offs[-1] + 1 <= _INT63
-        self.key_limit = 2 * offs[-1] + 2  # every doubled query key lies below it
+        # Doubled keys (see _interleave) find a context and say whether it is there in one search;
+        # where only the keys themselves fit int64 (order 5 at V = 49,152), a search and one compare.
+        self.exact = offs[-1] <= _INT63
+        self.doubled = 2 * offs[-1] + 1 <= _INT63
+        scale = 2 if self.doubled else 1
+        self.key_limit = scale * offs[-1] + 2  # every query key lies below it
         perms, new_keys = [], []
         for k, tok in zip(self.orders, tokens, strict=True):
             if not self.exact:  # the table's own order
@@ -210,14 +217,6 @@ class StepPlan:
             cols[dest] = stored[f"o{k}.next_ids"].numpy()
             vals[dest] = values
             first += f.size
-        # For point queries (score): every layout position gets a strictly increasing
-        # key, context i's entry for w at i*(V+1) + w+1 and the separator after it at
-        # (i+1)*(V+1), so one searchsorted finds (context, w) among all entries.
-        owner = np.repeat(np.arange(n, dtype=np.int64), fan_new + 1)  # (total - 1,): positions 1..
-        entry_keys = np.zeros(total, np.int64)
-        entry_keys[1:] = owner * (v + 1) + cols[1:] + 1
-        entry_keys[end] = (np.arange(n, dtype=np.int64) + 1) * (v + 1)
-        self._entry_keys_host, self._entry_keys = entry_keys, None
         self.support = self.column_of = None
         if self.kind == "mixture" and not self.accelerator:  # on an accelerator the launches cost more
             support = _compact_support(rows, cols, coeffs.unigram if self.b1 == 0 else None)
@@ -245,6 +244,7 @@ class StepPlan:
             open_fan = fan_new[first : first + f.size][~is_dense[first : first + f.size]]
             widths.append(max(int(open_fan.max()) if open_fan.size else 0, 1))
             first += f.size
+        self.halvings = _halvings(max(widths))
         self.column = torch.tensor(np.repeat(np.arange(len(widths)), widths), device=device)  # (S,)
         self.window = torch.from_numpy(np.concatenate([np.arange(w) for w in widths])).to(device)  # (S,)
 
@@ -264,7 +264,7 @@ class StepPlan:
         self.row_1d = (self.row[:, 0].log() if self.kind == "kneser_ney" else self.row[:, 0]).contiguous()  # (2n+1,)
 
         if self.exact:
-            # Query: 2 * key as a matrix product of the clamped ids [B, w] with
+            # Query: 2 * key (or the key) as a matrix product of the clamped ids [B, w] with
             # W[r, col] = 2 P^(w-1-r) for the last m columns, plus a per-order
             # bias that holds the +1 of every digit and the order offset.
             weight = np.zeros((self.width, len(self.orders)), dtype=object)
@@ -272,16 +272,18 @@ class StepPlan:
             for col, k in enumerate(self.orders):
                 m = k - 1
                 for i in range(m):  # i-th id from the end
-                    weight[self.width - 1 - i, col] = 2 * base_p**i
-                bias[col] = 2 * (offs[m - 1] + sum(base_p**i for i in range(m)))
-            float_keys = self.accelerator and device.type != "mps" and 2 * offs[-1] + 1 <= _FLOAT_EXACT
+                    weight[self.width - 1 - i, col] = scale * base_p**i
+                bias[col] = scale * (offs[m - 1] + sum(base_p**i for i in range(m)))
+            float_keys = self.accelerator and device.type != "mps" and scale * offs[-1] + 1 <= _FLOAT_EXACT
             self.matmul = device.type == "cpu" or float_keys
             kdtype = torch.float64 if float_keys else torch.int64
             self.q_weight = torch.tensor(weight.astype(np.float64 if float_keys else np.int64), dtype=kdtype,
                                          device=device)
             self.q_bias = torch.tensor(bias.astype(np.float64 if float_keys else np.int64), dtype=kdtype,
                                        device=device)
-            keys_np = _interleave(np.concatenate(new_keys) if new_keys else np.zeros(0, np.int64))
+            keys_np = np.concatenate(new_keys) if new_keys else np.zeros(0, np.int64)
+            # Undoubled keys end with offs[-1], above every query key, so a search never runs off the end.
+            keys_np = _interleave(keys_np) if self.doubled else np.append(keys_np, offs[-1])
             self.keys = torch.from_numpy(keys_np).to(device=device, dtype=kdtype)
         else:
             # Orders whose contexts do not fit one int64 range: one search per order
@@ -310,7 +312,7 @@ class StepPlan:
     def step(self, tail: torch.Tensor) -> torch.Tensor:
         """The estimate from exactly the last N-1 ids of every row, ``tail`` [B, N-1] (static shapes)."""
         # 1-2. Every order's key (one matrix product) and its slot (one search).
-        slot = torch.searchsorted(self.keys, _query(self, tail), right=True) if self.exact else self._slots(tail)
+        slot = self.slots(tail)
         # 3. Dense-row ids grow with the order, so the largest id among a row's
         # contexts is its deepest context with a dense row (0: none).
         out = self.rows.index_select(0, torch.take(self.dense_id, slot).amax(dim=1))  # (B, V)
@@ -336,18 +338,16 @@ class StepPlan:
 
         Never builds a [B, V] row. A row's value at w is its start row's entry
         at w (the deepest context with a dense row) or, if larger, the entry for
-        w of any context it matched (found by one search over all entries'
-        keys), then the estimator's per-row finish, op for op as in :meth:`step`.
+        w of any deeper context it matched (a binary search within that
+        context's entries), then the estimator's per-row finish, op for op as in :meth:`step`.
         """
         targets = targets.long()
         if not self.orders:
             return self.constant[targets]
-        slot = torch.searchsorted(self.keys, _query(self, tail), right=True) if self.exact else self._slots(tail)
+        slot = self.slots(tail)
         columns = targets if self.column_of is None else self.column_of[targets]
         val = self.rows[torch.take(self.dense_id, slot).amax(dim=1), columns]  # (B,)
-        if self._entry_keys is None:
-            self._entry_keys = torch.from_numpy(self._entry_keys_host).to(self.device)
-        found = _entry_values(self._entry_keys, self.full, slot, targets, self.vocab_size).amax(dim=1)  # (B,)
+        found = _entry_values(self, slot, columns[:, None].expand_as(slot)).amax(dim=1)  # (B,)
         val = torch.maximum(val, found)
         if self.kind == "kneser_ney":
             return val + torch.take(self.row_1d, slot).amin(dim=1)
@@ -397,7 +397,18 @@ class StepPlan:
         flat = (pair // c) * out.shape[1] + torch.take(self.cols, pos)  # (L,) into the [B, W] rows
         out.view(-1).scatter_reduce_(0, flat, torch.take(self.full, pos), "amax")
 
-    def _slots(self, tail: torch.Tensor) -> torch.Tensor:
+    def slots(self, tail: torch.Tensor) -> torch.Tensor:
+        """Every row's slot per order, [B, c]: 2i+1 for context i, an even slot where the context is not stored."""
+        if not self.exact:
+            return self._slots_per_order(tail)
+        q = _query(self, tail)
+        if self.doubled:
+            return torch.searchsorted(self.keys, q, right=True)
+        # Undoubled keys: the first key >= q is K_i; slot 2i+1 where it equals q, else 2i (as doubled keys give).
+        idx = torch.searchsorted(self.keys, q)
+        return 2 * idx + (torch.take(self.keys, idx) == q)
+
+    def _slots_per_order(self, tail: torch.Tensor) -> torch.Tensor:
         """Slots of tables whose keys do not fit one int64 range: one search per order."""
         ids, ok_from = prepare_tail(tail, self.width + 1, self.vocab_size)
         out = []
@@ -448,16 +459,13 @@ class ContrastPlan:
         self.column = torch.cat([a.column, b.column + c])
         self.window = torch.cat([a.window, b.window])
         self.device = a.device
-        # score's entry keys, joined on first use from the host arrays (not the plans: _PAIRS holds this
-        # pair under weak references to them). b's move up past a's 2n_a + 1 slots and one unused one.
-        shift = (a.keys.shape[0] // 2 + 1) * (v + 1)
-        self._entry_parts, self._entry_keys = (a._entry_keys_host, b._entry_keys_host, shift), None
+        self.halvings = max(a.halvings, b.halvings)
 
     @classmethod
     def combine(cls, a: StepPlan, b: StepPlan) -> ContrastPlan | None:
         """The joint plan of ``a`` and ``b``, or None where one pass cannot hold both."""
         ok = (a.kind == b.kind == "kneser_ney" and a.orders and b.orders and len(a.orders) == len(b.orders)
-              and a.exact and b.exact and a.vocab_size == b.vocab_size and a.device == b.device
+              and a.doubled and b.doubled and a.vocab_size == b.vocab_size and a.device == b.device
               and a.keys.dtype == b.keys.dtype and a.matmul == b.matmul)
         if not ok:
             return None
@@ -482,21 +490,17 @@ class ContrastPlan:
         """Both estimates at one next id per row, float32 [P, 2]: ``step(tail)`` gathered at ``targets`` [P].
 
         :meth:`StepPlan.score` over both tables in one pass: one search for the
-        contexts of both, one over the entries of both, values bit for bit the
-        two plans' own. b's slots follow a's 2n_a + 1 slots and one unused slot,
-        so slot s still addresses context (s - 1) // 2 of a joint numbering in
-        which b's contexts come after n_a + 1 ids; b's entry keys move up by
-        that many blocks of V + 1.
+        contexts of both, one bounded search in the entries of both, values bit for bit the
+        two plans' own.
         """
         p, c, v = tail.shape[0], self.orders, self.vocab_size
         targets = targets.long()
         slot = torch.searchsorted(self.keys, _query(self, tail), right=True)  # (P, 2c): a's orders, then b's
         per_table = slot.view(p, 2, c)
         val = self.rows[torch.take(self.dense_id, per_table).amax(dim=2), targets[:, None]]  # (P, 2)
-        if self._entry_keys is None:
-            keys_a, keys_b, shift = self._entry_parts
-            self._entry_keys = torch.from_numpy(np.concatenate([keys_a, keys_b + shift])).to(self.device)
-        found = _entry_values(self._entry_keys, self.full, slot, targets, v).view(p, 2, c).amax(dim=2)  # (P, 2)
+        # b's entries sit in columns V..2V-1 (see __init__): its orders look for target + V.
+        wanted = targets[:, None] + torch.arange(2, device=targets.device).repeat_interleave(c) * v  # (P, 2c)
+        found = _entry_values(self, slot, wanted).view(p, 2, c).amax(dim=2)  # (P, 2)
         return torch.maximum(val, found) + torch.take(self.log_g, per_table).amin(dim=2)
 
     def step(self, tail: torch.Tensor) -> torch.Tensor:
@@ -528,17 +532,35 @@ def _query(plan, tail: torch.Tensor) -> torch.Tensor:
     return (digits[:, :, None] * plan.q_weight).sum(dim=1) + plan.q_bias
 
 
-def _entry_values(keys_e: torch.Tensor, full: torch.Tensor, slot: torch.Tensor, targets: torch.Tensor,
-                  vocab_size: int) -> torch.Tensor:
-    """The stored value of (each slot's context, its row's target), -inf where none is stored, [P, k].
+def _halvings(width: int) -> int:
+    """Halvings a binary search needs to narrow a range of ``width`` entries down to one."""
+    return max(width - 1, 0).bit_length()
 
-    Entry keys (see StepPlan) are context i's entry for w at i*(V+1) + w+1, strictly increasing, so one
-    search finds every (context, target). Slot 2i+1 is context i; even slots (not seen) match no entry.
+
+def _entry_values(plan, slot: torch.Tensor, wanted: torch.Tensor) -> torch.Tensor:
+    """The stored value of (each slot's context, the column ``wanted`` of it), -inf where none is stored, [P, k].
+
+    A context's entries fill [start, end) of the entry arrays with their columns ascending (contexts
+    with a dense row, and unseen ones, have an empty range: the start row holds theirs). A few rows
+    compare every slot of their windows with the wanted column; more rows run a binary search
+    bounded to each context's own range, the same number of halvings for all (enough for the widest
+    range): a few cache lines per pair, never a search over every entry of the table. It is
+    branch-free: the range [base, base + n) keeps the last column <= wanted.
     """
-    q = (slot - 1).div(2, rounding_mode="floor") * (vocab_size + 1) + targets[:, None] + 1  # (P, k)
-    pos = torch.searchsorted(keys_e, q).clamp_(max=keys_e.shape[0] - 1)
-    hit = (slot % 2 == 1) & (keys_e[pos] == q)
-    return torch.where(hit, full[pos], -torch.inf)
+    p, k = slot.shape
+    if p * plan.window.shape[0] <= SCORE_WINDOW_SLOTS:
+        pos = _window_positions(plan, slot)  # (P, S); past a context's end: its separator (-inf)
+        hit = torch.take(plan.cols, pos) == wanted.index_select(1, plan.column)
+        values = torch.where(hit, torch.take(plan.full, pos), -torch.inf)
+        return values.new_full((p, k), -torch.inf).scatter_reduce_(1, plan.column.expand(p, -1), values, "amax")
+    base = torch.take(plan.start, slot)  # (P, k)
+    n = torch.take(plan.end, slot) - base
+    for _ in range(plan.halvings):
+        half = n >> 1
+        base = base + half * (torch.take(plan.cols, base + half) <= wanted)
+        n = n - half
+    hit = (n > 0) & (torch.take(plan.cols, base) == wanted)
+    return torch.where(hit, torch.take(plan.full, base), -torch.inf)
 
 
 def _window_positions(plan, slot: torch.Tensor) -> torch.Tensor:

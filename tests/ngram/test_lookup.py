@@ -152,7 +152,9 @@ def test_dense_rows_change_the_speed_not_the_values(table, opts):
 
 
 @pytest.mark.parametrize("accelerator", [False, True])
-def test_contrast_plan_gives_both_tables_estimates_bit_for_bit(table, accelerator):
+@pytest.mark.parametrize("window_slots", [0, 10**9], ids=["search", "windows"])
+def test_contrast_plan_gives_both_tables_estimates_bit_for_bit(table, accelerator, window_slots, monkeypatch):
+    monkeypatch.setattr(ngram_lookup, "SCORE_WINDOW_SLOTS", window_slots)
     rng = np.random.default_rng(3)
     other = NGramTable.from_token_ids([np.minimum(rng.zipf(1.2, size=500), 300) - 1 for _ in range(5)], 300, 3)
     o = table.options(smoothing="kneser_ney")
@@ -202,6 +204,26 @@ def test_per_order_search_agrees_with_the_joint_keys(table, opts, monkeypatch):
     assert not per_order.orders or not per_order.exact
     torch.testing.assert_close(per_order(ctx), joint(ctx), rtol=1e-6, atol=1e-5)
     table._plans.clear()
+
+
+@pytest.mark.parametrize("opts", ALL_OPTIONS, ids=str)
+def test_keys_that_fit_int64_only_undoubled_agree_with_the_doubled_ones(table, opts, monkeypatch):
+    # Order 5 at V = 49,152: every context's key fits int64, twice the key does not. The plan then
+    # searches the plain keys and compares once; force that on this small table.
+    ctx, targets = _score_cases()
+    doubled = table.plan(table.options(**opts), "cpu")
+    if not doubled.orders:
+        return
+    monkeypatch.setattr(ngram_lookup, "_INT63", (doubled.key_limit - 2) // 2)
+    table._plans.clear()
+    try:
+        plain = table.plan(table.options(**opts), "cpu")
+        assert plain.exact and not plain.doubled
+        assert torch.equal(plain.slots(plain.tail(ctx)), doubled.slots(doubled.tail(ctx)))
+        assert torch.equal(plain(ctx), doubled(ctx))
+        assert torch.equal(plain.score(plain.tail(ctx), targets), doubled.score(doubled.tail(ctx), targets))
+    finally:
+        table._plans.clear()
 
 
 def test_plans_are_cached_per_device_and_options(table):
@@ -278,7 +300,11 @@ def _score_cases(seed=7, n=64):
 @pytest.mark.parametrize("opts", ALL_OPTIONS, ids=str)
 @pytest.mark.parametrize("accelerator", [False, True])
 @pytest.mark.parametrize("dense_bytes", [0, 4 * 300 * 8, None])
-def test_point_query_equals_the_gathered_dense_rows(table, opts, accelerator, dense_bytes):
+@pytest.mark.parametrize("window_slots", [0, 10**9], ids=["search", "windows"])
+def test_point_query_equals_the_gathered_dense_rows(table, opts, accelerator, dense_bytes, window_slots,
+                                                    monkeypatch):
+    # Each context's entries are found by a bounded binary search, or for few rows by its window.
+    monkeypatch.setattr(ngram_lookup, "SCORE_WINDOW_SLOTS", window_slots)
     ctx, targets = _score_cases()
     plan = table.plan(table.options(**opts), "cpu", accelerator=accelerator, dense_bytes=dense_bytes)
     dense = plan(ctx).gather(1, targets[:, None])[:, 0]
