@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -19,14 +18,6 @@ EXAMPLES = {
     "run": ("example:\n  steer edits run --model gec-model --sources ../shared/data/edits/jfleg/test/test.src "
             "--out corrected.txt"),
 }
-# What `steer edits train` trained a model to write: {"target": ..., "format": ...}; `steer edits run`
-# decodes it so unless told otherwise. Models trained before it hold edit_mode.json ({"mode": ...}).
-EDIT_OUTPUT_FILE = "edit_output.json"
-_OLD_MODE_FILE = "edit_mode.json"
-_OLD_MODES = {"spans": ("spans", "text"), "compact": ("spans", "compact"), "anchored": ("spans", "anchored"),
-              "rewrite": ("rewrite", None)}
-
-
 def register(sub) -> None:
     from steer.edits.prompts import FORMATS, TARGETS
     from steer.models import default_model
@@ -139,65 +130,34 @@ def cmd_edits_make_data(args) -> int:
 
 
 
-def _read_examples(path: Path, fields: tuple[str, str]) -> list[dict]:
-
-    if not Path(path).exists():
-        raise FileNotFoundError(f"`--data` file {str(path)!r} not found")
-    out = []
-    for k, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            raise ValueError(f"line {k} of {str(path)!r} is not JSON (expected `steer edits make-data` "
-                             "output)") from None
-        if not isinstance(row, dict) or any(not isinstance(row.get(f), str) for f in fields):
-            raise ValueError(f"line {k} of {str(path)!r} needs text fields {fields[0]!r} and {fields[1]!r} "
-                             "(as `steer edits make-data` writes them)")
-        out.append(row)
-    if not out:
-        raise ValueError(f"`--data` file {str(path)!r} holds no examples")
-    return out
-
-
-
 def cmd_edits_train(args) -> int:
-    from steer.edits.compact import add_position_tokens
-    from steer.edits.finetune import finetune, mix
+    from steer.edits.finetune import mix
+    from steer.edits.trained import read_examples, span_format, train_edit_model
     from steer.models import load_model
 
-    fields = ("prompt", "completion") if args.target == "spans" else ("rewrite_prompt", "rewrite")
-    sets = [_read_examples(f, fields) for f in args.data]
-    heldout = [ex for f in args.heldout or () for ex in _read_examples(f, fields)] or None
-    try:  # no --weights: every file weighs the same; mix checks the shares
-        examples, weights = mix(sets, None if args.weights is None else [float(w) for w in args.weights.split(",")])
+    sets = [read_examples(f, args.target) for f in args.data]
+    heldout = [ex for f in args.heldout or () for ex in read_examples(f, args.target)] or None
+    try:  # checked before the model loads
+        weights = None if args.weights is None else [float(w) for w in args.weights.split(",")]
+        mix(sets, weights)
     except ValueError as e:
         raise ValueError(f"`--weights` must hold one non-negative share per --data file ({len(sets)}), "
                          f"got {args.weights!r}") from e
+    fmt = span_format([ex for exs in [*sets, heldout or ()] for ex in exs]) if args.target == "spans" else None
     model, tokenizer = load_model(args.model)
-    fmt = _span_format(examples + (heldout or [])) if args.target == "spans" else None
-    if fmt == "compact":
-        add_position_tokens(tokenizer, model)
     stop = f"at most {args.steps} steps, stopping on a held-out plateau" if heldout else f"{args.steps} steps"
-    print(f"{len(examples):,} examples from {len(sets)} file(s); training every parameter of {args.model} "
+    print(f"{sum(map(len, sets)):,} examples from {len(sets)} file(s); training every parameter of {args.model} "
           f"for {stop} of {args.batch} ({'rewrites' if fmt is None else f'{fmt} spans'})")
 
     def progress(step, loss):
         if (step + 1) % max(args.steps // 20, 1) == 0 or step + 1 == args.steps:
             print(f"step {step + 1}/{args.steps}: loss {loss:.3f}", flush=True)
 
-    run = finetune(model, tokenizer, examples, prompt_key=fields[0], target_key=fields[1], weights=weights,
-                   steps=args.steps, batch_size=args.batch, lr=args.lr, warmup=args.warmup, seed=args.seed,
-                   heldout=heldout, eval_every=args.eval_every, patience=args.patience if heldout else None,
-                   min_delta=args.min_delta, checkpoint=Path(args.out) / "checkpoint",
-                   checkpoint_every=args.checkpoint_every, progress=progress,
-                   on_heldout=lambda step, loss: print(f"step {step}: held-out loss {loss:.4f}", flush=True))
-    model.save_pretrained(args.out)
-    tokenizer.save_pretrained(args.out)
-    shutil.rmtree(Path(args.out) / "checkpoint")  # the model is saved: its training state is no longer needed
-    (Path(args.out) / EDIT_OUTPUT_FILE).write_text(json.dumps({"target": args.target, "format": fmt}) + "\n",
-                                                   encoding="utf-8")
+    run = train_edit_model(model, tokenizer, sets, args.out, target=args.target, weights=weights, heldout=heldout,
+                           steps=args.steps, batch_size=args.batch, lr=args.lr, warmup=args.warmup, seed=args.seed,
+                           eval_every=args.eval_every, patience=args.patience if heldout else None,
+                           min_delta=args.min_delta, checkpoint_every=args.checkpoint_every, progress=progress,
+                           on_heldout=lambda step, loss: print(f"step {step}: held-out loss {loss:.4f}", flush=True))
     resumed = f", resumed at step {run.resumed_at}" if run.resumed_at else ""
     held = (f"; held-out loss {run.heldout[0][1]:.3f} -> {dict(run.heldout)[run.best_step]:.3f}, the best, "
             f"at step {run.best_step} ({'a plateau' if run.stopped == 'plateau' else 'the last evaluation'})"
@@ -207,34 +167,9 @@ def cmd_edits_train(args) -> int:
     return 0
 
 
-def _span_format(examples: list[dict]) -> str:
-    """The span format of make-data examples: their "format" field, else compact if the prompts hold
-    position tokens (files written before the field existed), else the text format."""
-    from steer.edits.compact import POSITION
-
-    formats = {ex.get("format") for ex in examples} - {None}
-    if len(formats) > 1:
-        raise ValueError(f"`--data` files mix span formats {sorted(formats)}: train one format at a time")
-    return formats.pop() if formats else ("compact" if any(POSITION.format(0) in ex["prompt"] for ex in examples)
-                                          else "text")
-
-
-def _trained_output(model_dir, tokenizer) -> tuple[str, str | None]:
-    """(target, format) `steer edits train` trained the model at ``model_dir`` for (its edit_output.json,
-    or an older edit_mode.json), else spans, compact when the tokenizer has position tokens, else text."""
-    from steer.edits.compact import POSITION
-
-    saved, old = Path(model_dir) / EDIT_OUTPUT_FILE, Path(model_dir) / _OLD_MODE_FILE
-    if saved.is_file():
-        data = json.loads(saved.read_text(encoding="utf-8"))
-        return data["target"], data.get("format")
-    if old.is_file():
-        return _OLD_MODES[json.loads(old.read_text(encoding="utf-8"))["mode"]]
-    return "spans", "compact" if POSITION.format(0) in tokenizer.get_vocab() else "text"
-
-
 def cmd_edits_run(args) -> int:
     from steer.edits.generate import edit_generate
+    from steer.edits.trained import trained_output
     from steer.models import load_model
 
     if not Path(args.sources).exists():
@@ -247,7 +182,7 @@ def cmd_edits_run(args) -> int:
     if args.instruct:
         target, fmt = "rewrite", None
     else:
-        target, fmt = _trained_output(args.model, tokenizer)
+        target, fmt = trained_output(args.model, tokenizer)
         target = args.target or target
         fmt = None if target == "rewrite" else args.format or fmt or "text"
     results, secs = edit_generate(model, tokenizer, sources, task=args.task, target=target, fmt=fmt,
