@@ -27,14 +27,12 @@ widest fan-out of order k among contexts without a dense row):
    longest context; logsum: the contexts' terms), or for the mixture divide
    and log.
 
-Where the table stored few of the vocabulary's tokens (a style corpus of a few
-MB against a 49k or 262k vocabulary), every row of the mixture and of the logsum
-score holds one value of its own at all the tokens no context stored; the plan
-then works on the stored tokens' columns plus one column for that value. It
-widens the rows at the end (:meth:`StepPlan._widen`, the same values: the
-mixture's log then runs on the few columns only), or, adding the estimate to a
-model's logits (:meth:`StepPlan.add_to`), never builds the [B, V] rows: the one
-pass over the logits is the only work as wide as the vocabulary.
+The mixture's finish is a log over every entry of the [B, V] rows, which costs
+more than the rest of the step. Where the table stored few of the vocabulary's
+tokens (a style corpus of a few MB against a 49k vocabulary), every row holds
+one value of its own at all the tokens no context stored; the plan then works
+on the stored tokens' columns plus one column for that value and widens the
+rows at the end (:meth:`StepPlan._widen`), with the same values.
 
 On a CPU, a batch whose windows would hold many slots (most of them past
 their contexts' ends) gathers each context's actual entries instead
@@ -220,9 +218,8 @@ class StepPlan:
             vals[dest] = values
             first += f.size
         self.support = self.column_of = None
-        if self.kind in ("mixture", "logsum") and not self.accelerator:  # there the launches cost more
-            p1 = coeffs.unigram if self.kind == "mixture" and self.b1 == 0 else None  # the finish reads p_1
-            support = _compact_support(rows, cols, p1)
+        if self.kind == "mixture" and not self.accelerator:  # on an accelerator the launches cost more
+            support = _compact_support(rows, cols, coeffs.unigram if self.b1 == 0 else None)
             if support is not None:
                 # Columns outside the support equal column `rest` in every row: they become one
                 # column (index nU), repeated up to a multiple of 64 so that every row is whole
@@ -314,32 +311,6 @@ class StepPlan:
 
     def step(self, tail: torch.Tensor) -> torch.Tensor:
         """The estimate from exactly the last N-1 ids of every row, ``tail`` [B, N-1] (static shapes)."""
-        out = self.step_columns(tail)
-        return out if self.support is None else self._widen(out)
-
-    def add_to(self, tail: torch.Tensor, scores: torch.Tensor, alpha: float) -> torch.Tensor:
-        """``scores[:, :V] += alpha * step(tail)`` in place (float32 [B, >= V]); returns ``scores``.
-
-        The values of ``scores.add_(step(tail), alpha=alpha)`` (to within one float32 rounding, where
-        the kernels split a row into vectors differently). With a compact support (see the module)
-        no [B, V] estimate is built: every column gets its row's value at the tokens no context
-        stored in one pass over ``scores``, and the support's columns their own values, so the pass
-        over ``scores`` is the only one as wide as the vocabulary.
-        """
-        region = scores if scores.shape[1] == self.vocab_size else scores[:, : self.vocab_size]
-        if self.support is None or not self.orders:
-            region.add_(self.step(tail) if self.orders else self.constant, alpha=alpha)
-            return scores
-        out = self.step_columns(tail)  # (B, W): the support's columns, then the rest's value
-        n = self.support.shape[0]
-        own = region.index_select(1, self.support).add_(out[:, :n], alpha=alpha)  # before the rest's add
-        region.add_(out[:, n : n + 1], alpha=alpha)
-        region.index_copy_(1, self.support, own)
-        return scores
-
-    def step_columns(self, tail: torch.Tensor) -> torch.Tensor:
-        """:meth:`step` in the plan's columns: the vocabulary's, or with a compact support its columns
-        (``support``, in order) then the value every other token gets, [B, W]."""
         # 1-2. Every order's key (one matrix product) and its slot (one search).
         slot = self.slots(tail)
         # 3. Dense-row ids grow with the order, so the largest id among a row's
@@ -359,7 +330,8 @@ class StepPlan:
             return out.add_(torch.take(self.row_1d, slot).amin(dim=1, keepdim=True))
         if self.kind == "logsum":
             return out.add_(torch.take(self.row_1d, slot).sum(dim=1, keepdim=True))
-        return self._finish_mixture(out, slot)
+        out = self._finish_mixture(out, slot)
+        return out if self.support is None else self._widen(out)
 
     def score(self, tail: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """The estimate at one next id per row, float32 [B]: ``step(tail)`` gathered at ``targets`` [B].

@@ -97,7 +97,10 @@ class NGramStylePrior(LogitsProcessor):
         check_width(width, self.table.vocab_size)
         if self.options is None:  # an ARPA model: its backoff rows
             return pad_columns(self.table.logprobs(input_ids), width)
-        plan = self._plan(input_ids)
+        self.table.check_contexts(input_ids)  # type and shape; out-of-range ids never match (no host sync)
+        plan = self._plans.get(input_ids.device)
+        if plan is None:  # once per device: a decode step then goes straight to the lookup
+            plan = self._plans[input_ids.device] = self.table.plan(self.options, input_ids.device)
         if self.compile and plan.orders:
             if plan.device not in self._compiled:
                 self._compiled[plan.device] = torch.compile(plan.step, fullgraph=True, dynamic=False)
@@ -107,41 +110,22 @@ class NGramStylePrior(LogitsProcessor):
             return pad_columns(self._compiled[plan.device](tail), width)
         return pad_columns(plan(input_ids), width)
 
-    def _plan(self, input_ids: torch.LongTensor):
-        self.table.check_contexts(input_ids)  # type and shape; out-of-range ids never match (no host sync)
-        plan = self._plans.get(input_ids.device)
-        if plan is None:  # once per device: a decode step then goes straight to the lookup
-            plan = self._plans[input_ids.device] = self.table.plan(self.options, input_ids.device)
-        return plan
-
     def add_to(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         """Steer float32 ``scores`` in place, to the values :meth:`__call__` returns; returns ``scores``.
 
         For engines that let a processor edit their logits (vLLM, llama.cpp): no [B, V] result is
-        allocated, and where the table stored few of the vocabulary's tokens no [B, V] prior is built
-        either (:meth:`ngram.lookup.StepPlan.add_to`). The values of ``torch.add(scores, prior,
-        alpha=lam)``, to within one float32 rounding.
+        allocated. ``add_`` runs the same kernel as ``torch.add(scores, prior, alpha=lam)``.
         """
         if scores.dtype != torch.float32:
             raise TypeError(f"`scores` must be float32 to be steered in place, got {scores.dtype}")
         if self.lam == 0:
             return scores
-        if not self._columns_apart(input_ids):
-            return scores.add_(self.prior(input_ids, scores.shape[-1]), alpha=self.lam)
-        check_width(scores.shape[-1], self.table.vocab_size)
-        plan = self._plan(input_ids)
-        return plan.add_to(plan.tail(input_ids), scores, self.lam)
+        return scores.add_(self.prior(input_ids, scores.shape[-1]), alpha=self.lam)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if self.lam == 0:
             return scores.clone()
-        if self._columns_apart(input_ids):  # a copy steered in place: no [B, V] prior built
-            return self.add_to(input_ids, scores.to(torch.float32, copy=True)).to(scores.dtype)
         prior = self.prior(input_ids, scores.shape[-1])
         if scores.dtype == torch.float32:
             return torch.add(scores, prior, alpha=self.lam)
         return torch.add(scores.float(), prior, alpha=self.lam).to(scores.dtype)
-
-    def _columns_apart(self, input_ids: torch.LongTensor) -> bool:
-        """Whether the lookup keeps the stored tokens' columns apart from the rest (a compact support)."""
-        return self.options is not None and not self.compile and self._plan(input_ids).support is not None

@@ -215,22 +215,3 @@ def test_an_arpa_model_steers_through_the_prior(tmp_path):
                                atol=1e-5)
     with pytest.raises(ValueError, match="no prior options"):
         NGramStylePrior(model, 0.5, smoothing="kneser_ney")
-
-
-@pytest.mark.parametrize("opts", [dict(), dict(mode="logsum", weights=(0.2, 0.3, 0.5))], ids=str)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_a_table_of_few_tokens_steers_without_building_rows_to_the_same_values(opts, dtype):
-    # A style corpus that uses a tenth of the vocabulary: the lookup keeps its tokens' columns apart.
-    rng = np.random.default_rng(1)
-    narrow = NGramTable.from_token_ids([rng.integers(0, V // 10, size=300) for _ in range(5)], V, 3)
-    prior = NGramStylePrior(narrow, 0.3, **opts)
-    ids = torch.cat([torch.randint(0, V // 10, (3, 6)), torch.randint(0, V, (2, 6))])
-    assert prior._plan(ids).support is not None
-    scores = torch.randn(5, V + 4).to(dtype)
-    want = torch.add(scores.float(), prior.prior(ids, V + 4), alpha=0.3).to(dtype)
-    ulp = dict(rtol=2.4e-7, atol=1e-6) if dtype == torch.float32 else dict(rtol=2**-7, atol=0)  # one rounding
-    torch.testing.assert_close(prior(ids, scores), want, **ulp)
-    if dtype == torch.float32:
-        strided = torch.zeros(5, V + 4, 3)[:, :, 1]
-        strided.copy_(scores)
-        torch.testing.assert_close(prior.add_to(ids, strided), want, **ulp)
