@@ -460,6 +460,8 @@ class ContrastPlan:
         self.window = torch.cat([a.window, b.window])
         self.device = a.device
         self.halvings = max(a.halvings, b.halvings)
+        # b's entries sit in columns V..2V-1: score's targets move up by V in b's orders.
+        self.target_shift = torch.arange(2, device=a.device).repeat_interleave(c) * v  # (2c,)
 
     @classmethod
     def combine(cls, a: StepPlan, b: StepPlan) -> ContrastPlan | None:
@@ -493,13 +495,12 @@ class ContrastPlan:
         contexts of both, one bounded search in the entries of both, values bit for bit the
         two plans' own.
         """
-        p, c, v = tail.shape[0], self.orders, self.vocab_size
+        p, c = tail.shape[0], self.orders
         targets = targets.long()
         slot = torch.searchsorted(self.keys, _query(self, tail), right=True)  # (P, 2c): a's orders, then b's
         per_table = slot.view(p, 2, c)
         val = self.rows[torch.take(self.dense_id, per_table).amax(dim=2), targets[:, None]]  # (P, 2)
-        # b's entries sit in columns V..2V-1 (see __init__): its orders look for target + V.
-        wanted = targets[:, None] + torch.arange(2, device=targets.device).repeat_interleave(c) * v  # (P, 2c)
+        wanted = targets[:, None] + self.target_shift  # (P, 2c): b's orders look for target + V
         found = _entry_values(self, slot, wanted).view(p, 2, c).amax(dim=2)  # (P, 2)
         return torch.maximum(val, found) + torch.take(self.log_g, per_table).amin(dim=2)
 

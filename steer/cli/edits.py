@@ -132,28 +132,27 @@ def cmd_edits_make_data(args) -> int:
 
 def cmd_edits_train(args) -> int:
     from steer.edits.finetune import mix
-    from steer.edits.trained import read_examples, span_format, train_edit_model
+    from steer.edits.trained import prepare, read_examples, train_edit_model
     from steer.models import load_model
 
     sets = [read_examples(f, args.target) for f in args.data]
     heldout = [ex for f in args.heldout or () for ex in read_examples(f, args.target)] or None
-    try:  # checked before the model loads
-        weights = None if args.weights is None else [float(w) for w in args.weights.split(",")]
-        mix(sets, weights)
+    try:  # no --weights: every file weighs the same; mix checks the shares
+        mixed = mix(sets, None if args.weights is None else [float(w) for w in args.weights.split(",")])
     except ValueError as e:
         raise ValueError(f"`--weights` must hold one non-negative share per --data file ({len(sets)}), "
                          f"got {args.weights!r}") from e
-    fmt = span_format([ex for exs in [*sets, heldout or ()] for ex in exs]) if args.target == "spans" else None
+    data = prepare(*mixed, target=args.target, heldout=heldout)  # everything checked before the model loads
     model, tokenizer = load_model(args.model)
     stop = f"at most {args.steps} steps, stopping on a held-out plateau" if heldout else f"{args.steps} steps"
-    print(f"{sum(map(len, sets)):,} examples from {len(sets)} file(s); training every parameter of {args.model} "
-          f"for {stop} of {args.batch} ({'rewrites' if fmt is None else f'{fmt} spans'})")
+    print(f"{len(data.examples):,} examples from {len(sets)} file(s); training every parameter of {args.model} "
+          f"for {stop} of {args.batch} ({'rewrites' if data.fmt is None else f'{data.fmt} spans'})")
 
     def progress(step, loss):
         if (step + 1) % max(args.steps // 20, 1) == 0 or step + 1 == args.steps:
             print(f"step {step + 1}/{args.steps}: loss {loss:.3f}", flush=True)
 
-    run = train_edit_model(model, tokenizer, sets, args.out, target=args.target, weights=weights, heldout=heldout,
+    run = train_edit_model(model, tokenizer, data, args.out,
                            steps=args.steps, batch_size=args.batch, lr=args.lr, warmup=args.warmup, seed=args.seed,
                            eval_every=args.eval_every, patience=args.patience if heldout else None,
                            min_delta=args.min_delta, checkpoint_every=args.checkpoint_every, progress=progress,

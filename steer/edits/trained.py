@@ -3,12 +3,13 @@
 :func:`train_edit_model` is what ``steer edits train`` runs: it reads no argv, so a script trains
 the same model with the same files::
 
-    from steer.edits.trained import read_examples, train_edit_model
+    from steer.edits.finetune import mix
+    from steer.edits.trained import prepare, read_examples, train_edit_model
     from steer.models import load_model
 
+    data = prepare(*mix([read_examples("gec.jsonl", "spans")]), target="spans")
     model, tokenizer = load_model("../shared/data/models/base-llama2tok")
-    sets = [read_examples("gec.jsonl", "spans")]
-    run = train_edit_model(model, tokenizer, sets, "gec-model", target="spans", steps=200)
+    run = train_edit_model(model, tokenizer, data, "gec-model", steps=200)
 
 The folder then holds the model, its tokenizer and ``edit_output.json`` (what it was trained to
 write), which :func:`trained_output` reads back for ``steer edits run``.
@@ -19,6 +20,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 # What a model was trained to write: {"target": ..., "format": ...}. Models trained before it
@@ -72,38 +74,53 @@ def span_format(examples: Sequence[dict]) -> str:
                                           else "text")
 
 
-def train_edit_model(model, tokenizer, sets: Sequence[Sequence[dict]], out, *, target: str = "spans",
-                     weights: Sequence[float] | None = None, heldout: Sequence[dict] | None = None, **options):
-    """Train ``model`` on the make-data example ``sets`` and save it with what it writes into ``out``.
+@dataclass(frozen=True)
+class TrainingData:
+    """Examples ready to train an edit model on, checked before any model loads (:func:`prepare`)."""
 
-    Each batch mixes the sets in proportion to ``weights`` (default: equal shares). The span format
-    comes from the examples (compact ones add the position tokens to the tokenizer and model).
-    Training checkpoints in ``out/checkpoint`` and resumes there when called again; the folder is
-    removed once the model is saved.
+    target: str  # "spans" or "rewrite"
+    examples: list[dict]
+    weights: list[float]  # one per example (steer.edits.finetune.mix)
+    fmt: str | None  # the span format; None for rewrites
+    heldout: list[dict] | None
+
+
+def prepare(examples: Sequence[dict], weights: Sequence[float], target: str = "spans",
+            heldout: Sequence[dict] | None = None) -> TrainingData:
+    """The examples (with their per-example weights, as :func:`steer.edits.finetune.mix` gives them) for
+    ``target``, their span format read from them (mixed formats are refused)."""
+    example_fields(target)
+    fmt = span_format([*examples, *(heldout or ())]) if target == "spans" else None
+    return TrainingData(target, list(examples), list(weights), fmt, None if heldout is None else list(heldout))
+
+
+def train_edit_model(model, tokenizer, data: TrainingData, out, **options):
+    """Train ``model`` on ``data`` and save it with what it writes into ``out``.
+
+    Compact spans add the position tokens to the tokenizer and model first. Training checkpoints
+    in ``out/checkpoint`` and resumes there when called again; the folder is removed once the
+    model is saved. With held-out examples training stops on a held-out plateau.
 
     Args:
-        target: "spans" (the edits) or "rewrite" (the whole edited text) of the same examples.
-        heldout: examples kept out of training: with them training stops on a held-out plateau.
         **options: :func:`steer.edits.finetune.finetune`'s (steps, batch_size, lr, patience, progress, ...).
 
     Returns:
         The :class:`steer.edits.finetune.Training`.
     """
     from steer.edits.compact import add_position_tokens
-    from steer.edits.finetune import finetune, mix
+    from steer.edits.finetune import finetune
 
-    prompt_key, target_key = example_fields(target)
-    examples, shares = mix(sets, weights)
-    fmt = span_format([*examples, *(heldout or ())]) if target == "spans" else None
-    if fmt == "compact":
+    prompt_key, target_key = example_fields(data.target)
+    if data.fmt == "compact":
         add_position_tokens(tokenizer, model)
     out = Path(out)
-    run = finetune(model, tokenizer, examples, prompt_key=prompt_key, target_key=target_key, weights=shares,
-                   heldout=heldout, checkpoint=out / "checkpoint", **options)
+    run = finetune(model, tokenizer, data.examples, prompt_key=prompt_key, target_key=target_key,
+                   weights=data.weights, heldout=data.heldout, checkpoint=out / "checkpoint", **options)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     shutil.rmtree(out / "checkpoint")  # the model is saved: its training state is no longer needed
-    (out / EDIT_OUTPUT_FILE).write_text(json.dumps({"target": target, "format": fmt}) + "\n", encoding="utf-8")
+    (out / EDIT_OUTPUT_FILE).write_text(json.dumps({"target": data.target, "format": data.fmt}) + "\n",
+                                        encoding="utf-8")
     return run
 
 
