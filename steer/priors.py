@@ -11,10 +11,12 @@ from __future__ import annotations
 import math
 from typing import Literal
 
+import numpy as np
 import torch
 from transformers import LogitsProcessor
 
 from ngram import ContrastPlan, NGramTable, last_ids
+from ngram.host import host_lookup, tail_of
 from steer import checks
 from steer.repetition import followers
 from steer.style import check_lam, check_width, pad_columns
@@ -175,7 +177,12 @@ class GuidedStylePrior(LogitsProcessor):
         """The bonus b for every row, float32 [B, width] (zeros past the tables' vocabulary)."""
         check_width(width, self.table.vocab_size)
         pair = self._pair(input_ids.device) if self.background is not None else None
-        if pair is not None and pair.windows_fit(input_ids.shape[0]):
+        host = self._host_for(input_ids)
+        if host is not None:  # one row on the CPU: the same values with a few numpy ops (ngram.host)
+            est = host.row(tail_of(input_ids[0], host.width),
+                           np.empty((host.tables, self.table.vocab_size), np.float32))
+            b = torch.from_numpy(est[0] - est[1] if host.tables == 2 else est[0]).unsqueeze(0)  # (1, V)
+        elif pair is not None and pair.windows_fit(input_ids.shape[0]):
             both = pair(input_ids)  # (B, 2, V): style and background in one lookup
             b = both[:, 0] - both[:, 1]
         else:
@@ -279,16 +286,85 @@ class GuidedStylePrior(LogitsProcessor):
             raise TypeError(f"`scores` must be float32 to be steered in place, got {scores.dtype}")
         if self.lam == 0:
             return scores
-        if (self.plausibility is not None and self.strength == "constant" and not (self.centre or self.mask
-                                                                                      or self.temper)
-                and scores.device.type == "cpu"):
+        if self._on_support() and scores.device.type == "cpu":
             check_width(scores.shape[-1], self.table.vocab_size)
+            host = self._host_for(input_ids) if self.fresh is None else None
+            if host is not None:
+                return self._add_on_support_host(host, input_ids, scores)
             rows, cols, _ = support_pairs(scores, math.log(self.plausibility))
             # s + lam * b at the support, as the dense path's torch.add(s, b, alpha=lam) computes it.
             scores[rows, cols] = torch.add(scores[rows, cols], self.support_bonus(input_ids, rows, cols),
                                            alpha=self.lam)
             return scores
         return scores.copy_(self(input_ids, scores))
+
+    def _host(self):
+        """The one-context lookup of the bonus's table(s) on the CPU (:mod:`ngram.host`), or None where it
+        does not serve them."""
+        cpu = torch.device("cpu")
+        if self.background is None:
+            return host_lookup(self.table.plan(self.options, cpu))
+        pair = self._pair(cpu)
+        return None if pair is None else host_lookup(pair)
+
+    def _host_for(self, input_ids: torch.LongTensor):
+        """:meth:`_host` for one row on the CPU, else None (batches keep the batched step)."""
+        return self._host() if input_ids.shape[0] == 1 and input_ids.device.type == "cpu" else None
+
+    def _support_on_host(self, host, ids, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The plausible support of one row ``s`` and the bonus there, (cols [k], b float32 [k]), with
+        numpy control flow (:mod:`ngram.host`): the pairs and values of support_pairs and support_bonus."""
+        # s >= max s + log alpha, in float32 as support_pairs compares.
+        cols = np.flatnonzero(s >= s.max() + np.float32(math.log(self.plausibility)))
+        v = self.table.vocab_size
+        est = host.values(tail_of(ids, host.width), np.minimum(cols, v - 1))  # (k, 1 or 2)
+        b = est[:, 0] - est[:, 1] if host.tables == 2 else est[:, 0]
+        if self.clip is not None:
+            b = np.clip(b, np.float32(-self.clip), np.float32(self.clip))
+        return cols, np.where(cols < v, b, np.float32(0))  # past the tables' vocabulary: no bonus
+
+    def _add_on_support_host(self, host, input_ids: torch.LongTensor, scores: torch.FloatTensor):
+        """:meth:`add_to`'s support path for one row with numpy control flow: the same pairs, bonus and sums."""
+        s = scores[0].numpy()  # a view: written in place
+        cols, b = self._support_on_host(host, input_ids[0], s)
+        # The sum by the kernel the batched path uses (torch.add with alpha), on the support's few values.
+        s[cols] = torch.add(torch.from_numpy(s[cols]), torch.from_numpy(b), alpha=self.lam).numpy()
+        return scores
+
+    def _on_support(self) -> bool:
+        """Whether the steering changes the plausible support only, by a constant strength."""
+        return (self.plausibility is not None and self.strength == "constant"
+                and not (self.centre or self.mask or self.temper))
+
+    @property
+    def rows_on_host(self) -> bool:
+        """Whether :meth:`add_to_row` steers a row with numpy alone (no torch op)."""
+        return self.lam == 0 or self._row_host() is not None
+
+    def _row_host(self):
+        """The host lookup :meth:`add_to_row` uses, or None where it goes through :meth:`add_to`."""
+        return self._host() if self._on_support() and self.fresh is None else None
+
+    def add_to_row(self, ids, row: np.ndarray) -> np.ndarray:
+        """Steer one row of float32 logits, a numpy array of any stride, in place; returns ``row``.
+
+        ``ids`` is the sequence so far (a list or 1-D array). For engines that call a processor once
+        per token with numpy arrays (llama.cpp): the constant-strength plausible variant finds its
+        support and looks its bonus up with numpy control flow (:mod:`ngram.host`), the same pairs and
+        bonus as :meth:`add_to`, added as ``row + (lam * b)`` (numpy has no fused multiply-add, so a
+        logit may differ from :meth:`add_to`'s by one rounding). The other options go through
+        :meth:`add_to`.
+        """
+        if self.lam == 0:
+            return row
+        host = self._row_host()
+        if host is None:
+            self.add_to(torch.tensor([tail_of(ids, len(ids))]), torch.from_numpy(row).unsqueeze(0))
+            return row
+        check_width(row.shape[0], self.table.vocab_size)
+        cols, b = self._support_on_host(host, ids, row)
+        row[cols] += np.float32(self.lam) * b
+        return row
 
     def _sparse_support(self, s: torch.Tensor) -> bool:
         """Whether this call looks the bonus up on the plausible support only (see :meth:`_call_on_support`):

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from transformers import LogitsProcessor
 
 from ngram import ArpaModel, NGramTable
+from ngram.host import host_lookup, tail_of
 
 
 def check_lam(lam) -> float:
@@ -101,6 +103,11 @@ class NGramStylePrior(LogitsProcessor):
         plan = self._plans.get(input_ids.device)
         if plan is None:  # once per device: a decode step then goes straight to the lookup
             plan = self._plans[input_ids.device] = self.table.plan(self.options, input_ids.device)
+        host = host_lookup(plan) if input_ids.shape[0] == 1 and not self.compile else None
+        if host is not None:  # one row on the CPU: the same values with a few numpy ops (ngram.host)
+            out = (torch.zeros if width > self.table.vocab_size else torch.empty)(1, width)
+            host.row(tail_of(input_ids[0], plan.width), out[:, : self.table.vocab_size].numpy())
+            return out
         if self.compile and plan.orders:
             if plan.device not in self._compiled:
                 self._compiled[plan.device] = torch.compile(plan.step, fullgraph=True, dynamic=False)
@@ -121,6 +128,38 @@ class NGramStylePrior(LogitsProcessor):
         if self.lam == 0:
             return scores
         return scores.add_(self.prior(input_ids, scores.shape[-1]), alpha=self.lam)
+
+    @property
+    def rows_on_host(self) -> bool:
+        """Whether :meth:`add_to_row` steers a row with numpy alone (no torch op)."""
+        return self.lam == 0 or self._host() is not None
+
+    def _host(self):
+        """The one-context lookup of the table on the CPU (:mod:`ngram.host`), or None where it does not serve it."""
+        return host_lookup(self.table.plan(self.options, "cpu")) if self.options is not None else None
+
+    def add_to_row(self, ids, row: np.ndarray) -> np.ndarray:
+        """Steer one row of float32 logits, a numpy array of any stride, in place; returns ``row``.
+
+        ``ids`` is the sequence so far (a list or 1-D array; its last N-1 ids are read). For engines
+        that call a processor once per token with numpy arrays (llama.cpp), where a few batched torch
+        ops cost most of the call: the prior is :meth:`prior`'s row bit for bit (:mod:`ngram.host`),
+        added as ``row + (lam * prior)``. numpy has no fused multiply-add, so a logit may differ from
+        :meth:`add_to`'s by one rounding. Tables the host lookup does not serve (the mixture, an ARPA
+        model) go through :meth:`add_to`.
+        """
+        if self.lam == 0:
+            return row
+        host = self._host()
+        if host is None:
+            self.add_to(torch.tensor([tail_of(ids, len(ids))]), torch.from_numpy(row).unsqueeze(0))
+            return row
+        v = self.table.vocab_size
+        check_width(row.shape[0], v)
+        prior = host.row(tail_of(ids, host.width), np.empty((1, v), np.float32))[0]
+        prior *= np.float32(self.lam)
+        row[:v] += prior
+        return row
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if self.lam == 0:

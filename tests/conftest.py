@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -112,3 +113,13 @@ def smollm2(smollm2_gguf, tmp_path_factory):
         return steer.load_model(str(smollm2_gguf))
     finally:
         mp.undo()
+
+
+def within_unfused_rounding(got: np.ndarray, want: np.ndarray, before: np.ndarray) -> bool:
+    """``got`` = before + (lam * b) in float32 against ``want`` = the fused before + lam * b: apart by at most
+    the rounding of lam * b and of the sum, two units in the last place of the larger of the logits."""
+    if not np.array_equal(np.isneginf(got), np.isneginf(want)):
+        return False
+    finite = np.isfinite(want)
+    scale = np.maximum(np.abs(want[finite]), np.abs(before[finite]))
+    return bool(np.all(np.abs(got[finite] - want[finite]) <= 2 * np.spacing(scale)))

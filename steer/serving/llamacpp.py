@@ -24,7 +24,12 @@ applied here: llama.cpp's sampling arguments (``temperature``, ``top_p``, ...) a
 Each call computes what the transformers processor computes for the same context: the same object is
 called on the sequence's last N-1 tokens (the whole sequence where the guided option ``fresh`` needs
 it). llama.cpp's logits differ slightly from transformers' (quantised weights), so the bonus is the
-same for the same row, not the steered logits.
+same for the same row, not the steered logits. The row is steered with numpy alone where the method
+allows it (the processors' ``add_to_row``: the prior, and the plausible variants at a constant
+strength): the same bonus from the same tables (:mod:`ngram.host`) without the fixed cost of a
+batched step's torch ops, which right after a llama.cpp forward pass is most of a call. numpy
+adds ``lam * b`` where torch fuses the multiply-add, so a steered logit may differ from the
+transformers processor's by a rounding.
 
 This module imports neither llama_cpp nor vLLM: the processor is a callable on numpy arrays.
 """
@@ -39,7 +44,6 @@ import torch
 
 from steer.methods import servable_method
 from steer.spec import SteeringSpec
-from steer.style import NGramStylePrior
 
 # Texts both tokenizers must split alike before a table of one steers the other's logits.
 PROBES = ("The old man walked to the sea, and said: \"It's 1,605 leagues!\"", "  naïve café\nsecond line\t(tab)")
@@ -84,17 +88,18 @@ class SteerLlamaProcessor:
 
     Build it with :meth:`from_spec`. Called as ``processor(input_ids, scores)`` with the sequence's
     token ids and the next token's logits (numpy, one sequence; ``scores`` may be a strided view, as
-    llama-cpp-python's sampler hands it); returns the steered logits, written into ``scores`` and
-    returned (llama-cpp-python writes what a processor returns back into the same row).
+    llama-cpp-python's sampler hands it); steers ``scores`` in place and returns it (llama-cpp-python
+    writes what a processor returns back into the same row: a no-op for the row itself).
 
     Args:
         processor: a steer logits processor (``NGramStylePrior`` or ``GuidedStylePrior``).
         context: tokens of context it reads (N-1 of its highest-order table), or None for the whole
             sequence (the guided option ``fresh`` looks back further).
         spec: the spec it was built from (kept for reference).
-        threads: torch threads for each call (the caller's setting is restored after it); None
-            leaves torch's setting. One row is too small to share: waking torch's worker threads
-            between llama.cpp's forward passes cost more than it saved (``docs/serving.md``).
+        threads: torch threads for a call that runs torch ops (the caller's setting is restored
+            after it); None leaves torch's setting. One row is too small to share: waking torch's
+            worker threads between llama.cpp's forward passes cost more than it saved
+            (``docs/serving.md``). A row steered with numpy alone is left as it is.
     """
 
     def __init__(self, processor, context: int | None, spec: SteeringSpec | None = None, threads: int | None = 1):
@@ -103,7 +108,6 @@ class SteerLlamaProcessor:
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise ValueError(f"`threads` must be an int >= 1 or None, got {threads!r}")
         self.processor, self.context, self.spec, self.threads = processor, context, spec, threads
-        self._reads_once = isinstance(processor, NGramStylePrior)
 
     @classmethod
     def from_spec(cls, spec, llama=None, tokenizer=None, tables: Mapping[str, str] | None = None, workshop=None,
@@ -143,31 +147,17 @@ class SteerLlamaProcessor:
         return cls(processor, context, spec, threads)
 
     def __call__(self, input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
-        if self.threads is None:
-            return self._steer(input_ids, scores)
-        caller = torch.get_num_threads()
-        torch.set_num_threads(self.threads)
-        try:
-            return self._steer(input_ids, scores)
-        finally:
-            torch.set_num_threads(caller)
-
-    def _steer(self, input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
         ids = np.asarray(input_ids)
         if self.context is not None:
             ids = ids[-self.context:]
-        # [1, k] int64: llama-cpp-python holds the ids as C ints.
-        contexts = torch.from_numpy(ids.astype(np.int64, copy=True)).unsqueeze(0)
-        view = torch.from_numpy(scores).unsqueeze(0)  # llama.cpp's row, its records 3 floats apart
-        if self._reads_once:
-            # The prior reads the row once: added where it lies (the binding's write-back is then a no-op).
-            self.processor.add_to(contexts, view)
-            return scores
-        # The guided variants read the row several times, and a strided read costs several times a
-        # contiguous one: one contiguous copy, steered in place and returned (the binding copies it back).
-        row = np.array(scores, dtype=np.float32)
-        self.processor.add_to(contexts, torch.from_numpy(row).unsqueeze(0))
-        return row
+        if self.threads is None or self.processor.rows_on_host:  # no torch op to thread
+            return self.processor.add_to_row(ids, scores)
+        caller = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            return self.processor.add_to_row(ids, scores)
+        finally:
+            torch.set_num_threads(caller)
 
 
 def _with_tables(spec: SteeringSpec, tables: Mapping[str, str]) -> SteeringSpec:

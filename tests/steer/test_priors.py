@@ -10,7 +10,7 @@ import torch
 
 from ngram import NGramTable
 from steer.priors import KL_BISECTION_STEPS, SUPPORT_BLOCK, TEMPER_MAX, GuidedStylePrior, entropy, support_pairs
-from tests.conftest import tiny_llama
+from tests.conftest import tiny_llama, within_unfused_rounding
 
 V = 12
 STYLE = NGramTable.from_token_ids([[1, 2, 3, 1, 2, 4, 5, 1, 2, 3, 6, 7, 1, 2, 3]], V, 3)
@@ -246,6 +246,21 @@ def test_contrastive_bonus_in_one_lookup_equals_two_lookups_within_the_op_budget
     torch.testing.assert_close(got, separate(ids, scores))
 
 
+def _forty_tokens(opts, tables_seed: int, seed: int, rows: int, extra_columns: int, scale: float = 3.0):
+    """A prior of ``opts`` over random tables of 40 tokens (books: the background), logits [rows, 40 +
+    extra_columns] with -inf at row 0's first five tokens, and contexts [rows, 6] whose last row is
+    padded and out of range."""
+    rng = np.random.default_rng(tables_seed)
+    style = NGramTable.from_token_ids([rng.integers(0, 40, 400).tolist()], 40, 3)
+    books = NGramTable.from_token_ids([rng.integers(0, 40, 600).tolist()], 40, 3)
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.randn(rows, 40 + extra_columns, generator=g) * scale
+    scores[0, :5] = -math.inf
+    ids = torch.cat([torch.randint(0, 40, (rows - 1, 6), generator=g), torch.tensor([[-1, 3, 40, 2, 2, 2]])])
+    prior = GuidedStylePrior(style, 2.0, **{**opts, "background": books if opts.get("background") else None})
+    return prior, scores, ids
+
+
 @pytest.mark.parametrize("opts", [
     dict(plausibility=0.1),
     dict(background=True, plausibility=0.1),
@@ -256,14 +271,7 @@ def test_contrastive_bonus_in_one_lookup_equals_two_lookups_within_the_op_budget
 ], ids=str)
 @pytest.mark.parametrize("extra_columns", [0, 3])
 def test_bonus_on_the_support_only_equals_the_dense_bonus(opts, extra_columns, monkeypatch):
-    rng = np.random.default_rng(1)
-    style = NGramTable.from_token_ids([rng.integers(0, 40, 400).tolist()], 40, 3)
-    books = NGramTable.from_token_ids([rng.integers(0, 40, 600).tolist()], 40, 3)
-    g = torch.Generator().manual_seed(2)
-    scores = torch.randn(16, 40 + extra_columns, generator=g) * 3
-    scores[0, :5] = -math.inf
-    ids = torch.randint(0, 40, (16, 6), generator=g)
-    prior = GuidedStylePrior(style, 2.0, **{**opts, "background": books if opts.get("background") else None})
+    prior, scores, ids = _forty_tokens(opts, 1, 2, 16, extra_columns)
     assert prior._sparse_support(scores)
     sparse = prior(ids, scores)
     monkeypatch.setattr(GuidedStylePrior, "_sparse_support", lambda self, s: False)
@@ -370,3 +378,60 @@ def test_add_to_steers_in_place_to_the_calls_values(batch, opts, rows):
     assert torch.equal(GuidedStylePrior(STYLE, 0.0).add_to(ids, zero), scores)  # lam 0 is the identity
     with pytest.raises(TypeError, match="float32"):
         prior.add_to(ids, scores.double())
+
+
+@pytest.mark.parametrize("opts", [
+    dict(),
+    dict(background=True),
+    dict(background=True, clip=1.0),
+    dict(plausibility=0.3),
+    dict(background=True, plausibility=0.1),
+    dict(background=True, plausibility=0.02, clip=1.0),
+    dict(background=True, plausibility=0.1, fresh=2),
+    dict(background=True, plausibility=0.1, mask=True),
+], ids=str)
+@pytest.mark.parametrize("extra_columns", [0, 3])
+def test_one_row_on_the_host_equals_the_batched_path_bit_for_bit(opts, extra_columns, monkeypatch):
+    prior, scores, ids = _forty_tokens(opts, 4, 6, 8, extra_columns)
+    scores[1] = -math.inf  # nothing left to draw: the support is every token
+    assert prior._host_for(ids[:1]) is not None and prior._host_for(ids) is None  # one row on the CPU only
+
+    def each_row():
+        out = []
+        for i in range(scores.shape[0]):
+            strided = torch.zeros(1, scores.shape[1], 3)[:, :, 1]  # as llama-cpp-python's records hold a row
+            strided.copy_(scores[i : i + 1])
+            out.append((prior(ids[i : i + 1], scores[i : i + 1]), prior.add_to(ids[i : i + 1], strided)))
+        return out
+
+    host = each_row()
+    monkeypatch.setattr(GuidedStylePrior, "_host", lambda self: None)
+    for (call, added), (want_call, want_added) in zip(host, each_row(), strict=True):
+        assert torch.equal(call, want_call) and torch.equal(added, want_added)
+
+
+@pytest.mark.parametrize("opts", [
+    dict(plausibility=0.3),
+    dict(background=True, plausibility=0.1),
+    dict(background=True, plausibility=0.02, clip=1.0),
+    dict(background=True, plausibility=0.1, fresh=2),
+    dict(background=True, plausibility=0.1, mask=True),
+    dict(background=True),
+], ids=str)
+@pytest.mark.parametrize("extra_columns", [0, 3])
+def test_add_to_row_steers_a_numpy_row_as_add_to_does(opts, extra_columns):
+    prior, scores, ids = _forty_tokens(opts, 4, 9, 8, extra_columns, scale=8.0)
+    on_support = opts.get("plausibility") and not (opts.get("fresh") or opts.get("mask"))
+    assert prior.rows_on_host == bool(on_support)  # the others go through add_to
+    for i in range(scores.shape[0]):
+        want = prior.add_to(ids[i : i + 1], scores[i : i + 1].clone())[0].numpy()
+        records = np.zeros(scores.shape[1], dtype=[("id", np.intc), ("logit", np.single), ("p", np.single)])
+        row = records["logit"]  # every third float, as llama-cpp-python hands a row over
+        row[:] = scores[i].numpy()
+        assert prior.add_to_row(ids[i].numpy().astype(np.intc), row) is row
+        # The same pairs and bonus; the sum rounded once more where numpy adds what torch fuses.
+        changed = row != scores[i].numpy()
+        assert np.array_equal(changed, want != scores[i].numpy()) or not on_support
+        assert within_unfused_rounding(row, want, scores[i].numpy())
+    row = scores[1].numpy().copy()
+    assert np.array_equal(GuidedStylePrior(prior.table, 0.0).add_to_row([1, 2], row), scores[1].numpy())

@@ -10,9 +10,10 @@ import torch
 from transformers import LogitsProcessorList
 
 from ngram import NGramTable, TokenizerMismatchError
+from ngram.host import host_lookup
 from steer.models import encode_prompts
 from steer.style import NGramStylePrior
-from tests.conftest import tiny_gpt2, tiny_llama
+from tests.conftest import tiny_gpt2, tiny_llama, within_unfused_rounding
 
 V = 64
 
@@ -215,3 +216,54 @@ def test_an_arpa_model_steers_through_the_prior(tmp_path):
                                atol=1e-5)
     with pytest.raises(ValueError, match="no prior options"):
         NGramStylePrior(model, 0.5, smoothing="kneser_ney")
+
+
+@pytest.mark.parametrize("opts", [dict(smoothing="kneser_ney"), dict(mode="logsum", weights=(0.2, 0.3, 0.5)),
+                                  dict(mode="mixture")], ids=str)
+@pytest.mark.parametrize("extra_columns", [0, 3])
+def test_one_row_on_the_host_equals_the_batched_path_bit_for_bit(table, opts, extra_columns, monkeypatch):
+    g = torch.Generator().manual_seed(5)
+    ids = torch.cat([torch.randint(0, V, (6, 7), generator=g), torch.tensor([[-1, 2, V, 5, 6, 7, 8]])])
+    scores = torch.randn(ids.shape[0], V + extra_columns, generator=g)
+    scores[0, :4] = -math.inf
+    prior = NGramStylePrior(table, 0.3, **opts)
+    plan = table.plan(prior.options, "cpu")
+    assert (host_lookup(plan) is None) == (opts.get("mode") == "mixture")  # the mixture keeps the batched step
+
+    def each_row():
+        out = []
+        for i in range(ids.shape[0]):
+            row = scores[i : i + 1].clone()
+            out.append((prior(ids[i : i + 1], scores[i : i + 1]), prior.add_to(ids[i : i + 1], row)))
+        return out
+
+    host = each_row()
+    monkeypatch.setattr("steer.style.host_lookup", lambda plan: None)
+    for (call, added), (want_call, want_added) in zip(host, each_row(), strict=True):
+        assert torch.equal(call, want_call) and torch.equal(added, want_added)
+
+
+@pytest.mark.parametrize("opts", [dict(smoothing="kneser_ney"), dict(mode="logsum", weights=(0.2, 0.3, 0.5)),
+                                  dict(mode="mixture")], ids=str)
+@pytest.mark.parametrize("extra_columns", [0, 3])
+def test_add_to_row_steers_a_numpy_row_as_add_to_does(table, opts, extra_columns):
+    g = torch.Generator().manual_seed(8)
+    ids = torch.cat([torch.randint(0, V, (6, 7), generator=g), torch.tensor([[-1, 2, V, 5, 6, 7, 8]])])
+    scores = torch.randn(ids.shape[0], V + extra_columns, generator=g) * 8
+    scores[0, :4] = -math.inf
+    prior = NGramStylePrior(table, 0.3, **opts)
+    assert prior.rows_on_host == (opts.get("mode") != "mixture")  # the mixture goes through add_to
+    for i in range(ids.shape[0]):
+        want = prior.add_to(ids[i : i + 1], scores[i : i + 1].clone())[0].numpy()
+        records = np.zeros(scores.shape[1], dtype=[("id", np.intc), ("logit", np.single), ("p", np.single)])
+        records["logit"] = scores[i].numpy()
+        row = records["logit"]  # every third float, as llama-cpp-python hands a row over
+        for given in (ids[i].numpy().astype(np.intc), ids[i].tolist()[-2:]):
+            row[:] = scores[i].numpy()
+            assert prior.add_to_row(given, row) is row
+            assert within_unfused_rounding(row, want, scores[i].numpy())
+    zero = NGramStylePrior(table, 0.0, **opts)
+    row = scores[1].numpy().copy()
+    assert np.array_equal(zero.add_to_row([1, 2], row), scores[1].numpy())  # lam 0 is the identity
+    with pytest.raises(ValueError, match="columns"):
+        NGramStylePrior(table, 0.3, **opts).add_to_row([1, 2], np.zeros(V - 1, np.float32))
