@@ -8,6 +8,7 @@ applies and how strong it is. :class:`GuidedStylePrior` composes the options;
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Literal
 
@@ -339,10 +340,12 @@ class GuidedStylePrior(LogitsProcessor):
     @property
     def rows_on_host(self) -> bool:
         """Whether :meth:`add_to_row` steers a row with numpy alone (no torch op)."""
-        return self.lam == 0 or self._row_host() is not None
+        return self.lam == 0 or self._row_lookup is not None
 
-    def _row_host(self):
-        """The host lookup :meth:`add_to_row` uses, or None where it goes through :meth:`add_to`."""
+    @functools.cached_property
+    def _row_lookup(self):
+        """The host lookup :meth:`add_to_row` uses, or None where it goes through :meth:`add_to`; found
+        once, not on every token."""
         return self._host() if self._on_support() and self.fresh is None else None
 
     def add_to_row(self, ids, row: np.ndarray) -> np.ndarray:
@@ -357,7 +360,7 @@ class GuidedStylePrior(LogitsProcessor):
         """
         if self.lam == 0:
             return row
-        host = self._row_host()
+        host = self._row_lookup
         if host is None:
             self.add_to(torch.tensor([tail_of(ids, len(ids))]), torch.from_numpy(row).unsqueeze(0))
             return row

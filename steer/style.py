@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -132,10 +133,12 @@ class NGramStylePrior(LogitsProcessor):
     @property
     def rows_on_host(self) -> bool:
         """Whether :meth:`add_to_row` steers a row with numpy alone (no torch op)."""
-        return self.lam == 0 or self._host() is not None
+        return self.lam == 0 or self._row_lookup is not None
 
-    def _host(self):
-        """The one-context lookup of the table on the CPU (:mod:`ngram.host`), or None where it does not serve it."""
+    @functools.cached_property
+    def _row_lookup(self):
+        """The one-context lookup of the table on the CPU (:mod:`ngram.host`), or None where it does not
+        serve it; found once, not on every token."""
         return host_lookup(self.table.plan(self.options, "cpu")) if self.options is not None else None
 
     def add_to_row(self, ids, row: np.ndarray) -> np.ndarray:
@@ -150,7 +153,7 @@ class NGramStylePrior(LogitsProcessor):
         """
         if self.lam == 0:
             return row
-        host = self._host()
+        host = self._row_lookup
         if host is None:
             self.add_to(torch.tensor([tail_of(ids, len(ids))]), torch.from_numpy(row).unsqueeze(0))
             return row

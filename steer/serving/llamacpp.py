@@ -108,6 +108,7 @@ class SteerLlamaProcessor:
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise ValueError(f"`threads` must be an int >= 1 or None, got {threads!r}")
         self.processor, self.context, self.spec, self.threads = processor, context, spec, threads
+        self._numpy_only = processor.rows_on_host  # no torch op per call: nothing to thread
 
     @classmethod
     def from_spec(cls, spec, llama=None, tokenizer=None, tables: Mapping[str, str] | None = None, workshop=None,
@@ -150,7 +151,7 @@ class SteerLlamaProcessor:
         ids = np.asarray(input_ids)
         if self.context is not None:
             ids = ids[-self.context:]
-        if self.threads is None or self.processor.rows_on_host:  # no torch op to thread
+        if self.threads is None or self._numpy_only:
             return self.processor.add_to_row(ids, scores)
         caller = torch.get_num_threads()
         torch.set_num_threads(self.threads)
