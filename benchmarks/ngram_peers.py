@@ -6,8 +6,9 @@ For each order (``--orders``):
 
 - **build**: steer's table from the token ids (its time, the process's peak memory and the saved
   file) in a subprocess of its own; KenLM's ``lmplz`` where it is on PATH (it needs Boost to
-  build; otherwise the line says so) and KenLM's load of steer's ARPA file (interpolated Kneser-Ney,
-  the same estimate); infini-gram's suffix-array index of the same ids (its documented indexer,
+  build, ``docs/benchmarks.md`` says how; otherwise the line says so), given steer's peak memory
+  to sort in (``-S``); KenLM's load of steer's ARPA file (interpolated Kneser-Ney, the same
+  estimate); infini-gram's suffix-array index of the same ids (its documented indexer,
   run on token files written here: ``tokenized.0``, 0xFFFF before each document, u16 ids;
   ``offset.0``, u64 byte offsets).
 - **rows** at B = 1, 8, 64: steer's ``logprobs`` (Kneser-Ney) for B held-out contexts; KenLM's
@@ -92,13 +93,21 @@ def build_phase(work: Path, order: int) -> None:
 
 
 def peak_of(cmd: list[str], env=None) -> tuple[float, float, str]:
-    """(seconds, peak RSS of the children in MB, stdout) of a command."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    t0 = time.perf_counter()
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
-    secs = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return secs, max(peak, before) / 1024, out.stdout
+    """(seconds, peak RSS of the command's own process in MB, stdout) of a command.
+
+    The peak is that process's alone (``wait4``), not the largest of every child so far.
+    """
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        secs = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        if proc.returncode:
+            raise subprocess.CalledProcessError(proc.returncode, cmd, out.read(), err.read())
+        return secs, usage.ru_maxrss / 1024, out.read().decode()
 
 
 def infinigram_index(work: Path, docs, threads: int) -> tuple[float, float]:
@@ -211,8 +220,10 @@ def main(argv=None) -> dict:
             text = work / "corpus.txt"
             if not text.exists():
                 text.write_text("\n".join(" ".join(map(str, d.tolist())) for d in docs) + "\n")
+            # lmplz sorts within the memory it is given (-S), spilling to -T beyond it: given steer's peak.
             secs, peak, _ = peak_of([lmplz, "-o", str(order), "--discount_fallback", "--text", str(text), "--arpa",
-                                     str(work / f"lmplz.o{order}.arpa"), "-S", "60%"])
+                                     str(work / f"lmplz.o{order}.arpa"), "-S", f"{int(built['peak_mb'])}M",
+                                     "-T", str(work)])
             build.update(kenlm_ms=round(secs * 1e3, 1), kenlm_peak_mb=round(peak, 1))
             build["vs_kenlm"] = round(build["kenlm_ms"] / build["steer_ms"], 2)
         build["vs_infinigram"] = round(build["infinigram_ms"] / build["steer_ms"], 2)
