@@ -9,8 +9,8 @@ in Python integers, one ``searchsorted`` for their slots, then the start row and
 context's entries by slicing. Values equal the plan's bit for bit (tests/ngram/test_host.py).
 
 It serves the plans whose per-row finish is one number (Kneser-Ney, logsum) on exact keys;
-:func:`host_lookup` says None for the others (the mixture, per-order searches), which keep the
-batched step.
+:func:`host_lookup` says None for the others (the mixture, keys searched order by order, a plan
+with no context), which keep the batched step.
 """
 
 from __future__ import annotations
