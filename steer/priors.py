@@ -20,7 +20,7 @@ from ngram import ContrastPlan, NGramTable, last_ids
 from ngram.host import host_lookup, tail_of
 from steer import checks
 from steer.repetition import followers
-from steer.style import check_lam, check_width, pad_columns
+from steer.style import check_lam, check_width, one_row_contexts, pad_columns
 
 Strength = Literal["constant", "entropy", "kl"]
 STRENGTHS = ("constant", "entropy", "kl")
@@ -362,7 +362,11 @@ class GuidedStylePrior(LogitsProcessor):
             return row
         host = self._row_lookup
         if host is None:
-            self.add_to(torch.tensor([tail_of(ids, len(ids))]), torch.from_numpy(row).unsqueeze(0))
+            # These read the row several times, and a strided read costs several times a contiguous one.
+            work = np.ascontiguousarray(row)
+            self.add_to(one_row_contexts(ids), torch.from_numpy(work).unsqueeze(0))
+            if work is not row:
+                row[:] = work
             return row
         check_width(row.shape[0], self.table.vocab_size)
         cols, b = self._support_on_host(host, ids, row)

@@ -32,6 +32,11 @@ def check_width(width: int, vocab_size: int) -> None:
         )
 
 
+def one_row_contexts(ids) -> torch.LongTensor:
+    """The contexts [1, T] of one sequence of ids (a list or 1-D array), for the batched processors."""
+    return torch.from_numpy(np.asarray(ids, dtype=np.int64)).reshape(1, -1)
+
+
 def pad_columns(rows: torch.Tensor, width: int) -> torch.Tensor:
     """Zero columns up to ``width``: a model whose embedding matrix is padded gets no bonus there."""
     if width > rows.shape[-1]:
@@ -155,7 +160,7 @@ class NGramStylePrior(LogitsProcessor):
             return row
         host = self._row_lookup
         if host is None:
-            self.add_to(torch.tensor([tail_of(ids, len(ids))]), torch.from_numpy(row).unsqueeze(0))
+            self.add_to(one_row_contexts(ids), torch.from_numpy(row).unsqueeze(0))  # reads the row once
             return row
         v = self.table.vocab_size
         check_width(row.shape[0], v)
