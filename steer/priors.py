@@ -302,6 +302,11 @@ class GuidedStylePrior(LogitsProcessor):
     def _host(self):
         """The one-context lookup of the bonus's table(s) on the CPU (:mod:`ngram.host`), or None where it
         does not serve them."""
+        return self._cpu_lookup
+
+    @functools.cached_property
+    def _cpu_lookup(self):
+        """:meth:`_host`'s answer, found once (the tables' plans and their pair do not change)."""
         cpu = torch.device("cpu")
         if self.background is None:
             return host_lookup(self.table.plan(self.options, cpu))
