@@ -69,6 +69,9 @@ def register(sub) -> None:
                    help="with --heldout: a new best loss must be lower by more than this share of the best")
     q.add_argument("--checkpoint-every", type=int, default=100,
                    help="steps between checkpoints in OUT/checkpoint; the same command again resumes there")
+    q.add_argument("--bf16", action="store_true",
+                   help="forward and backward passes in bfloat16 (weights and optimiser in float32); "
+                        "about 1.7x faster on a CPU with AVX512-BF16")
     q = add_command(esub, "run", "edit every line of a file with a trained model", cmd_edits_run,
                     EXAMPLES["run"])
     q.add_argument("--model", required=True,
@@ -155,7 +158,8 @@ def cmd_edits_train(args) -> int:
     run = train_edit_model(model, tokenizer, data, args.out,
                            steps=args.steps, batch_size=args.batch, lr=args.lr, warmup=args.warmup, seed=args.seed,
                            eval_every=args.eval_every, patience=args.patience if heldout else None,
-                           min_delta=args.min_delta, checkpoint_every=args.checkpoint_every, progress=progress,
+                           min_delta=args.min_delta, checkpoint_every=args.checkpoint_every, bf16=args.bf16,
+                           progress=progress,
                            on_heldout=lambda step, loss: print(f"step {step}: held-out loss {loss:.4f}", flush=True))
     resumed = f", resumed at step {run.resumed_at}" if run.resumed_at else ""
     held = (f"; held-out loss {run.heldout[0][1]:.3f} -> {dict(run.heldout)[run.best_step]:.3f}, the best, "

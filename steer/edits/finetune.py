@@ -180,7 +180,7 @@ def finetune(model, tokenizer, examples: Sequence[dict], *, prompt_key: str = "p
              batch_size: int = 16, lr: float = 5e-4, warmup: int = 100, max_grad_norm: float = 1.0,
              seed: int = 0, chat: bool | None = None, heldout: Sequence[dict] | None = None,
              eval_every: int = 100, patience: int | None = None, min_delta: float = 0.0,
-             checkpoint: str | Path | None = None, checkpoint_every: int = 100,
+             checkpoint: str | Path | None = None, checkpoint_every: int = 100, bf16: bool = False,
              progress: Callable[[int, float], None] | None = None,
              on_heldout: Callable[[int, float], None] | None = None) -> Training:
     """Train every parameter of ``model`` (in place) to write each example's target after its prompt.
@@ -205,6 +205,11 @@ def finetune(model, tokenizer, examples: Sequence[dict], *, prompt_key: str = "p
     Args:
         chat: prompts through the tokenizer's chat template (None: whenever it has one), as
             :func:`encode_examples`.
+        bf16: each step's forward and backward pass in bfloat16 under ``torch.autocast`` (the
+            weights, gradients and optimiser state stay float32; held-out losses are measured in
+            float32). About 1.7x faster on a CPU with AVX512-BF16 (SmolLM2-135M, 16 x 96 tokens:
+            5.8 s a step against 9.4-11.4). Part of the run's settings: a checkpoint of the other
+            precision is refused.
         progress: called as ``progress(step, loss)`` after every step (``step`` from 0).
         on_heldout: called as ``on_heldout(steps_taken, loss)`` after every held-out evaluation.
 
@@ -219,6 +224,7 @@ def finetune(model, tokenizer, examples: Sequence[dict], *, prompt_key: str = "p
     if patience is not None:
         checks.integer("patience", patience, low=1)
     checks.number("min_delta", min_delta, low=0, high=1, high_open=True)
+    checks.boolean("bf16", bf16)
     if not lr > 0:
         raise ValueError(f"`lr` must be > 0, got {lr!r}")
     if not examples:
@@ -247,7 +253,8 @@ def finetune(model, tokenizer, examples: Sequence[dict], *, prompt_key: str = "p
     folder = None if checkpoint is None else Path(checkpoint)
     fingerprint = _fingerprint(model, encoded, weights, held, {
         "steps": steps, "batch_size": batch_size, "lr": lr, "warmup": warmup, "max_grad_norm": max_grad_norm,
-        "seed": seed, "eval_every": eval_every, "patience": patience, "min_delta": min_delta})
+        "seed": seed, "eval_every": eval_every, "patience": patience, "min_delta": min_delta,
+        **({"bf16": True} if bf16 else {})})  # absent when off: float32 checkpoints of earlier runs still resume
     state = None if folder is None else _load_checkpoint(folder, fingerprint)
     kept = None  # the best model's weights, when there is no checkpoint folder to keep them in
     if state is not None:
@@ -302,7 +309,8 @@ def finetune(model, tokenizer, examples: Sequence[dict], *, prompt_key: str = "p
         step = len(run.losses)
         while not done and step < steps:
             chunk = [encoded[i] for i in rng.choices(range(len(encoded)), cum_weights=cum, k=batch_size)]
-            loss = target_loss(model, *_batch(chunk, pad, device))
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                loss = target_loss(model, *_batch(chunk, pad, device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)

@@ -99,11 +99,13 @@ def _examples(tok) -> list[dict]:
     return [{"prompt": f"Fix: {w} {w}", "completion": f" {w}"} for w in ("a", "b", "c", "d", "e")]
 
 
-def test_a_resumed_run_ends_as_an_uninterrupted_one(aidreams, tmp_path):
+@pytest.mark.parametrize("bf16", [False, True])
+def test_a_resumed_run_ends_as_an_uninterrupted_one(aidreams, tmp_path, bf16):
     """Interrupted after step 5 (last checkpoint at 4) and resumed, a run's losses, held-out curve and
-    final weights are exactly those of the same run taken in one go."""
+    final weights are exactly those of the same run taken in one go, in either precision."""
     _, tok = aidreams
-    kw = {"steps": 9, "batch_size": 2, "lr": 3e-3, "warmup": 2, "heldout": _examples(tok)[:2], "eval_every": 3}
+    kw = {"steps": 9, "batch_size": 2, "lr": 3e-3, "warmup": 2, "heldout": _examples(tok)[:2], "eval_every": 3,
+          "bf16": bf16}
     whole = tiny_llama(vocab_size=len(tok))
     ref = finetune(whole, tok, _examples(tok), **kw)
 
@@ -135,6 +137,10 @@ def test_a_checkpoint_of_another_run_is_refused(aidreams, tmp_path):
         finetune(tiny_llama(vocab_size=len(tok)), tok, _examples(tok), steps=2, **{**kw, "lr": 1e-3})
     with pytest.raises(ValueError, match="data"):
         finetune(tiny_llama(vocab_size=len(tok)), tok, _examples(tok)[:3], steps=2, **kw)
+    with pytest.raises(ValueError, match="another run: its bf16 differ"):
+        finetune(tiny_llama(vocab_size=len(tok)), tok, _examples(tok), steps=2, bf16=True, **kw)
+    with pytest.raises(ValueError, match="bf16"):
+        finetune(tiny_llama(vocab_size=len(tok)), tok, _examples(tok), steps=2, bf16="yes", **kw)
     (tmp_path / "trainer_state.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="cannot be read"):
         finetune(tiny_llama(vocab_size=len(tok)), tok, _examples(tok), steps=2, **kw)
@@ -156,3 +162,17 @@ def test_a_plateau_stops_training_at_the_best_model(aidreams, tmp_path, keep):
     assert len(run.losses) == steps[-1] < 200 and steps == tuple(range(0, steps[-1] + 1, 2))
     held = encode_examples(tok, heldout)
     assert heldout_loss(model, held, tok.eos_token_id, 2) == pytest.approx(min(losses), rel=1e-6)
+
+
+def test_bf16_steps_train_float32_weights(aidreams):
+    """Under bf16 autocast the loss falls as in float32, and the weights and optimiser stay float32."""
+    _, tok = aidreams
+    kw = {"steps": 30, "batch_size": 4, "lr": 1e-2, "warmup": 0}
+    runs = {}
+    for bf16 in (False, True):
+        model = tiny_llama(vocab_size=len(tok))
+        runs[bf16] = finetune(model, tok, _examples(tok), bf16=bf16, **kw)
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert runs[True].losses != runs[False].losses  # the passes did run in another precision
+    for run in runs.values():
+        assert sum(run.losses[-5:]) < 0.5 * sum(run.losses[:5])
