@@ -50,7 +50,11 @@ in bfloat16, about 1.7x faster here than float32):
         --steps 3000 --lr 1e-4 --warmup 50 --eval-every 100 --patience 3 --min-delta 0.005 --checkpoint-every 50 \
         --bf16 --threads 2; done
     python benchmarks/edit_finetune.py eval --ckpt $C2 --span-model anchored --loop-ban 4,3 --prompt-lookup 4 \
-        --batch1-limit 100 --threads 2 --name converged --out docs/results/edit_spans/smollm2
+        --threads 2 --out docs/results/edit_spans/smollm2-converged
+
+With ``--prompt-lookup`` every set's row also holds ``methods``: ``copy``, ``rewrite``, ``rewrite_lookup``,
+``anchored``, ``anchored_lookup`` (and the ``*_b1`` runs without lookup), each with the metric,
+``tokens`` and ``seconds`` on the same sources (all of them unless ``--batch1-limit``).
 
 ``train --mode spans --mark-every 3`` adds ``spans_every3`` (evaluate it with ``eval --models spans_every3``).
 ``eval`` decodes with steer.generation.greedy_drop_finished (a finished row leaves the batch);
@@ -296,6 +300,7 @@ def evaluate(args):
                      "copy": {**score(es, es.sources), "wall_s": 0.0, "tokens_per_example": 0.0},
                      "truncate": {**score(es, truncated), "wall_s": 0.0, "tokens_per_example": 0.0}}
         outs = {}
+        sub = EditSet(es.name, es.task, es.sources[: args.batch1_limit], es.references[: args.batch1_limit])
         for mode, (model, tok) in models.items():
             kw = {"task": es.task, "batch_size": 16, "loop_ban": guard, "drop_finished": args.decoder == "drop",
                   "grammar": not args.no_grammar, **modes[mode]}
@@ -304,7 +309,6 @@ def evaluate(args):
             if args.prompt_lookup and mode in (spans, "rewrite"):
                 # One source at a time, plain and with prompt lookup, on the first --batch1-limit
                 # sources (and batched on the same sources, when they are fewer than the set).
-                sub = EditSet(es.name, es.task, es.sources[: args.batch1_limit], es.references[: args.batch1_limit])
                 runs = {"b1": {"batch_size": 1}, "b1_lookup": {"batch_size": 1, "prompt_lookup": args.prompt_lookup}}
                 if len(sub.sources) < len(es.sources):
                     runs = {"b16": {}, **runs}
@@ -316,6 +320,9 @@ def evaluate(args):
                         row[f"{mode}_{label}"]["same_as_b1"] = round(
                             sum(r.raw == p for r, p in zip(got, plain, strict=True)) / len(plain), 4)
                     print(f"  {name} {mode} {label}: {json.dumps(row[f'{mode}_{label}'])}", flush=True)
+        if args.prompt_lookup:
+            row["methods"] = method_table(row, spans, sub)
+            print(f"  {name} methods: {json.dumps(row['methods'])}", flush=True)
         row["time_vs_rewrite"] = round(row[spans]["wall_s"] / row["rewrite"]["wall_s"], 3)
         row["tokens_vs_rewrite"] = round(row[spans]["generated_tokens"] / row["rewrite"]["generated_tokens"], 3)
         for other in names[2:]:
@@ -355,6 +362,33 @@ def evaluate(args):
     with gzip.open(out / f"{args.name}_outputs.jsonl.gz", "wt", encoding="utf-8") as f:
         f.writelines(json.dumps(k) + "\n" for k in kept)
     print(json.dumps(figures))
+
+
+def method_table(row: dict, spans: str, same: EditSet) -> dict:
+    """Every way of running the two models on the same sources ``same`` (the batch-1 runs' sources):
+    the quality metric, generated ``tokens`` and ``seconds`` of ``copy``, ``rewrite`` and ``anchored``
+    (batched, 16 a call), ``*_b1`` (one source a call) and ``*_lookup`` (one source a call with
+    prompt lookup), and the span model's fastest time over the rewrite model's fastest."""
+    metric = next(k for k in row["rewrite"] if k in ("gleu", "sari", "bleu"))
+    batched = "_b16" if f"{spans}_b16" in row else ""  # batched again on the subset where it is smaller
+
+    def figures(key: str) -> dict:
+        return {metric: row[key][metric], "tokens": row[key]["generated_tokens"], "seconds": row[key]["wall_s"]}
+
+    table = {"sources": len(same.sources), "copy": {**score(same, same.sources), "tokens": 0, "seconds": 0.0}}
+    for name, key in (("rewrite", "rewrite"), ("anchored", spans)):
+        table[name], table[f"{name}_b1"] = figures(key + batched), figures(f"{key}_b1")
+        table[f"{name}_lookup"] = figures(f"{key}_b1_lookup")
+    fastest = {name: min(table[k]["seconds"] for k in (name, f"{name}_b1", f"{name}_lookup"))
+               for name in ("rewrite", "anchored")}
+    table["anchored_time_vs_fastest_rewrite"] = round(fastest["anchored"] / fastest["rewrite"], 3)
+    # The converged study's goal (JFLEG and ASSET): quality within a point of rewriting, above copying on
+    # grammar correction, and at most 0.7x the rewrite model's fastest time.
+    table["goal"] = {"within_1_of_rewrite": table["anchored"][metric] >= table["rewrite"][metric] - 1,
+                     "time_at_most_0.7x": table["anchored_time_vs_fastest_rewrite"] <= 0.7}
+    if metric == "gleu":
+        table["goal"]["above_copy"] = table["anchored"][metric] > table["copy"][metric]
+    return table
 
 
 def decode(model, tok, es: EditSet, kw: dict) -> tuple[list, dict]:
