@@ -92,6 +92,19 @@ def group_starts(changed: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.concatenate(([True], changed)))
 
 
+def _pair_order(ctx: np.ndarray, nxt: np.ndarray, vocab_size: int) -> np.ndarray:
+    """The permutation that sorts (context key, next id) pairs: ``np.lexsort((nxt, ctx))``.
+
+    Where the ids fit 16 bits, numpy's stable sort of 16-bit values is a radix sort: ordering by
+    the next id that way and then stably by the context is lexsort's two passes, the first one
+    about ten times faster (order 5 of 3.8M tokens at V = 49,152: 0.46 s against 0.87 s).
+    """
+    if vocab_size <= 2**16:
+        by_next = np.argsort(nxt.astype(np.uint16), kind="stable")
+        return by_next[np.argsort(ctx[by_next], kind="stable")]
+    return np.lexsort((nxt, ctx))
+
+
 def count_order(
     tokens: np.ndarray,
     remaining: np.ndarray,
@@ -129,7 +142,7 @@ def count_order(
         ent_ctx, ent_next = uniq // vocab_size, uniq % vocab_size
         ctx_rows = None
     else:
-        order = np.lexsort((nxt, ctx))
+        order = _pair_order(ctx, nxt, vocab_size)
         s_ctx, s_next = ctx[order], nxt[order]
         if hashed:
             # Every window in a run of equal keys must carry the same context
@@ -178,7 +191,7 @@ def merge_order(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], k: int, 
     ctx = keys.pack(cols, vocab_size, hashed, seed)
     # Sorting by (context key, next id) puts every copy of an entry side by side;
     # add.reduceat then sums the copies' counts in one pass.
-    order = np.lexsort((nxt, ctx))
+    order = _pair_order(ctx, nxt, vocab_size)
     s_ctx, s_next, s_cnt = ctx[order], nxt[order], cnt[order]
     s_tok = ctx_tok[order]
     if hashed:
@@ -262,7 +275,31 @@ def continuation_counts(
         return np.bincount(upper.next_ids, minlength=vocab_size).astype(np.int64)
     suffix = np.repeat(up_tokens[:, 1:], fan, axis=0)  # (n_entries, k-1): drop u
     skey = keys.pack([suffix[:, j] for j in range(k - 1)], vocab_size, hashed_lower, seed)
+    if not hashed_lower and keys.exact_packing(vocab_size, k):
+        return _continuation_counts_packed(lower, skey * vocab_size + upper.next_ids, k, vocab_size)
     idx = entry_index(lower, skey, upper.next_ids)
     if np.any(idx < 0):  # every suffix of a counted (k+1)-gram is a counted k-gram
         raise RuntimeError(f"internal error: order-{k + 1} suffix missing from order {k}")
     return np.bincount(idx, minlength=lower.next_ids.size).astype(np.int64)
+
+
+def _continuation_counts_packed(lower: OrderCounts, suffixes: np.ndarray, k: int, vocab_size: int) -> np.ndarray:
+    """:func:`continuation_counts` where a whole k-gram packs into one int64 (``suffixes``: the packed
+    suffix (h, w) of every distinct (k+1)-gram).
+
+    ``lower``'s entries are sorted by their packed k-gram, so sorting the suffixes, counting each
+    distinct one and finding the distinct ones among the entries (queries in ascending order: the
+    search resumes where the last one ended) replaces a search per suffix in unsorted order.
+    """
+    out = np.zeros(lower.next_ids.size, dtype=np.int64)
+    if suffixes.size == 0:
+        return out
+    suffixes = np.sort(suffixes)
+    first = group_starts(suffixes[1:] != suffixes[:-1])
+    distinct = suffixes[first]
+    entries = np.repeat(lower.ctx_keys, np.diff(lower.offsets)) * vocab_size + lower.next_ids
+    idx = np.searchsorted(entries, distinct)
+    if idx[-1] >= entries.size or np.any(entries[idx] != distinct):  # every suffix is a counted k-gram
+        raise RuntimeError(f"internal error: order-{k + 1} suffix missing from order {k}")
+    out[idx] = np.diff(np.append(first, suffixes.size))
+    return out
