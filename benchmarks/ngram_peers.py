@@ -4,8 +4,8 @@ The corpus is the steer split of the background books (``corpora/base``, about 4
 SmolLM2-135M-Instruct's token space (V = 49,152); the queries come from its held-out judge split.
 For each order (``--orders``):
 
-- **build**: steer's table from the token ids (its time, the process's peak memory and the saved
-  file) in a subprocess of its own; KenLM's ``lmplz`` where it is on PATH (it needs Boost to
+- **build**: steer's table from the token ids (one int32 array per document; its time, the
+  process's peak memory and the saved file) in a subprocess of its own; KenLM's ``lmplz`` where it is on PATH (it needs Boost to
   build, ``docs/benchmarks.md`` says how; otherwise the line says so), given steer's peak memory
   to sort in (``-S``); KenLM's load of steer's ARPA file (interpolated Kneser-Ney, the same
   estimate); infini-gram's suffix-array index of the same ids (its documented indexer,
@@ -83,7 +83,7 @@ def build_phase(work: Path, order: int) -> None:
     docs, _, vocab = corpus_ids(work)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
-    table = NGramTable.from_token_ids([d.tolist() for d in docs], vocab, order)
+    table = NGramTable.from_token_ids(docs, vocab, order)  # one id array per document, as a tokenizer gives
     secs = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     path = work / f"steer.o{order}.safetensors"
