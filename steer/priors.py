@@ -261,8 +261,8 @@ class GuidedStylePrior(LogitsProcessor):
                 q = torch.where(support, (s - top).exp(), 0.0)  # p on the support, unnormalised (max 1)
                 b = b - torch.linalg.vecdot(q, b).unsqueeze(-1) / q.sum(dim=-1, keepdim=True)
             b = torch.where(support, b, 0.0)
-        if self.strength == "constant":  # -inf + lam * b stays -inf
-            out = torch.add(s, b, alpha=self.lam)
+        if self.strength == "constant":  # -inf + lam * b stays -inf; b is fresh: written over
+            out = torch.add(s, b, alpha=self.lam, out=b)
         else:
             if self.strength == "kl":
                 # -inf scores would turn 0 * b into nan in the KL sums; they get no bonus and stay -inf.
