@@ -18,9 +18,10 @@ EXAMPLES = {
     "run": ("example:\n  steer edits run --model gec-model --sources ../shared/data/edits/jfleg/test/test.src "
             "--out corrected.txt"),
 }
+
+
 def register(sub) -> None:
-    from steer.edits.prompts import FORMATS, TARGETS
-    from steer.models import default_model
+    from steer.edits.prompts import FORMATS
 
     p = sub.add_parser("edits", help="edit-span decoding tools", description="edit-span decoding tools",
                        formatter_class=Formatter)
@@ -42,6 +43,14 @@ def register(sub) -> None:
     q.add_argument("--mark-every", type=int, default=1,
                    help="compact: the prompt marks every m-th position only (shorter prompts; the model counts "
                         "the words in between)")
+
+    _register_train(esub)
+    _register_run(esub)
+
+
+def _register_train(esub) -> None:
+    from steer.edits.prompts import TARGETS
+    from steer.models import default_model
 
     q = add_command(esub, "train", "fine-tune a model on make-data examples (span or rewrite targets)",
                     cmd_edits_train, EXAMPLES["train"])
@@ -72,6 +81,11 @@ def register(sub) -> None:
     q.add_argument("--bf16", action="store_true",
                    help="forward and backward passes in bfloat16 (weights and optimiser in float32); "
                         "about 1.7x faster on a CPU with AVX512-BF16")
+
+
+def _register_run(esub) -> None:
+    from steer.edits.prompts import FORMATS, TARGETS
+
     q = add_command(esub, "run", "edit every line of a file with a trained model", cmd_edits_run,
                     EXAMPLES["run"])
     q.add_argument("--model", required=True,

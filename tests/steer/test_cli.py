@@ -477,3 +477,17 @@ def test_sweep_output_says_where_each_method_holds_the_constraints(tmp_path, cap
     out = capsys.readouterr().out
     assert "hit >= unsteered + 0.3, base_ppl <= 1.1x" in out
     assert "c v: holds over knob 1-2 (2x wide)" in out and "c prior: holds nowhere" in out
+
+
+def test_no_cli_or_sweep_function_is_over_80_lines():
+    """A command's parser and a sweep step stay readable at a glance."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "steer"
+    long = []
+    for path in sorted([*(root / "cli").glob("*.py"), *(root / "sweep").glob("*.py")]):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80:
+                long.append(f"{path.name}:{node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert long == []
