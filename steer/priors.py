@@ -299,14 +299,10 @@ class GuidedStylePrior(LogitsProcessor):
             return scores
         return scores.copy_(self(input_ids, scores))
 
+    @functools.cached_property
     def _host(self):
         """The one-context lookup of the bonus's table(s) on the CPU (:mod:`ngram.host`), or None where it
-        does not serve them."""
-        return self._cpu_lookup
-
-    @functools.cached_property
-    def _cpu_lookup(self):
-        """:meth:`_host`'s answer, found once (the tables' plans and their pair do not change)."""
+        does not serve them; found once (the tables' plans and their pair do not change)."""
         cpu = torch.device("cpu")
         if self.background is None:
             return host_lookup(self.table.plan(self.options, cpu))
@@ -315,7 +311,7 @@ class GuidedStylePrior(LogitsProcessor):
 
     def _host_for(self, input_ids: torch.LongTensor):
         """:meth:`_host` for one row on the CPU, else None (batches keep the batched step)."""
-        return self._host() if input_ids.shape[0] == 1 and input_ids.device.type == "cpu" else None
+        return self._host if input_ids.shape[0] == 1 and input_ids.device.type == "cpu" else None
 
     def _support_on_host(self, host, ids, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The plausible support of one row ``s`` and the bonus there, (cols [k], b float32 [k]), with
@@ -351,7 +347,7 @@ class GuidedStylePrior(LogitsProcessor):
     def _row_lookup(self):
         """The host lookup :meth:`add_to_row` uses, or None where it goes through :meth:`add_to`; found
         once, not on every token."""
-        return self._host() if self._on_support() and self.fresh is None else None
+        return self._host if self._on_support() and self.fresh is None else None
 
     def add_to_row(self, ids, row: np.ndarray) -> np.ndarray:
         """Steer one row of float32 logits, a numpy array of any stride, in place; returns ``row``.
